@@ -1,0 +1,21 @@
+# Writes version.cpp with the git commit; rewrites only when the text changes.
+execute_process(COMMAND git -C ${SRC} rev-parse --short=12 HEAD
+  OUTPUT_VARIABLE commit OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR commit STREQUAL "")
+  set(commit "unknown")
+else()
+  execute_process(COMMAND git -C ${SRC} status --porcelain --untracked-files=no
+    OUTPUT_VARIABLE dirty OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(NOT dirty STREQUAL "")
+    string(APPEND commit "-dirty")
+  endif()
+endif()
+set(text "namespace exatrain {\nconst char* version_string() { return \"${VERSION}\"; }\nconst char* git_commit() { return \"${commit}\"; }\n}  // namespace exatrain\n")
+if(EXISTS ${OUT})
+  file(READ ${OUT} old)
+else()
+  set(old "")
+endif()
+if(NOT old STREQUAL text)
+  file(WRITE ${OUT} "${text}")
+endif()

@@ -1,0 +1,577 @@
+#!/usr/bin/env bash
+# Every class of bad input gets exit code 1 and ONE clear line on stderr:
+#   exatrain: error: <where>: <what>, expected vs found, (did you mean ...)
+# and never a crash, a hang, a backtrace or a half-written run directory.
+#
+#   EXATRAIN_SOURCE_DIR=/path/to/repo bash tests/e2e/bad_input.sh /path/to/exatrain
+#
+set -u
+
+EXATRAIN=$(realpath "${1:?usage: bad_input.sh /path/to/exatrain}")
+SRC=$(realpath "${EXATRAIN_SOURCE_DIR:?set EXATRAIN_SOURCE_DIR to the repository root}")
+PY=${EXATRAIN_PYTHON:-$SRC/.venv/bin/python}   # only to write corrupt safetensors fixtures
+TIMEOUT=${EXATRAIN_TEST_TIMEOUT:-300}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+ulimit -c 0   # a crash shows up as a signal exit code, not as a core file in the temp dir
+
+failures=0
+pass() { echo "ok - $1"; }
+fail() {
+  local details=${2//$'\n'/ | }
+  ((${#details} > 500)) && details="${details:0:500}..."
+  echo "FAIL - $1: $details"
+  failures=$((failures + 1))
+}
+
+# Runs CMD with a timeout; sets $rc and leaves output in $T/stdout, $T/stderr.
+run() {
+  rc=0
+  timeout -k 10 "$TIMEOUT" "$@" >"$T/stdout" 2>"$T/stderr" || rc=$?
+}
+
+# expect_fail NAME SUBSTRING... -- CMD...
+#   exit code 1, stderr exactly one line "exatrain: error: ..." containing every SUBSTRING.
+expect_fail() {
+  local name=$1 subs=() err lines s
+  shift
+  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
+  shift
+  run "$@"
+  err=$(<"$T/stderr")
+  lines=$(grep -c '' "$T/stderr")
+  if ((rc == 124)); then fail "$name" "timed out after ${TIMEOUT}s"; return; fi
+  if ((rc > 128)); then fail "$name" "killed by signal $((rc - 128)); stderr: $err"; return; fi
+  if ((rc != 1)); then fail "$name" "exit code $rc, expected 1; stderr: $err"; return; fi
+  if ((lines != 1)); then fail "$name" "stderr has $lines lines, expected 1: $err"; return; fi
+  if [[ $err != "exatrain: error: "* ]]; then fail "$name" "stderr does not start with 'exatrain: error: ': $err"; return; fi
+  for s in "internal error" "terminate called" "Exception raised from" "core dumped"; do
+    if grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr has '$s': $err"; return; fi
+  done
+  for s in "${subs[@]}"; do
+    if ! grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr lacks '$s': $err"; return; fi
+  done
+  pass "$name"
+}
+
+# expect_ok NAME -- CMD...
+expect_ok() {
+  local name=$1
+  shift 2
+  run "$@"
+  if ((rc != 0)); then fail "$name" "exit code $rc; stderr: $(tail -n 5 "$T/stderr")"; return 1; fi
+  pass "$name"
+}
+
+# expect_absent NAME PATH: a failed command wrote nothing there.
+expect_absent() {
+  if [[ -e $2 ]]; then fail "$1" "$2 exists: $(ls -A "$2" 2>/dev/null | tr '\n' ' ')"; else pass "$1"; fi
+}
+
+# A run config: the tiny preset, 2 tiny steps, then whatever lines are piped in.
+# Usage: run_config FILE <<'EOF' ... EOF
+run_config() {
+  {
+    echo 'model: {preset: tiny}'
+    echo 'train: {steps: 2, global_batch: 2, micro_batch: 2, seq_len: 16}'
+    echo 'log: {sample_tokens: 0}'
+    cat
+  } >"$1"
+}
+
+# uint32 little-endian ids, N copies of id 1.
+ones() { local i; for ((i = 0; i < $1; i++)); do printf '\x01\x00\x00\x00'; done; }
+
+echo "# exatrain: $EXATRAIN"
+echo "# temp dir: $T"
+touch "$T/file"   # a regular file, used as a "parent directory" that cannot hold anything
+cat >"$T/base.yaml" <<'EOF'
+model: {preset: tiny}
+train: {steps: 5}
+EOF
+
+# ---------------------------------------------------------------------------------------------
+# Config files that cannot be read
+# ---------------------------------------------------------------------------------------------
+expect_fail "missing config file" "cannot read config file" "nothere.yaml" "No such file" -- \
+  "$EXATRAIN" config show nothere.yaml
+
+if [[ $(id -u) -eq 0 ]]; then
+  pass "unreadable config file - skipped (root)"
+else
+  cp base.yaml unreadable.yaml && chmod 000 unreadable.yaml
+  expect_fail "unreadable config file" "unreadable.yaml" "Permission denied" -- \
+    "$EXATRAIN" config show unreadable.yaml
+fi
+
+mkdir cfgdir
+expect_fail "directory given as config" "config 'cfgdir' is a directory" -- \
+  "$EXATRAIN" config show cfgdir
+
+# ---------------------------------------------------------------------------------------------
+# YAML syntax and structure
+# ---------------------------------------------------------------------------------------------
+printf 'model: {preset: tiny\ntrain: [1,\n' >unclosed.yaml
+expect_fail "invalid YAML (unclosed bracket)" "unclosed.yaml:2:6:" "invalid YAML" -- \
+  "$EXATRAIN" config show unclosed.yaml
+
+printf -- '- 1\n- 2\n' >list.yaml
+expect_fail "config that is a list" "list.yaml:1:1:" "must be a mapping" "found a list" -- \
+  "$EXATRAIN" config show list.yaml
+
+cat >dup.yaml <<'EOF'
+model: {preset: tiny}
+train:
+  steps: 5
+  steps: 6
+EOF
+expect_fail "duplicate key in a mapping" "dup.yaml:4:3:" "'steps' appears twice" -- \
+  "$EXATRAIN" config show dup.yaml
+
+cat >dup_section.yaml <<'EOF'
+model: {preset: tiny}
+train: {steps: 5}
+train: {seed: 1}
+EOF
+expect_fail "duplicate section" "dup_section.yaml:3:1:" "'train' appears twice" -- \
+  "$EXATRAIN" config show dup_section.yaml
+
+cat >multi_doc.yaml <<'EOF'
+model: {preset: tiny}
+train: {steps: 5}
+---
+train: {steps: 6}
+EOF
+expect_fail "several YAML documents in one file" "multi_doc.yaml:4:1:" "holds 2 YAML documents" -- \
+  "$EXATRAIN" config show multi_doc.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: ~}\n' >null_value.yaml
+expect_fail "null value" "null_value.yaml:2:16:" "train.steps" "found nothing (null)" -- \
+  "$EXATRAIN" config show null_value.yaml
+
+# ---------------------------------------------------------------------------------------------
+# Unknown keys
+# ---------------------------------------------------------------------------------------------
+cat >unknown_top.yaml <<'EOF'
+model: {preset: tiny}
+trian: {steps: 5}
+EOF
+expect_fail "unknown top-level key" "unknown_top.yaml:2:1:" "unknown key 'trian'" \
+  "did you mean 'train'?" "valid keys: model, parallel, train" -- \
+  "$EXATRAIN" config show unknown_top.yaml
+
+cat >unknown_flow.yaml <<'EOF'
+model: {preset: tiny}
+train: {stpes: 5}
+EOF
+expect_fail "unknown nested key (flow)" "unknown_flow.yaml:2:9:" "unknown key 'train.stpes'" \
+  "did you mean 'steps'?" "valid keys in train: steps" -- \
+  "$EXATRAIN" config show unknown_flow.yaml
+
+cat >unknown_block.yaml <<'EOF'
+model: {preset: tiny}
+train:
+  stpes: 5
+EOF
+expect_fail "unknown nested key (block)" "unknown_block.yaml:3:3:" "unknown key 'train.stpes'" \
+  "did you mean 'steps'?" -- \
+  "$EXATRAIN" config show unknown_block.yaml
+
+# ---------------------------------------------------------------------------------------------
+# Wrong types
+# ---------------------------------------------------------------------------------------------
+printf 'model: {preset: tiny}\ntrain: {steps: many}\n' >t_string.yaml
+expect_fail "string for an int" "t_string.yaml:2:16:" "train.steps" "expected an integer" "found 'many'" -- \
+  "$EXATRAIN" config show t_string.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: "5"}\n' >t_quoted.yaml
+expect_fail "quoted number for an int" "t_quoted.yaml:2:16:" "train.steps" "found the string '5'" -- \
+  "$EXATRAIN" config show t_quoted.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: [5]}\n' >t_list.yaml
+expect_fail "list for a scalar" "t_list.yaml:2:16:" "train.steps" "expected an integer >= 1" "found a list" -- \
+  "$EXATRAIN" config show t_list.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: {a: 1}}\n' >t_map.yaml
+expect_fail "mapping for a scalar" "t_map.yaml:2:16:" "train.steps" "found a mapping" -- \
+  "$EXATRAIN" config show t_map.yaml
+
+printf 'model: {preset: tiny}\noptimizer: {decay_norms: yes}\n' >t_bool.yaml
+expect_fail "bool given 'yes'" "t_bool.yaml:2:26:" "optimizer.decay_norms" "expected true or false" "found 'yes'" -- \
+  "$EXATRAIN" config show t_bool.yaml
+
+printf 'model: {preset: tiny}\ntrain: 5\n' >t_section.yaml
+expect_fail "scalar for a section" "t_section.yaml:2:8:" "train: expected a section" "found a scalar" -- \
+  "$EXATRAIN" config show t_section.yaml
+
+# ---------------------------------------------------------------------------------------------
+# Out of range, invalid choices
+# ---------------------------------------------------------------------------------------------
+printf 'model: {preset: tiny}\ntrain: {steps: 99999999999999999999}\n' >t_overflow.yaml
+expect_fail "integer overflow" "t_overflow.yaml:2:16:" "train.steps" "found '99999999999999999999'" -- \
+  "$EXATRAIN" config show t_overflow.yaml
+
+printf 'model: {preset: tiny}\noptimizer: {lr: .nan}\n' >t_nan.yaml
+expect_fail "NaN for a float" "t_nan.yaml:2:17:" "optimizer.lr" "found '.nan'" -- \
+  "$EXATRAIN" config show t_nan.yaml
+
+printf 'model: {preset: tiny, layer_types: full_attention}\n' >t_not_list.yaml
+expect_fail "scalar for a list" "t_not_list.yaml:1:36:" "model.layer_types" "expected a list of strings" "found a scalar" -- \
+  "$EXATRAIN" config show t_not_list.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: 0}\n' >r_steps.yaml
+expect_fail "steps: 0" "r_steps.yaml:2:16:" "train.steps" "expected an integer >= 1" "found 0" -- \
+  "$EXATRAIN" config show r_steps.yaml
+
+printf 'model: {preset: tiny}\noptimizer: {lr: -1}\n' >r_lr.yaml
+expect_fail "optimizer.lr: -1" "r_lr.yaml:2:17:" "optimizer.lr" "expected a number > 0" "found -1" -- \
+  "$EXATRAIN" config show r_lr.yaml
+
+printf 'model: {preset: tiny}\noptimizer: {beta2: 1.5}\n' >r_beta2.yaml
+expect_fail "optimizer.beta2: 1.5" "r_beta2.yaml:2:20:" "optimizer.beta2" "between 0 and" "found 1.5" -- \
+  "$EXATRAIN" config show r_beta2.yaml
+
+printf 'model: {preset: tiny}\ntrain: {precision: fp16}\n' >c_precision.yaml
+expect_fail "precision: fp16" "c_precision.yaml:2:20:" "train.precision" "expected one of fp32, bf16" "found 'fp16'" -- \
+  "$EXATRAIN" config show c_precision.yaml
+
+printf 'model: {preset: tiny}\nschedule: {type: cosin}\n' >c_schedule.yaml
+expect_fail "schedule type typo" "c_schedule.yaml:2:18:" "schedule.type" "constant, cosine, wsd" \
+  "found 'cosin'" "did you mean 'cosine'?" -- \
+  "$EXATRAIN" config show c_schedule.yaml
+
+expect_fail "log.level not a level" "--set log.level=verbose" "'verbose'" "debug, info, warn, error" -- \
+  "$EXATRAIN" config show base.yaml --set log.level=verbose
+
+printf 'model: {preset: tinny}\n' >c_preset.yaml
+expect_fail "unknown preset" "c_preset.yaml:1:17: model.preset:" "unknown model preset 'tinny'" \
+  "did you mean 'tiny'?" "built-in presets: exaone4-1.2b, exaone4-32b, small, tiny" -- \
+  "$EXATRAIN" config show c_preset.yaml
+
+printf 'model: {preset: /nonexistent/preset.yaml}\n' >c_preset_path.yaml
+expect_fail "preset path missing" "c_preset_path.yaml:1:17: model.preset:" "/nonexistent/preset.yaml" \
+  "No such file" -- \
+  "$EXATRAIN" config show c_preset_path.yaml
+
+printf 'model: {preset: c_preset_self.yaml}\n' >c_preset_self.yaml
+expect_fail "preset naming a run config" "c_preset_self.yaml:1:17:" "a preset cannot name another preset" -- \
+  "$EXATRAIN" config show c_preset_self.yaml
+
+expect_fail "unknown preset (model info)" "unknown model preset 'tinny'" "did you mean 'tiny'?" -- \
+  "$EXATRAIN" model info --preset tinny
+
+# ---------------------------------------------------------------------------------------------
+# Inconsistent combinations
+# ---------------------------------------------------------------------------------------------
+expect_fail "num_heads % num_kv_heads (--set)" "--set model.num_kv_heads=3" \
+  "num_heads (4) must be a multiple of num_kv_heads (3)" -- \
+  "$EXATRAIN" config show base.yaml --set model.num_kv_heads=3
+
+printf 'model: {preset: tiny, num_kv_heads: 3}\n' >x_kv.yaml
+expect_fail "num_heads % num_kv_heads (file)" "x_kv.yaml:1:37:" "model.num_kv_heads" \
+  "num_heads (4) must be a multiple of num_kv_heads (3)" -- \
+  "$EXATRAIN" config show x_kv.yaml
+
+printf 'model: {preset: tiny, layer_types: [sliding_attention, full_attention]}\n' >x_lt_len.yaml
+expect_fail "layer_types length != num_layers" "x_lt_len.yaml:1:" "model.layer_types" \
+  "has 2 entries but num_layers is 4" -- \
+  "$EXATRAIN" config show x_lt_len.yaml
+
+printf 'model: {preset: tiny, layer_types: [sliding_attention, full_attention, sliding_attention, global]}\n' >x_lt_bad.yaml
+expect_fail "layer_types invalid entry" "x_lt_bad.yaml:1:" "model.layer_types" "'global'" \
+  "expected sliding_attention or full_attention" -- \
+  "$EXATRAIN" config show x_lt_bad.yaml
+
+cat >x_lt_window.yaml <<'EOF'
+model:
+  preset: tiny
+  sliding_window: 0
+  layer_types: [full_attention, sliding_attention, full_attention, full_attention]
+EOF
+expect_fail "sliding_attention with sliding_window 0" "x_lt_window.yaml:" "model.layer_types" \
+  "entry 1 is sliding_attention but sliding_window is 0" -- \
+  "$EXATRAIN" config show x_lt_window.yaml
+
+printf 'model: {preset: tiny, hidden_size: 130, head_dim: 0}\n' >x_head_dim.yaml
+# The location is the user's hidden_size, not the embedded preset's num_heads.
+expect_fail "hidden_size not divisible by num_heads (file)" "x_head_dim.yaml:1:36: model.hidden_size:" \
+  "hidden_size (130) is not divisible by num_heads (4)" "head_dim" -- \
+  "$EXATRAIN" config show x_head_dim.yaml
+
+expect_fail "hidden_size not divisible by num_heads (--set)" \
+  "hidden_size (130) is not divisible by num_heads (4)" "head_dim" -- \
+  "$EXATRAIN" config show base.yaml --set model.head_dim=0 --set model.hidden_size=130
+
+printf 'model: {preset: tiny}\ntrain: {global_batch: 10, micro_batch: 4}\n' >x_batch.yaml
+expect_fail "global_batch not a multiple of micro_batch" "x_batch.yaml:2:" "train.global_batch" \
+  "10 is not a multiple of train.micro_batch (4)" -- \
+  "$EXATRAIN" config show x_batch.yaml
+
+printf 'model: {preset: tiny, pad_token_id: 320}\n' >x_pad.yaml
+expect_fail "pad_token_id >= vocab_size" "x_pad.yaml:1:37:" "model.pad_token_id" \
+  "320 must be below vocab_size (320)" -- \
+  "$EXATRAIN" config show x_pad.yaml
+
+printf 'model: {preset: tiny}\ntrain: {seq_len: 2048}\n' >x_seq.yaml
+expect_fail "seq_len > max_position_embeddings" "x_seq.yaml:2:18:" "train.seq_len" \
+  "2048 exceeds model.max_position_embeddings (1024)" -- \
+  "$EXATRAIN" config show x_seq.yaml
+
+printf 'model: {preset: tiny}\ntrain: {steps: 5}\nschedule: {warmup_steps: 6}\n' >x_warmup.yaml
+expect_fail "warmup_steps > steps" "x_warmup.yaml:3:26:" "schedule.warmup_steps" "6 exceeds train.steps (5)" -- \
+  "$EXATRAIN" config show x_warmup.yaml
+
+# ---------------------------------------------------------------------------------------------
+# --set
+# ---------------------------------------------------------------------------------------------
+expect_fail "--set without '='" "--set train.steps:" "expected KEY.PATH=VALUE" -- \
+  "$EXATRAIN" config show base.yaml --set train.steps
+
+expect_fail "--set unknown key" "--set train.stpes=3:" "unknown key 'train.stpes'" "did you mean 'steps'?" -- \
+  "$EXATRAIN" config show base.yaml --set train.stpes=3
+
+expect_fail "--set a section to a scalar" "--set train=5:" "train: expected a section" "found a scalar" -- \
+  "$EXATRAIN" config show base.yaml --set train=5
+
+expect_fail "--set out of range (model info)" "--set model.num_layers=0:" "model.num_layers" \
+  "expected an integer between 1 and 10000, found 0" -- \
+  "$EXATRAIN" model info --config base.yaml --set model.num_layers=0
+
+# Command-line usage errors (from CLI11) get the same one-line form and exit code.
+expect_fail "unknown command-line option" "--bogus" "--help" -- \
+  "$EXATRAIN" config show base.yaml --bogus
+
+expect_fail "missing positional argument" "CONFIG is required" "--help" -- \
+  "$EXATRAIN" train
+
+expect_fail "--set without a value" "--set" "--help" -- \
+  "$EXATRAIN" config show base.yaml --set
+
+expect_fail "non-numeric --threads" "--threads" "abc" -- \
+  "$EXATRAIN" logits --hf x --input y --output z --threads abc
+
+expect_fail "no subcommand" "subcommand is required" "--help" -- \
+  "$EXATRAIN"
+
+# ---------------------------------------------------------------------------------------------
+# A failed train with a config error writes nothing
+# ---------------------------------------------------------------------------------------------
+expect_fail "train: bad config" "t_string.yaml:2:16:" "train.steps" -- \
+  "$EXATRAIN" train t_string.yaml --run-dir "$T/run_bad_config"
+expect_absent "train: bad config leaves no run dir" "$T/run_bad_config"
+
+expect_fail "train: bad --set" "--set train.stpes=3:" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_bad_set" --set train.stpes=3
+expect_absent "train: bad --set leaves no run dir" "$T/run_bad_set"
+
+expect_fail "train: data.path not set" "data.path is not set" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_no_data"
+expect_absent "train: data.path not set leaves no run dir" "$T/run_no_data"
+
+expect_fail "train: tp*pp*dp != 1" "parallel.tp x pp x dp = 2 x 1 x 1" "this run has 1 process" "set all three to 1" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_tp" --set parallel.tp=2
+expect_absent "train: tp*pp*dp != 1 leaves no run dir" "$T/run_tp"
+
+# ---------------------------------------------------------------------------------------------
+# Training data
+# ---------------------------------------------------------------------------------------------
+run_config d_missing.yaml <<'EOF'
+data: {path: nothere.bin, format: tokens}
+EOF
+expect_fail "data file missing" "cannot read data file '$T/nothere.bin'" "No such file" -- \
+  "$EXATRAIN" train d_missing.yaml --run-dir "$T/run_d_missing"
+expect_absent "train: data file missing leaves no run dir" "$T/run_d_missing"
+
+{ ones 4; printf '\x02\x00\x00'; } >odd.bin
+run_config d_odd.yaml <<'EOF'
+data: {path: odd.bin, format: tokens}
+EOF
+expect_fail "token file size not a multiple of 4" "odd.bin" "has 19 bytes, not a multiple of 4" -- \
+  "$EXATRAIN" train d_odd.yaml --run-dir "$T/run_d_odd"
+
+{ ones 40; printf '\x40\x01\x00\x00'; } >big_id.bin   # id 320 = 0x140 at token 40
+run_config d_big_id.yaml <<'EOF'
+data: {path: big_id.bin, format: tokens}
+EOF
+expect_fail "token id >= vocab_size" "big_id.bin" "id 320 at token 40 (byte offset 160)" \
+  "not below model.vocab_size (320)" -- \
+  "$EXATRAIN" train d_big_id.yaml --run-dir "$T/run_d_big_id"
+
+ones 16 >short.bin   # seq_len 16 needs 17 tokens
+run_config d_short.yaml <<'EOF'
+data: {path: short.bin, format: tokens}
+EOF
+expect_fail "data shorter than one window" "short.bin" "holds 16 tokens" "one training window of 17" -- \
+  "$EXATRAIN" train d_short.yaml --run-dir "$T/run_d_short"
+
+printf 'hello' >short.txt
+run_config d_short_text.yaml <<'EOF'
+data: {path: short.txt, format: text}
+EOF
+expect_fail "text data shorter than one window" "short.txt" "holds 5 tokens" "one training window of 17" -- \
+  "$EXATRAIN" train d_short_text.yaml --run-dir "$T/run_d_short_text"
+
+head -c 4096 "$SRC/data/corpora/kjv-genesis.txt" >genesis.txt
+run_config d_text.yaml <<'EOF'
+data: {path: genesis.txt, format: text}
+EOF
+expect_fail "text data with vocab_size < 256" "is text (byte ids 0-255) but model.vocab_size is 200" -- \
+  "$EXATRAIN" train d_text.yaml --run-dir "$T/run_d_vocab" --set model.vocab_size=200 \
+  --set model.pad_token_id=0 --set model.bos_token_id=1 --set model.eos_token_id=2
+
+expect_fail "run dir under a regular file" "cannot create run directory" "file/run" "Not a directory" -- \
+  "$EXATRAIN" train d_text.yaml --run-dir file/run
+
+# A model too large for memory is refused before anything is allocated (the address space is
+# also capped, so a regression fails fast instead of meeting the OOM killer).
+expect_fail "model too large for memory" "32003216384 parameters" "GiB of memory" -- \
+  bash -c 'ulimit -v 4000000 && exec "$@"' _ \
+  "$EXATRAIN" train d_text.yaml --run-dir "$T/run_too_big" --set model.preset=exaone4-32b \
+  --set model.pad_token_id=0
+
+# A failed train must not clobber an existing run: keep its log and resolved config.
+mkdir -p existing_run
+echo "log of an earlier run" >existing_run/train.log
+echo "config of an earlier run" >existing_run/config.resolved.yaml
+expect_fail "train into an existing run dir, bad data" "cannot read data file" -- \
+  "$EXATRAIN" train d_missing.yaml --run-dir existing_run
+if [[ $(cat existing_run/train.log existing_run/config.resolved.yaml) == \
+  $'log of an earlier run\nconfig of an earlier run' ]]; then
+  pass "failed train keeps an existing run's files"
+else
+  fail "failed train keeps an existing run's files" "train.log / config.resolved.yaml were overwritten"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face directories (logits)
+# ---------------------------------------------------------------------------------------------
+expect_ok "fixture: train the tiny demo for 2 steps" -- \
+  "$EXATRAIN" train "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/run" \
+  --set train.steps=2 --set schedule.warmup_steps=0 --set log.sample_tokens=0
+HF=$T/run/final
+printf '1 2 3 4\n5 6 7 8\n' >tokens.txt
+expect_ok "fixture: logits on the trained directory" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tokens.txt --output ok.safetensors
+
+# copy_hf NAME: a fresh copy of the trained directory to corrupt.
+copy_hf() { rm -rf "${T:?}/${1:?}"; cp -r "$HF" "$T/$1"; }
+
+# rewrite_weights NAME PYTHON: copy_hf, then run PYTHON on the dict `w` of numpy arrays.
+rewrite_weights() {
+  copy_hf "$1"
+  "$PY" - "$HF/model.safetensors" "$T/$1/model.safetensors" "$2" <<'EOF' ||
+import sys
+import numpy as np
+from safetensors.numpy import load_file, save_file
+w = load_file(sys.argv[1])
+exec(sys.argv[3])
+save_file(w, sys.argv[2])
+EOF
+    fail "fixture $1" "$PY could not rewrite the safetensors file"
+}
+
+copy_hf hf_no_config
+rm hf_no_config/config.json
+expect_fail "HF: config.json missing" "hf_no_config/config.json" "not found" "needs a config.json" -- \
+  "$EXATRAIN" logits --hf hf_no_config --input tokens.txt --output out.safetensors
+
+copy_hf hf_bad_json
+printf '{"model_type": "exaone4",\n' >hf_bad_json/config.json
+expect_fail "HF: config.json invalid JSON" "hf_bad_json/config.json" "invalid JSON" "line 2, column 1" -- \
+  "$EXATRAIN" logits --hf hf_bad_json --input tokens.txt --output out.safetensors
+
+copy_hf hf_llama
+sed -i 's/"model_type": "exaone4"/"model_type": "llama"/' hf_llama/config.json
+expect_fail "HF: model_type llama" "hf_llama/config.json" "model_type is 'llama'" "exaone4" -- \
+  "$EXATRAIN" logits --hf hf_llama --input tokens.txt --output out.safetensors
+
+rewrite_weights hf_missing_tensor "del w['model.layers.2.mlp.up_proj.weight']"
+expect_fail "HF: missing tensor" "hf_missing_tensor" "'model.layers.2.mlp.up_proj.weight' is missing" \
+  "[384, 128]" -- \
+  "$EXATRAIN" logits --hf hf_missing_tensor --input tokens.txt --output out.safetensors
+
+rewrite_weights hf_bad_shape "w['model.layers.1.self_attn.k_proj.weight'] = np.zeros((128, 128), np.float32)"
+expect_fail "HF: tensor with a wrong shape" "hf_bad_shape/model.safetensors" \
+  "'model.layers.1.self_attn.k_proj.weight' has shape [128, 128]" "config.json implies [64, 128]" -- \
+  "$EXATRAIN" logits --hf hf_bad_shape --input tokens.txt --output out.safetensors
+
+rewrite_weights hf_int_dtype "w['model.norm.weight'] = np.ones((128,), np.int32)"
+expect_fail "HF: tensor with dtype I32" "hf_int_dtype/model.safetensors" \
+  "tensor 'model.norm.weight' has dtype I32" "expected F32" -- \
+  "$EXATRAIN" logits --hf hf_int_dtype --input tokens.txt --output out.safetensors
+
+copy_hf hf_trunc_data
+truncate -s 1000000 hf_trunc_data/model.safetensors
+expect_fail "HF: safetensors truncated in the data" "hf_trunc_data/model.safetensors" \
+  "reach past the end of the data section" "truncated" -- \
+  "$EXATRAIN" logits --hf hf_trunc_data --input tokens.txt --output out.safetensors
+
+copy_hf hf_trunc_header
+truncate -s 100 hf_trunc_header/model.safetensors
+expect_fail "HF: safetensors truncated in the header" "hf_trunc_header/model.safetensors" \
+  "truncated: header says" "the file has 100" -- \
+  "$EXATRAIN" logits --hf hf_trunc_header --input tokens.txt --output out.safetensors
+
+copy_hf hf_trunc_tiny
+truncate -s 4 hf_trunc_tiny/model.safetensors
+expect_fail "HF: safetensors shorter than its length field" "hf_trunc_tiny/model.safetensors" \
+  "fewer than the 8-byte header length" -- \
+  "$EXATRAIN" logits --hf hf_trunc_tiny --input tokens.txt --output out.safetensors
+
+copy_hf hf_no_weights
+rm hf_no_weights/model.safetensors
+expect_fail "HF: no safetensors file" "hf_no_weights" "no model.safetensors or model.safetensors.index.json" -- \
+  "$EXATRAIN" logits --hf hf_no_weights --input tokens.txt --output out.safetensors
+
+# ---------------------------------------------------------------------------------------------
+# Token input and output of logits
+# ---------------------------------------------------------------------------------------------
+printf '1 2 3\n4 320 6\n' >tok_big.txt
+expect_fail "tokens: id >= vocab size" "tok_big.txt:2:" "token id 320 is not below the vocabulary size (320)" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_big.txt --output out.safetensors
+
+printf '1 2 3\n4 5\n' >tok_ragged.txt
+expect_fail "tokens: lines of different lengths" "tok_ragged.txt:2:" "line has 2 tokens but line 1 has 3" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_ragged.txt --output out.safetensors
+
+printf '1 2 3\n4 x 6\n' >tok_word.txt
+expect_fail "tokens: non-numeric token" "tok_word.txt:2:" "'x' is not a token id" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_word.txt --output out.safetensors
+
+printf '1 2 3\n4 -1 6\n' >tok_negative.txt
+expect_fail "tokens: negative token" "tok_negative.txt:2:" "'-1' is not a token id" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_negative.txt --output out.safetensors
+
+printf '1 2 3\n4 99999999999999999999 6\n' >tok_huge.txt
+expect_fail "tokens: id overflowing 64 bits" "tok_huge.txt:2:" "'99999999999999999999' is not a token id" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_huge.txt --output out.safetensors
+
+: >tok_empty.txt
+expect_fail "tokens: empty file" "tok_empty.txt" "has no lines of token ids" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_empty.txt --output out.safetensors
+
+expect_fail "tokens: missing file" "cannot read token file" "nothere.txt" "No such file" -- \
+  "$EXATRAIN" logits --hf "$HF" --input nothere.txt --output out.safetensors
+
+for ((i = 0; i < 1100; i++)); do printf '5 '; done >tok_long.txt
+echo >>tok_long.txt
+expect_fail "tokens: longer than max_position_embeddings" "tok_long.txt" "1100 tokens" \
+  "max_position_embeddings is 1024" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tok_long.txt --output out.safetensors
+
+expect_absent "failed logits runs wrote no output" "$T/out.safetensors"
+
+expect_fail "logits: output under a regular file" "file/out.safetensors" "Not a directory" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tokens.txt --output file/out.safetensors
+
+mkdir out_dir
+expect_fail "logits: output is a directory" "out_dir" "Is a directory" -- \
+  "$EXATRAIN" logits --hf "$HF" --input tokens.txt --output out_dir
+
+echo
+if ((failures > 0)); then
+  echo "# $failures case(s) failed"
+  exit 1
+fi
+echo "# all cases passed"

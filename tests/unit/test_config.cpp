@@ -1,0 +1,109 @@
+// Config loading: presets, merging, --set, and every class of bad config with its message.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "trainer/core/config.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+namespace {
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The message of the Error that `fn` throws ("" if none).
+template <class F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, PresetMergedWithRunFileAndOverrides) {
+  const auto path = write_file("run.yaml", "model:\n  preset: tiny\n  num_layers: 8\ntrain:\n  steps: 5\n");
+  RunConfig c = load_run_config(path, {"train.seq_len=64", "optimizer.lr=1e-3"});
+  EXPECT_EQ(c.model.hidden_size, 128);  // from the preset
+  EXPECT_EQ(c.model.num_layers, 8);     // run file wins over the preset
+  EXPECT_EQ(c.train.steps, 5);
+  EXPECT_EQ(c.train.seq_len, 64);  // --set
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 1e-3);
+  EXPECT_EQ(c.locations.where("model.num_layers"), path + ":3:15: model.num_layers");
+  EXPECT_EQ(c.locations.where("train.seq_len"), "--set train.seq_len=64: train.seq_len");
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  const auto path = write_file("rt.yaml", "model: {preset: small}\ntrain: {precision: bf16, recompute: full}\n");
+  const std::string yaml = resolved_yaml(load_run_config(path));
+  const auto again = write_file("rt2.yaml", yaml);
+  EXPECT_EQ(resolved_yaml(load_run_config(again)), yaml);
+}
+
+TEST(Config, UnknownKeySuggestsClosest) {
+  const auto path = write_file("typo.yaml", "model: {preset: tiny}\ntrain:\n  stpes: 5\n");
+  const std::string msg = error_of([&] { load_run_config(path); });
+  EXPECT_NE(msg.find(path + ":3:3: unknown key 'train.stpes' (did you mean 'steps'?)"), std::string::npos) << msg;
+}
+
+TEST(Config, WrongTypeAndRange) {
+  auto msg = error_of([&] { load_run_config(write_file("t1.yaml", "model: {preset: tiny}\ntrain: {steps: many}\n")); });
+  EXPECT_NE(msg.find(":2:16: train.steps: expected an integer, found 'many'"), std::string::npos) << msg;
+  msg = error_of([&] { load_run_config(write_file("t2.yaml", "model: {preset: tiny}\noptimizer: {lr: -1}\n")); });
+  EXPECT_NE(msg.find("optimizer.lr: expected a number > 0, found -1"), std::string::npos) << msg;
+  msg = error_of([&] { load_run_config(write_file("t3.yaml", "model: {preset: tiny}\ntrain: {precision: fp16}\n")); });
+  EXPECT_NE(msg.find("expected one of fp32, bf16, found 'fp16'"), std::string::npos) << msg;
+  msg = error_of([&] { load_run_config(write_file("t4.yaml", "model: {preset: tiny}\ntrain: {steps: \"5\"}\n")); });
+  EXPECT_NE(msg.find("expected an integer, found the string '5'"), std::string::npos) << msg;
+}
+
+TEST(Config, InconsistentModel) {
+  const auto path = write_file("gqa.yaml", "model:\n  preset: tiny\n  num_kv_heads: 3\n");
+  auto msg = error_of([&] { load_run_config(path); });
+  EXPECT_NE(msg.find(path + ":3:17: model.num_kv_heads: num_heads (4) must be a multiple of num_kv_heads (3)"),
+            std::string::npos) << msg;
+  msg = error_of([&] { load_run_config(path, {"model.num_kv_heads=2", "model.layer_types=[full_attention]"}); });
+  EXPECT_NE(msg.find("model.layer_types: has 1 entries but num_layers is 4"), std::string::npos) << msg;
+  msg = error_of([&] { load_run_config(path, {"model.num_kv_heads=2", "train.global_batch=6", "train.micro_batch=4"}); });
+  EXPECT_NE(msg.find("train.global_batch: 6 is not a multiple of train.micro_batch (4)"), std::string::npos) << msg;
+}
+
+TEST(Config, InvalidYamlNamesLine) {
+  const auto path = write_file("bad.yaml", "model: {preset: tiny\ntrain: [1, 2\n");
+  const std::string msg = error_of([&] { load_run_config(path); });
+  EXPECT_NE(msg.find(path + ":"), std::string::npos);
+  EXPECT_NE(msg.find("invalid YAML"), std::string::npos) << msg;
+}
+
+TEST(Config, UnknownPresetSuggests) {
+  const auto path = write_file("preset.yaml", "model: {preset: tinny}\n");
+  const std::string msg = error_of([&] { load_run_config(path); });
+  EXPECT_NE(msg.find("unknown model preset 'tinny' (did you mean 'tiny'?)"), std::string::npos) << msg;
+}
+
+TEST(Config, LayerKindsFollowTransformers) {
+  ModelConfig m = load_model_preset("exaone4-32b");
+  auto kinds = m.layer_kinds();
+  ASSERT_EQ(kinds.size(), 64u);
+  for (size_t i = 0; i < kinds.size(); ++i)
+    EXPECT_EQ(kinds[i], i % 4 == 3 ? LayerKind::Full : LayerKind::Sliding) << i;
+  EXPECT_TRUE(m.layer_uses_rope(0));
+  EXPECT_FALSE(m.layer_uses_rope(3));  // global layers of hybrid models: no positional encoding
+  ModelConfig dense = load_model_preset("exaone4-1.2b");
+  for (int64_t i = 0; i < dense.num_layers; ++i) EXPECT_TRUE(dense.layer_uses_rope(i));
+}
+
+TEST(Config, ClosestMatch) {
+  EXPECT_EQ(closest_match("stpes", {"steps", "seed", "seq_len"}), "steps");
+  EXPECT_EQ(closest_match("zzzzzz", {"steps", "seed"}), "");
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3);
+}
+
+}  // namespace
+}  // namespace exatrain

@@ -1,0 +1,165 @@
+// Model numerics against hand-computed values: llama3 RoPE frequencies, sliding-window mask
+// edges, RMSNorm, the GQA head mapping; and recomputation giving the same gradients.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+
+#include "trainer/model/exaone4.h"
+
+namespace exatrain {
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 4;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.sliding_window = 5;
+  c.sliding_window_pattern = 4;
+  c.max_position_embeddings = 64;
+  c.pad_token_id = 0;
+  return c;
+}
+
+TEST(Rope, Llama3FrequenciesByHand) {
+  ModelConfig c = tiny_config();  // head_dim 8: base frequencies 1, 0.1, 0.01, 0.001
+  c.rope_theta = 10000;
+  c.rope_scaling.type = RopeScaling::Llama3;
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.low_freq_factor = 1;
+  c.rope_scaling.high_freq_factor = 4;
+  c.rope_scaling.original_max_position = 1024;  // wavelengths < 256 kept, > 1024 divided by 8
+  at::Tensor f = rope_inverse_frequencies(c);
+  ASSERT_EQ(f.numel(), 4);
+  // wavelength 2*pi (kept), 62.8 (kept), 628.3 (between: smoothed), 6283 (divided by 8).
+  EXPECT_NEAR(f[0].item<float>(), 1.0f, 1e-7f);
+  EXPECT_NEAR(f[1].item<float>(), 0.1f, 1e-7f);
+  // smooth = (1024 / 628.3185 - 1) / 3 = 0.2099155; (1 - smooth) * 0.01 / 8 + smooth * 0.01
+  EXPECT_NEAR(f[2].item<float>(), 0.00308676f, 1e-8f);
+  EXPECT_NEAR(f[3].item<float>(), 0.000125f, 1e-9f);
+}
+
+TEST(Rope, TablesAndRotation) {
+  ModelConfig c = tiny_config();
+  c.head_dim = 2;  // one frequency, 1.0: position p rotates by p radians
+  c.hidden_size = 8;
+  RopeTables t = rope_tables(rope_inverse_frequencies(c), 3);
+  at::Tensor x = at::tensor({1.0f, 0.0f}).view({1, 1, 1, 2}).expand({1, 1, 3, 2}).contiguous();
+  at::Tensor y = apply_rope(x, t);  // half-rotation layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+  for (int p = 0; p < 3; ++p) {
+    EXPECT_NEAR(y[0][0][p][0].item<float>(), std::cos(p), 1e-6);
+    EXPECT_NEAR(y[0][0][p][1].item<float>(), std::sin(p), 1e-6);
+  }
+}
+
+TEST(Attention, SlidingWindowMaskEdges) {
+  at::Tensor m = attention_mask(6, 3, at::kCPU);  // q - 3 < k <= q
+  EXPECT_FALSE(m[4][1].item<bool>());
+  EXPECT_TRUE(m[4][2].item<bool>());
+  EXPECT_TRUE(m[4][4].item<bool>());
+  EXPECT_FALSE(m[4][5].item<bool>());
+  EXPECT_TRUE(m[0][0].item<bool>());
+  EXPECT_TRUE(at::equal(m.sum(1), at::tensor({1L, 2L, 3L, 3L, 3L, 3L})));
+  at::Tensor causal = attention_mask(4, 0, at::kCPU);
+  EXPECT_TRUE(at::equal(causal.sum(1), at::tensor({1L, 2L, 3L, 4L})));
+}
+
+TEST(Norm, RmsNormByHand) {
+  at::Tensor y = rms_norm(at::tensor({3.0f, 4.0f}), at::tensor({1.0f, 2.0f}), 0.0);
+  EXPECT_NEAR(y[0].item<float>(), 3 / std::sqrt(12.5f), 1e-6);
+  EXPECT_NEAR(y[1].item<float>(), 2 * 4 / std::sqrt(12.5f), 1e-6);
+  // bf16 input: computed in fp32, cast back, then scaled by the fp32 weight.
+  at::Tensor yb = rms_norm(at::tensor({3.0f, 4.0f}).to(at::kBFloat16), at::ones({2}), 0.0);
+  EXPECT_EQ(yb.scalar_type(), at::kFloat);
+  EXPECT_NEAR(yb[0].item<float>(), 0.8485f, 4e-3);
+}
+
+TEST(Attention, GqaHeadMapping) {
+  for (int h = 0; h < 8; ++h) EXPECT_EQ(kv_head_of(h, 8, 2), h / 4);
+  EXPECT_EQ(kv_head_of(5, 8, 8), 5);
+  // A GQA model equals a multi-head model whose K/V heads are copies: query head h sees KV head h / 2.
+  ModelConfig gqa = tiny_config();
+  ModelConfig mha = gqa;
+  mha.num_kv_heads = 4;
+  Exaone4Model a(gqa, at::kFloat), b(mha, at::kFloat);
+  init_parameters(a, 3);
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < a.specs().size(); ++i) {
+    const std::string& name = a.specs()[i].name;
+    at::Tensor src = a.params()[i], dst = b.param(name);
+    if (name.ends_with("k_proj.weight") || name.ends_with("v_proj.weight"))
+      dst.copy_(src.view({2, 8, 32}).repeat_interleave(2, 0).reshape({32, 32}));
+    else
+      dst.copy_(src);
+  }
+  at::Tensor ids = at::randint(1, 50, {2, 12}, at::kLong);
+  EXPECT_LT((a.forward(ids) - b.forward(ids)).abs().max().item<float>(), 1e-5f);
+}
+
+TEST(Model, PadRowGetsNoGradient) {
+  Exaone4Model m(tiny_config(), at::kFloat);
+  init_parameters(m, 1);
+  m.set_requires_grad(true);
+  at::Tensor ids = at::tensor({5L, 0L, 7L, 0L, 9L}).view({1, 5});
+  causal_lm_loss(m.forward(ids), ids).backward();
+  at::Tensor g = m.param("model.embed_tokens.weight").grad();
+  // Untied: the pad row (0) gets nothing; the rows of ids used get something.
+  EXPECT_EQ(g[0].abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(g[5].abs().sum().item<float>(), 0.0f);
+}
+
+TEST(Model, RecomputeGivesSameGradients) {
+  Exaone4Model m(tiny_config(), at::kFloat);
+  init_parameters(m, 2);
+  m.set_requires_grad(true);
+  at::Tensor ids = at::randint(1, 50, {2, 16}, at::kLong);
+  auto grads = [&](bool recompute) {
+    for (const auto& p : m.params()) p.mutable_grad() = at::Tensor();
+    causal_lm_loss(m.forward(ids, recompute), ids).backward();
+    std::vector<at::Tensor> out;
+    for (const auto& p : m.params()) out.push_back(p.grad().clone());
+    return out;
+  };
+  auto plain = grads(false), recomputed = grads(true);
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(at::allclose(plain[i], recomputed[i], 1e-5, 1e-7)) << m.specs()[i].name;
+}
+
+TEST(Model, Bf16AutocastCloseToFp32) {
+  Exaone4Model m(tiny_config(), at::kFloat);
+  init_parameters(m, 4);
+  at::Tensor ids = at::randint(1, 50, {2, 16}, at::kLong);
+  at::NoGradGuard no_grad;
+  const float fp32 = causal_lm_loss(m.forward(ids), ids).item<float>();
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::Tensor logits = m.forward(ids);
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  EXPECT_NEAR(causal_lm_loss(logits, ids).item<float>(), fp32, 2e-2);
+}
+
+TEST(Model, MetaDeviceAllocatesNothing) {
+  ModelConfig c = tiny_config();
+  c.vocab_size = 102400;
+  c.hidden_size = 5120;
+  c.num_heads = 40;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.intermediate_size = 27392;
+  c.num_layers = 64;
+  Exaone4Model m(c, at::TensorOptions().device(at::kMeta));
+  int64_t n = 0;
+  for (const auto& p : m.params()) n += p.numel();
+  EXPECT_EQ(n, 32003216384);  // untied: embedding + lm_head
+}
+
+}  // namespace
+}  // namespace exatrain

@@ -1,0 +1,41 @@
+// exatrain train CONFIG [--run-dir DIR] [--set k=v]...
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <filesystem>
+
+#include "trainer/app/commands.h"
+#include "trainer/core/config.h"
+#include "trainer/train/trainer.h"
+
+namespace exatrain {
+
+namespace {
+
+struct TrainOptions {
+  std::string config, run_dir;
+  std::vector<std::string> overrides;
+};
+
+std::string default_run_dir(const std::string& config_path) {
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return "runs/" + std::filesystem::path(config_path).stem().string() + "-" + stamp;
+}
+
+}  // namespace
+
+void register_train_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model as a run config says");
+  static TrainOptions o;
+  cmd->add_option("CONFIG", o.config, "run config YAML (see configs/train/)")->required();
+  cmd->add_option("--run-dir", o.run_dir, "where logs, metrics and weights go (default: runs/NAME-TIME)");
+  cmd->add_option("--set", o.overrides, "override a key: --set train.steps=100 (repeatable)");
+  cmd->callback([] {
+    const RunConfig config = load_run_config(o.config, o.overrides);
+    run_training(config, o.run_dir.empty() ? default_run_dir(o.config) : o.run_dir);
+  });
+}
+
+}  // namespace exatrain

@@ -1,0 +1,49 @@
+// exatrain: one binary, one subcommand per file (cmd_*.cpp). Errors are caught here and
+// printed as one line: "exatrain: error: <what and where>".
+#include <CLI/CLI.hpp>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "trainer/app/commands.h"
+#include "trainer/core/config.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+void set_compute_threads(int threads) {
+  if (threads > 0) at::set_num_threads(threads);
+}
+}  // namespace exatrain
+
+int main(int argc, char** argv) {
+  CLI::App app{"exatrain: train, fine-tune and export EXAONE-4 transformers"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       fmt::format("exatrain {} (commit {})", exatrain::version_string(), exatrain::git_commit()));
+  exatrain::register_config_command(app);
+  exatrain::register_model_command(app);
+  exatrain::register_logits_command(app);
+  exatrain::register_train_command(app);
+  exatrain::register_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "exatrain: error: %s (run with --help for usage)\n", e.what());
+    return 1;
+  } catch (const exatrain::Error& e) {
+    std::fprintf(stderr, "exatrain: error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {  // LibTorch: first line only (no C++ backtrace)
+    std::string what = e.what_without_backtrace();
+    std::fprintf(stderr, "exatrain: error: torch: %s\n", what.substr(0, what.find('\n')).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "exatrain: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,227 @@
+#include "trainer/core/config.h"
+
+#include <algorithm>
+#include <filesystem>
+
+namespace exatrain {
+
+namespace fs = std::filesystem;
+
+std::vector<LayerKind> ModelConfig::layer_kinds() const {
+  std::vector<LayerKind> kinds;
+  for (int64_t i = 0; i < num_layers; ++i) {
+    if (!layer_types.empty())
+      kinds.push_back(layer_types[static_cast<size_t>(i)] == "sliding_attention" ? LayerKind::Sliding : LayerKind::Full);
+    else if (sliding_window > 0 && (i + 1) % sliding_window_pattern != 0)
+      kinds.push_back(LayerKind::Sliding);
+    else
+      kinds.push_back(LayerKind::Full);
+  }
+  return kinds;
+}
+
+bool ModelConfig::layer_uses_rope(int64_t layer) const {
+  if (sliding_window <= 0) return true;
+  if (!layer_types.empty()) return layer_types[static_cast<size_t>(layer)] == "sliding_attention";
+  return (layer + 1) % sliding_window_pattern != 0;
+}
+
+void ModelConfig::validate(const ConfigLocations& locs, const std::string& p) const {
+  auto key = [&](const char* k) { return p + "." + k; };
+  auto require = [&](const char* k, int64_t v) {
+    if (v <= 0)
+      config_error(locs, key(k), "is not set; name a preset with model.preset (" + [] {
+        std::string s;
+        for (const auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n;
+        return s;
+      }() + ") or set it");
+  };
+  require("vocab_size", vocab_size);
+  require("hidden_size", hidden_size);
+  require("intermediate_size", intermediate_size);
+  require("num_layers", num_layers);
+  require("num_heads", num_heads);
+  require("num_kv_heads", num_kv_heads);
+  if (num_heads % num_kv_heads != 0)
+    config_error2(locs, key("num_kv_heads"), key("num_heads"),
+                 fmt::format("num_heads ({}) must be a multiple of num_kv_heads ({})", num_heads, num_kv_heads));
+  if (head_dim == 0 && hidden_size % num_heads != 0)
+    config_error2(locs, key("hidden_size"), key("num_heads"),
+                 fmt::format("hidden_size ({}) is not divisible by num_heads ({}); set head_dim explicitly",
+                             hidden_size, num_heads));
+  if (resolved_head_dim() % 2 != 0)
+    config_error(locs, key(head_dim ? "head_dim" : "num_heads"),
+                 fmt::format("head_dim ({}) must be even for rotary embeddings", resolved_head_dim()));
+  if (!layer_types.empty()) {
+    if (static_cast<int64_t>(layer_types.size()) != num_layers)
+      config_error2(locs, key("layer_types"), key("num_layers"),
+                   fmt::format("has {} entries but num_layers is {}", layer_types.size(), num_layers));
+    for (size_t i = 0; i < layer_types.size(); ++i) {
+      const auto& t = layer_types[i];
+      if (t != "sliding_attention" && t != "full_attention") {
+        std::string hint = closest_match(t, {"sliding_attention", "full_attention"});
+        config_error(locs, key("layer_types"),
+                     fmt::format("entry {} is '{}'; expected sliding_attention or full_attention{}", i, t,
+                                 hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+      }
+      if (t == "sliding_attention" && sliding_window <= 0)
+        config_error(locs, key("layer_types"),
+                     fmt::format("entry {} is sliding_attention but sliding_window is 0; set model.sliding_window", i));
+    }
+  }
+  for (auto [name, id] : {std::pair{"pad_token_id", pad_token_id}, {"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id}})
+    if (id >= vocab_size)
+      config_error(locs, key(name), fmt::format("{} must be below vocab_size ({})", id, vocab_size));
+  if (rope_scaling.type == RopeScaling::Llama3 && rope_scaling.high_freq_factor <= rope_scaling.low_freq_factor)
+    config_error(locs, key("rope_scaling.high_freq_factor"),
+                 fmt::format("must exceed low_freq_factor ({} <= {})", rope_scaling.high_freq_factor,
+                             rope_scaling.low_freq_factor));
+}
+
+void RunConfig::validate() const {
+  model.validate(locations);
+  if (train.global_batch % train.micro_batch != 0)
+    config_error2(locations, "train.global_batch", "train.micro_batch",
+                 fmt::format("{} is not a multiple of train.micro_batch ({})", train.global_batch, train.micro_batch));
+  if (train.seq_len > model.max_position_embeddings)
+    config_error2(locations, "train.seq_len", "model.max_position_embeddings",
+                 fmt::format("{} exceeds model.max_position_embeddings ({})", train.seq_len, model.max_position_embeddings));
+  if (schedule.warmup_steps > train.steps)
+    config_error(locations, "schedule.warmup_steps",
+                 fmt::format("{} exceeds train.steps ({})", schedule.warmup_steps, train.steps));
+  static const std::vector<std::string> levels{"trace", "debug", "info", "warn", "error"};
+  if (std::find(levels.begin(), levels.end(), log.level) == levels.end()) {
+    std::string hint = closest_match(log.level, levels);
+    config_error(locations, "log.level",
+                 fmt::format("'{}' is not one of trace, debug, info, warn, error{}", log.level,
+                             hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+  }
+  if (model.num_heads % parallel.tp != 0)
+    config_error(locations, "parallel.tp",
+                 fmt::format("num_heads ({}) is not divisible by tp ({})", model.num_heads, parallel.tp));
+}
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, text] : builtin_model_presets()) names.push_back(name);
+  return names;
+}
+
+namespace {
+
+// The model keys of a preset, as a tree (preset files hold model keys at top level).
+ConfigNode preset_tree(const std::string& name_or_path, const std::string& relative_to) {
+  const auto& presets = builtin_model_presets();
+  if (auto it = presets.find(name_or_path); it != presets.end()) {
+    ConfigNode n = parse_yaml(it->second, "configs/models/" + name_or_path + ".yaml");
+    if (!n.is_map()) fail("built-in preset '{}' is not a mapping", name_or_path);
+    return n;
+  }
+  const bool looks_like_path = name_or_path.find('/') != std::string::npos ||
+                               name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml");
+  if (!looks_like_path) {
+    std::string hint = closest_match(name_or_path, preset_names());
+    std::string all;
+    for (const auto& n : preset_names()) all += (all.empty() ? "" : ", ") + n;
+    fail("unknown model preset '{}'{}; built-in presets: {} (or give a path to a YAML file)", name_or_path,
+         hint.empty() ? "" : " (did you mean '" + hint + "'?)", all);
+  }
+  fs::path p(name_or_path);
+  if (p.is_relative() && !relative_to.empty()) p = fs::path(relative_to).parent_path() / p;
+  ConfigNode n = load_yaml_file(p.string());
+  if (const ConfigNode* m = n.find("model"); m && m->is_map()) return *m;  // a run config used as preset
+  return n;
+}
+
+// Replaces root.model by preset <- root.model when root.model.preset is set.
+void resolve_preset(ConfigNode& root, const std::string& relative_to) {
+  ConfigNode* model = root.find("model");
+  if (!model || !model->is_map()) return;
+  const ConfigNode* preset = model->find("preset");
+  if (!preset || preset->kind != ConfigNode::Kind::Scalar) return;
+  ConfigNode base;
+  try {
+    base = preset_tree(preset->scalar, relative_to);
+  } catch (const Error& e) {
+    fail("{}: model.preset: {}", preset->loc.str(), e.what());
+  }
+  if (base.find("preset"))
+    fail("{}: a preset cannot name another preset", base.find("preset")->loc.str());
+  merge_config(base, *model);
+  *model = base;
+}
+
+}  // namespace
+
+ModelConfig load_model_preset(const std::string& name_or_path, const std::string& relative_to) {
+  ConfigNode tree = preset_tree(name_or_path, relative_to);
+  ModelConfig m;
+  ConfigLocations locs;
+  ConfigReader reader(&tree, "model", locs);
+  m.visit(reader);
+  reader.finish();
+  m.validate(locs);
+  return m;
+}
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  ConfigNode root = load_yaml_file(path);
+  for (const auto& o : overrides) apply_override(root, o);
+  resolve_preset(root, path);
+  RunConfig config;
+  config.source_path = path;
+  ConfigReader reader(&root, "", config.locations);
+  config.visit(reader);
+  reader.finish();
+  config.validate();
+  // A relative data.path is relative to the file that wrote it (from --set: to the working
+  // directory); stored absolute so that config.resolved.yaml works from anywhere.
+  if (!config.data.path.empty()) {
+    fs::path p(config.data.path);
+    const SourceLoc* loc = config.locations.find("data.path");
+    if (p.is_relative() && loc && !loc->origin.starts_with("--set")) p = fs::path(loc->origin).parent_path() / p;
+    config.data.path = fs::absolute(p).lexically_normal().string();
+  }
+  return config;
+}
+
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides) {
+  ConfigNode root = load_yaml_file(path);
+  const bool run_config = root.find("model") != nullptr;
+  if (!run_config) {  // a preset file: wrap its keys as model:
+    ConfigNode wrapped;
+    wrapped.kind = ConfigNode::Kind::Map;
+    wrapped.set("model", root, root.loc);
+    root = wrapped;
+  }
+  for (const auto& o : overrides) apply_override(root, o);
+  resolve_preset(root, path);
+  ModelConfig m;
+  ConfigLocations locs;
+  ConfigReader reader(root.find("model"), "model", locs);
+  m.visit(reader);
+  reader.finish();
+  m.validate(locs);
+  return m;
+}
+
+std::string resolved_yaml(const RunConfig& config) {
+  ConfigWriter w;
+  const_cast<RunConfig&>(config).visit(w);
+  return to_yaml(w.node);
+}
+
+std::string resolved_yaml(const ModelConfig& config) {
+  ConfigWriter w;
+  const_cast<ModelConfig&>(config).visit(w);
+  return to_yaml(w.node);
+}
+
+std::vector<std::string> config_key_docs() {
+  RunConfig defaults;
+  ConfigDocWriter w;
+  defaults.visit(w);
+  return w.lines;
+}
+
+}  // namespace exatrain

@@ -1,0 +1,254 @@
+// The run configuration: one typed struct per component, each describing its keys once in
+// `visit` (see config_schema.h). load_run_config() resolves a run config: model preset, then
+// the run file, then --set overrides; then every cross-field rule is checked.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "trainer/core/config_schema.h"
+
+namespace exatrain {
+
+enum class RopeScaling { None, Llama3 };
+enum class LayerKind { Sliding, Full };
+
+struct RopeScalingConfig {
+  RopeScaling type = RopeScaling::None;
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position = 8192;
+
+  template <class V>
+  void visit(V& v) {
+    v.choice("type", type, ChoiceNames<RopeScaling>{{"none", RopeScaling::None}, {"llama3", RopeScaling::Llama3}},
+             "RoPE frequency scaling (llama3 as in Llama 3.1)");
+    v.field("factor", factor, "llama3: long-wavelength divisor", Bounds::above(0));
+    v.field("low_freq_factor", low_freq_factor, "llama3: low-frequency boundary", Bounds::above(0));
+    v.field("high_freq_factor", high_freq_factor, "llama3: high-frequency boundary", Bounds::above(0));
+    v.field("original_max_position", original_max_position, "llama3: pre-training context", Bounds::at_least(1));
+  }
+};
+
+// Field names follow Hugging Face's Exaone4Config where one exists (see docs/configuration.md).
+struct ModelConfig {
+  std::string preset;  // run configs only: name of configs/models/<preset>.yaml, or a path
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;  // 0: hidden_size / num_heads
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  RopeScalingConfig rope_scaling;
+  int64_t max_position_embeddings = 2048;
+  int64_t sliding_window = 0;  // 0: no sliding window; every layer is full attention with RoPE
+  int64_t sliding_window_pattern = 4;  // with a window: layer i is full iff (i + 1) % pattern == 0
+  std::vector<std::string> layer_types;  // explicit "sliding_attention" / "full_attention" per layer
+  bool tie_embeddings = false;
+  int64_t pad_token_id = 0;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+  double init_std = 0.02;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("preset", preset, "model preset name (configs/models/NAME.yaml) or a YAML path");
+    v.field("vocab_size", vocab_size, "vocabulary size", Bounds::at_least(1));
+    v.field("hidden_size", hidden_size, "model width", Bounds::at_least(1));
+    v.field("intermediate_size", intermediate_size, "MLP width", Bounds::at_least(1));
+    v.field("num_layers", num_layers, "decoder layers", Bounds::between(1, 10000));
+    v.field("num_heads", num_heads, "query heads", Bounds::at_least(1));
+    v.field("num_kv_heads", num_kv_heads, "key/value heads (GQA)", Bounds::at_least(1));
+    v.field("head_dim", head_dim, "per-head width; 0 = hidden_size / num_heads", Bounds::at_least(0));
+    v.field("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", Bounds::above(0));
+    v.field("rope_theta", rope_theta, "RoPE base", Bounds::above(0));
+    v.section("rope_scaling", rope_scaling, "RoPE scaling");
+    v.field("max_position_embeddings", max_position_embeddings, "longest supported sequence", Bounds::at_least(1));
+    v.field("sliding_window", sliding_window, "local attention window; 0 = none", Bounds::at_least(0));
+    v.field("sliding_window_pattern", sliding_window_pattern, "every Nth layer is global", Bounds::at_least(1));
+    v.field("layer_types", layer_types, "explicit per-layer attention kinds (wins over the pattern)");
+    v.field("tie_embeddings", tie_embeddings, "lm_head shares the embedding matrix");
+    v.field("pad_token_id", pad_token_id, "padding id (its embedding row gets no gradient)", Bounds::at_least(0));
+    v.field("bos_token_id", bos_token_id, "beginning-of-sequence id", Bounds::at_least(0));
+    v.field("eos_token_id", eos_token_id, "end-of-sequence id", Bounds::at_least(0));
+    v.field("init_std", init_std, "std of the normal initialisation", Bounds::above(0));
+  }
+
+  int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
+  bool hybrid() const { return sliding_window > 0; }
+  // The attention kind of every layer, from layer_types or the pattern (as transformers does).
+  std::vector<LayerKind> layer_kinds() const;
+  // Layers that apply RoPE: every layer without a window, only sliding layers with one.
+  bool layer_uses_rope(int64_t layer) const;
+  // Checks every rule (divisibility, lengths, ids < vocab); `locs` names where values came from.
+  void validate(const ConfigLocations& locs, const std::string& prefix = "model") const;
+};
+
+struct ParallelConfig {
+  int64_t tp = 1, pp = 1, dp = 1;
+  double timeout_s = 300;
+  template <class V>
+  void visit(V& v) {
+    v.field("tp", tp, "tensor-parallel ranks", Bounds::at_least(1));
+    v.field("pp", pp, "pipeline stages", Bounds::at_least(1));
+    v.field("dp", dp, "data-parallel replicas", Bounds::at_least(1));
+    v.field("timeout_s", timeout_s, "collective timeout", Bounds::above(0));
+  }
+};
+
+enum class Precision { FP32, BF16 };
+enum class Recompute { None, Full };
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t global_batch = 8;  // sequences per optimizer step
+  int64_t micro_batch = 8;   // sequences per forward/backward; accumulation = global / micro
+  int64_t seq_len = 128;
+  int64_t seed = 1234;
+  Precision precision = Precision::FP32;
+  Recompute recompute = Recompute::None;
+  int64_t threads = 0;  // 0: all cores
+  template <class V>
+  void visit(V& v) {
+    v.field("steps", steps, "optimizer steps", Bounds::at_least(1));
+    v.field("global_batch", global_batch, "sequences per optimizer step", Bounds::at_least(1));
+    v.field("micro_batch", micro_batch, "sequences per forward/backward", Bounds::at_least(1));
+    v.field("seq_len", seq_len, "tokens per sequence", Bounds::at_least(2));
+    v.field("seed", seed, "seed for initialisation and data order", Bounds::at_least(0));
+    v.choice("precision", precision, ChoiceNames<Precision>{{"fp32", Precision::FP32}, {"bf16", Precision::BF16}},
+             "compute precision (bf16: autocast, fp32 master weights)");
+    v.choice("recompute", recompute, ChoiceNames<Recompute>{{"none", Recompute::None}, {"full", Recompute::Full}},
+             "activation recomputation per decoder layer");
+    v.field("threads", threads, "compute threads; 0 = all cores", Bounds::at_least(0));
+  }
+};
+
+struct OptimizerConfig {
+  double lr = 3e-4;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_norms = false;
+  bool decay_embeddings = false;
+  double grad_clip = 1.0;  // 0: off
+  template <class V>
+  void visit(V& v) {
+    v.field("lr", lr, "peak learning rate", Bounds::above(0));
+    v.field("beta1", beta1, "Adam beta1", Bounds::between(0, 0.999999));
+    v.field("beta2", beta2, "Adam beta2", Bounds::between(0, 0.999999));
+    v.field("eps", eps, "Adam epsilon", Bounds::above(0));
+    v.field("weight_decay", weight_decay, "decoupled weight decay", Bounds::at_least(0));
+    v.field("decay_norms", decay_norms, "apply weight decay to norm weights");
+    v.field("decay_embeddings", decay_embeddings, "apply weight decay to embeddings and lm_head");
+    v.field("grad_clip", grad_clip, "clip the global gradient norm; 0 = off", Bounds::at_least(0));
+  }
+};
+
+enum class ScheduleKind { Constant, Cosine, WSD };
+
+struct ScheduleConfig {
+  ScheduleKind type = ScheduleKind::Cosine;
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.1;    // final lr = lr * min_lr_ratio
+  double decay_fraction = 0.2;  // wsd: share of the steps spent decaying at the end
+  template <class V>
+  void visit(V& v) {
+    v.choice("type", type,
+             ChoiceNames<ScheduleKind>{{"constant", ScheduleKind::Constant}, {"cosine", ScheduleKind::Cosine}, {"wsd", ScheduleKind::WSD}},
+             "learning-rate schedule after warm-up");
+    v.field("warmup_steps", warmup_steps, "linear warm-up steps", Bounds::at_least(0));
+    v.field("min_lr_ratio", min_lr_ratio, "final lr as a fraction of lr", Bounds::between(0, 1));
+    v.field("decay_fraction", decay_fraction, "wsd: fraction of steps that decay", Bounds::between(0, 1));
+  }
+};
+
+enum class DataFormat { Text, Tokens };
+
+struct DataConfig {
+  std::string path;
+  DataFormat format = DataFormat::Text;
+  template <class V>
+  void visit(V& v) {
+    v.field("path", path, "training data file (relative paths: from the config file)");
+    v.choice("format", format, ChoiceNames<DataFormat>{{"text", DataFormat::Text}, {"tokens", DataFormat::Tokens}},
+             "text: UTF-8 read as bytes (ids 0-255); tokens: uint32 little-endian ids");
+  }
+};
+
+struct CheckpointConfig {
+  bool save_final = true;
+  template <class V>
+  void visit(V& v) {
+    v.field("save_final", save_final, "write the trained weights as a Hugging Face directory (RUN/final)");
+  }
+};
+
+struct LogConfig {
+  int64_t every = 10;
+  std::string level = "info";
+  int64_t sample_tokens = 0;
+  std::string sample_prompt;
+  double sample_temperature = 0.8;
+  template <class V>
+  void visit(V& v) {
+    v.field("every", every, "log metrics every N steps", Bounds::at_least(1));
+    v.field("level", level, "log level: debug, info, warn, error");
+    v.field("sample_tokens", sample_tokens, "after training, sample this many tokens; 0 = none", Bounds::at_least(0));
+    v.field("sample_prompt", sample_prompt, "prompt for the sample (text data: bytes)");
+    v.field("sample_temperature", sample_temperature, "sampling temperature; 0 = greedy", Bounds::at_least(0));
+  }
+};
+
+struct RunConfig {
+  ModelConfig model;
+  ParallelConfig parallel;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  std::string source_path;  // the run config file (for relative paths)
+  ConfigLocations locations;
+
+  template <class V>
+  void visit(V& v) {
+    v.section("model", model, "the model (a preset plus overrides)");
+    v.section("parallel", parallel, "tensor / pipeline / data parallel layout");
+    v.section("train", train, "the training loop");
+    v.section("optimizer", optimizer, "AdamW");
+    v.section("schedule", schedule, "learning-rate schedule");
+    v.section("data", data, "training data");
+    v.section("checkpoint", checkpoint, "what to save");
+    v.section("log", log, "logging and sampling");
+  }
+  void validate() const;
+};
+
+// Built-in presets (configs/models/*.yaml, embedded at build time).
+const std::map<std::string, std::string>& builtin_model_presets();
+std::vector<std::string> preset_names();
+
+// A preset by name (built-in) or by path to a YAML file with model keys at top level.
+ModelConfig load_model_preset(const std::string& name_or_path, const std::string& relative_to = "");
+// Model keys from a file: either a preset file (keys at top level) or a run config (model: section).
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Resolves a run config: preset <- run file <- overrides, then validate().
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved config as YAML (every key, defaults included).
+std::string resolved_yaml(const RunConfig& config);
+std::string resolved_yaml(const ModelConfig& config);
+// All keys with type, default and description.
+std::vector<std::string> config_key_docs();
+
+const char* version_string();
+const char* git_commit();
+
+}  // namespace exatrain

@@ -1,0 +1,199 @@
+#include "trainer/model/exaone4.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(variance + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+at::Tensor attention_mask(int64_t seq_len, int64_t window, const at::Device& device) {
+  at::Tensor q = at::arange(seq_len, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
+  at::Tensor k = q.transpose(0, 1);
+  at::Tensor allowed = k <= q;
+  if (window > 0) allowed = allowed.logical_and(k > q - window);
+  return allowed;  // [seq, seq]
+}
+
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
+  return token_cross_entropy(logits.narrow(1, 0, logits.size(1) - 1), ids.narrow(1, 1, ids.size(1) - 1));
+}
+
+Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options)
+    : config_(std::move(config)), specs_(build_param_specs(config_)), layer_kinds_(config_.layer_kinds()) {
+  for (const auto& spec : specs_) params_.push_back(at::empty(spec.shape, options));
+  size_t i = 0;
+  embed_ = params_[i++];
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    LayerParams p;
+    p.q_proj = params_[i++];
+    p.k_proj = params_[i++];
+    p.v_proj = params_[i++];
+    p.o_proj = params_[i++];
+    p.q_norm = params_[i++];
+    p.k_norm = params_[i++];
+    p.post_attention_norm = params_[i++];
+    p.gate_proj = params_[i++];
+    p.up_proj = params_[i++];
+    p.down_proj = params_[i++];
+    p.post_feedforward_norm = params_[i++];
+    layers_.push_back(p);
+  }
+  final_norm_ = params_[i++];
+  lm_head_ = config_.tie_embeddings ? embed_ : params_[i++];
+  if (options.device().type() != at::kMeta) inv_freq_ = rope_inverse_frequencies(config_).to(options.device());
+}
+
+at::Tensor Exaone4Model::param(const std::string& name) const {
+  for (size_t i = 0; i < specs_.size(); ++i)
+    if (specs_[i].name == name) return params_[i];
+  fail("the model has no parameter '{}'", name);
+}
+
+void Exaone4Model::set_requires_grad(bool requires_grad) {
+  for (auto& p : params_) p.requires_grad_(requires_grad);
+}
+
+at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
+
+Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device) const {
+  LayerContext ctx;
+  ctx.rope = rope_tables(inv_freq_, seq_len);
+  // A window at least as long as the sequence is plain causal attention.
+  if (config_.sliding_window > 0 && config_.sliding_window < seq_len)
+    ctx.sliding_mask = attention_mask(seq_len, config_.sliding_window, device);
+  return ctx;
+}
+
+at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at::Tensor& x,
+                                   const LayerContext& ctx) const {
+  const int64_t B = x.size(0), T = x.size(1), D = config_.resolved_head_dim();
+  const int64_t nh = config_.num_heads, nkv = config_.num_kv_heads;
+  const double eps = config_.rms_norm_eps;
+  at::Tensor q = at::linear(x, p.q_proj).view({B, T, nh, D}).transpose(1, 2);  // [B, nh, T, D]
+  at::Tensor k = at::linear(x, p.k_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv, T, D]
+  at::Tensor v = at::linear(x, p.v_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv, T, D]
+  q = rms_norm(q, p.q_norm, eps);
+  k = rms_norm(k, p.k_norm, eps);
+  if (config_.layer_uses_rope(layer)) {
+    q = apply_rope(q, ctx.rope);
+    k = apply_rope(k, ctx.rope);
+  }
+  if (nh != nkv) {  // GQA: query head h reads KV head h / (nh / nkv)
+    k = k.repeat_interleave(nh / nkv, 1);
+    v = v.repeat_interleave(nh / nkv, 1);
+  }
+  // Under bf16 autocast the norms return fp32; attention runs in v's dtype.
+  q = q.to(v.scalar_type());
+  k = k.to(v.scalar_type());
+  const bool sliding = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  at::Tensor out;
+  if (sliding && ctx.sliding_mask.defined())
+    out = at::scaled_dot_product_attention(q, k, v, ctx.sliding_mask, 0.0, false, scale);
+  else
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
+  out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh*D]
+  return at::linear(out, p.o_proj);
+}
+
+at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const {
+  const LayerParams& p = layers_[static_cast<size_t>(layer)];
+  const double eps = config_.rms_norm_eps;
+  at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
+  at::Tensor mlp = at::linear(at::silu(at::linear(h, p.gate_proj)) * at::linear(h, p.up_proj), p.down_proj);
+  return h + rms_norm(mlp, p.post_feedforward_norm, eps);
+}
+
+namespace {
+
+// Activation recomputation: the forward keeps only the layer input; the backward runs the
+// layer again with autograd on and back-propagates through it. Parameter gradients accumulate
+// directly into the (leaf) parameters, so only the input's gradient is returned.
+struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
+                            int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask) {
+    const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
+    ctx->save_for_backward({x, cos, sin, mask});
+    ctx->saved_data["model"] = model_address;
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, mask};
+    return model->layer_forward(layer, x, lc);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const Exaone4Model*>(ctx->saved_data["model"].toInt());
+    const int64_t layer = ctx->saved_data["layer"].toInt();
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    const at::DeviceType device = x.device().type();
+    const bool was_autocast = at::autocast::is_autocast_enabled(device);
+    at::autocast::set_autocast_enabled(device, ctx->saved_data["autocast"].toBool());
+    at::Tensor y;
+    {
+      at::AutoGradMode enable(true);
+      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, saved[3]};
+      y = model->layer_forward(layer, x, lc);
+    }
+    at::autocast::set_autocast_enabled(device, was_autocast);
+    torch::autograd::backward({y}, {grad_out[0]});
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor Exaone4Model::hidden_states(const at::Tensor& ids, bool recompute) const {
+  EXATRAIN_CHECK(ids.dim() == 2, "token ids must be [batch, seq], got {} dimensions", ids.dim());
+  const LayerContext ctx = make_context(ids.size(1), ids.device());
+  at::Tensor h = at::embedding(embed_, ids, config_.pad_token_id);  // [B, T, H]
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    if (recompute && at::GradMode::is_enabled())
+      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask);
+    else
+      h = layer_forward(l, h, ctx);
+  }
+  return rms_norm(h, final_norm_, config_.rms_norm_eps);
+}
+
+at::Tensor Exaone4Model::forward(const at::Tensor& ids, bool recompute) const {
+  return at::linear(hidden_states(ids, recompute), lm_head_);  // [B, T, vocab]
+}
+
+void init_parameters(Exaone4Model& model, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto& specs = model.specs();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& spec = specs[i];
+    at::Tensor p = model.params()[i];
+    at::Tensor value;
+    if (spec.kind == ParamKind::Norm || spec.kind == ParamKind::HeadNorm) {
+      value = at::ones(spec.shape, at::kFloat);
+    } else {
+      value = at::empty(spec.shape, at::kFloat);
+      value.normal_(0.0, model.config().init_std, gen);
+      if (spec.kind == ParamKind::Embedding) value[model.config().pad_token_id].zero_();
+    }
+    p.copy_(value);
+  }
+}
+
+}  // namespace exatrain

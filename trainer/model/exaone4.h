@@ -1,0 +1,88 @@
+// The EXAONE-4 decoder, numerically as transformers' Exaone4ForCausalLM:
+//   h = embed(ids)
+//   per layer:  h = h + post_attention_layernorm(attn(h))
+//               h = h + post_feedforward_layernorm(mlp(h))        (no pre-norm)
+//   logits = lm_head(norm(h))
+// Attention: q/k/v projections, per-head RMSNorm on q and k BEFORE RoPE, GQA (query head h
+// reads KV head h / (heads / kv_heads)), scale head_dim^-0.5. In hybrid models sliding layers
+// use RoPE and a window (q - W < k <= q); global layers use no positional encoding.
+// Parameters come from the spec registry (param_spec.h), one tensor per spec.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "trainer/core/config.h"
+#include "trainer/model/param_spec.h"
+#include "trainer/model/rope.h"
+
+namespace exatrain {
+
+// RMSNorm in fp32, cast back to the input dtype, then scaled: weight * (x / rms(x)).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// Boolean [seq, seq] mask, true where query q may attend to key k: k <= q, and with a window
+// W > 0 also k > q - W.
+at::Tensor attention_mask(int64_t seq_len, int64_t window, const at::Device& device);
+
+// Query head -> KV head under GQA.
+inline int64_t kv_head_of(int64_t query_head, int64_t num_heads, int64_t num_kv_heads) {
+  return query_head / (num_heads / num_kv_heads);
+}
+
+// Mean cross-entropy over all positions: logits [batch, seq, vocab], targets [batch, seq].
+// Computed in fp32.
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
+// The causal-LM objective on one sequence set: logits[:, t] predicts ids[:, t + 1]
+// (as transformers' ForCausalLMLoss with labels = input ids).
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids);
+
+class Exaone4Model {
+ public:
+  // Allocates one tensor per spec (uninitialised; see init_parameters or load_hf_weights).
+  // On the meta device nothing is allocated, which is how the 32B model is inspected.
+  Exaone4Model(ModelConfig config, at::TensorOptions options);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  const std::vector<at::Tensor>& params() const { return params_; }
+  at::Tensor param(const std::string& name) const;
+  void set_requires_grad(bool requires_grad);
+
+  // ids [batch, seq] int64 -> logits [batch, seq, vocab].
+  at::Tensor forward(const at::Tensor& ids, bool recompute = false) const;
+  // ids -> final-norm hidden states [batch, seq, hidden].
+  at::Tensor hidden_states(const at::Tensor& ids, bool recompute = false) const;
+  at::Tensor lm_head_weight() const;
+
+  // One decoder layer: [batch, seq, hidden] -> [batch, seq, hidden].
+  struct LayerContext {
+    RopeTables rope;
+    at::Tensor sliding_mask;  // undefined when the model has no sliding layers
+  };
+  at::Tensor layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
+  LayerContext make_context(int64_t seq_len, const at::Device& device) const;
+
+ private:
+  struct LayerParams {
+    at::Tensor q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_attention_norm;
+    at::Tensor gate_proj, up_proj, down_proj, post_feedforward_norm;
+  };
+  at::Tensor attention(const LayerParams& p, int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
+
+  ModelConfig config_;
+  std::vector<ParamSpec> specs_;
+  std::vector<at::Tensor> params_;
+  std::vector<LayerParams> layers_;
+  std::vector<LayerKind> layer_kinds_;
+  at::Tensor embed_, final_norm_, lm_head_;
+  at::Tensor inv_freq_;  // fp32 [head_dim / 2]
+};
+
+// Normal(0, init_std) for linears and embeddings (pad row zero), ones for norms; deterministic
+// in `seed` and independent of the device.
+void init_parameters(Exaone4Model& model, uint64_t seed);
+
+}  // namespace exatrain

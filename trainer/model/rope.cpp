@@ -1,0 +1,42 @@
+#include "trainer/model/rope.h"
+
+#include <cmath>
+
+namespace exatrain {
+
+at::Tensor rope_inverse_frequencies(const ModelConfig& c) {
+  const int64_t dim = c.resolved_head_dim();
+  // 1 / theta^(arange(0, dim, 2) / dim), all in float32 as in transformers.
+  at::Tensor exponent = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(c.rope_theta, exponent);
+  if (c.rope_scaling.type != RopeScaling::Llama3) return inv_freq;
+
+  const auto& r = c.rope_scaling;
+  const double old_context = static_cast<double>(r.original_max_position);
+  const double low_freq_wavelen = old_context / r.low_freq_factor;
+  const double high_freq_wavelen = old_context / r.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  // Long wavelengths are divided by `factor`, short ones kept, the band between interpolated.
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+  at::Tensor smooth = (old_context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+RopeTables rope_tables(const at::Tensor& inv_freq, int64_t seq_len) {
+  at::Tensor positions = at::arange(seq_len, inv_freq.options().dtype(at::kLong)).to(at::kFloat);
+  at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);  // [seq, head_dim/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                       // [seq, head_dim]
+  return RopeTables{emb.cos(), emb.sin()};
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  at::Tensor rotated = at::cat({-x2, x1}, -1);
+  at::Tensor cos = t.cos.to(x.scalar_type()), sin = t.sin.to(x.scalar_type());
+  return x * cos + rotated * sin;
+}
+
+}  // namespace exatrain

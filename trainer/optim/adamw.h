@@ -1,0 +1,36 @@
+// AdamW with decoupled weight decay, and clipping by the global gradient norm.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "trainer/core/config.h"
+
+namespace exatrain {
+
+class AdamW {
+ public:
+  // `decay[i]` says whether params[i] is weight-decayed. Moments are fp32, like the params.
+  AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, const OptimizerConfig& config);
+
+  // One update with learning rate `lr` from the parameters' .grad():
+  //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+  //   p -= lr * wd * p  (decayed params only);  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+  void step(double lr);
+  int64_t steps_taken() const { return step_; }
+  // Bytes of optimizer state (the two moments).
+  int64_t state_bytes() const;
+
+ private:
+  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+  std::vector<bool> decay_;
+  OptimizerConfig config_;
+  int64_t step_ = 0;
+};
+
+// Global L2 norm of all gradients (in fp64 accumulation); when max_norm > 0 and the norm
+// exceeds it, scales every gradient by max_norm / (norm + 1e-6). Returns the norm before clipping.
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+}  // namespace exatrain

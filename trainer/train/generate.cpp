@@ -1,0 +1,32 @@
+#include "trainer/train/generate.h"
+
+#include <ATen/ATen.h>
+
+#include "trainer/core/error.h"
+#include "trainer/model/exaone4.h"
+
+namespace exatrain {
+
+std::vector<int64_t> generate(const Exaone4Model& model, std::vector<int64_t> tokens, int64_t count,
+                              double temperature, int64_t context, uint64_t seed) {
+  EXATRAIN_CHECK(!tokens.empty(), "generation needs a prompt of at least one token");
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto device = model.params().front().device();
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t n = std::min<int64_t>(context, static_cast<int64_t>(tokens.size()));
+    at::Tensor ids = at::tensor(std::vector<int64_t>(tokens.end() - n, tokens.end()), at::kLong).unsqueeze(0).to(device);
+    at::Tensor logits = model.forward(ids).select(1, n - 1).squeeze(0).to(at::kFloat).cpu();  // [vocab]
+    int64_t next;
+    if (temperature <= 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      at::Tensor probs = at::softmax(logits / temperature, -1);
+      next = at::multinomial(probs, 1, false, gen).item<int64_t>();
+    }
+    tokens.push_back(next);
+  }
+  return tokens;
+}
+
+}  // namespace exatrain

@@ -1,0 +1,16 @@
+// Sampling a continuation from the model (no KV cache: each new token reruns the window).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace exatrain {
+
+class Exaone4Model;
+
+// Appends `count` tokens to `prompt`, each sampled from softmax(logits / temperature) over the
+// last `context` tokens (temperature 0: greedy). Deterministic in `seed`.
+std::vector<int64_t> generate(const Exaone4Model& model, std::vector<int64_t> prompt, int64_t count,
+                              double temperature, int64_t context, uint64_t seed);
+
+}  // namespace exatrain

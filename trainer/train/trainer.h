@@ -1,0 +1,25 @@
+// Single-process training: the loop of DESIGN.md's "one training step", with metrics.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "trainer/core/config.h"
+
+namespace exatrain {
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double first_loss = 0, final_loss = 0;
+  double seconds = 0;
+  std::string run_dir;
+};
+
+// Trains as `config` says, writing RUN_DIR/{config.resolved.yaml, metrics.jsonl, train.log}
+// and, with checkpoint.save_final, RUN_DIR/final (a Hugging Face directory).
+TrainSummary run_training(const RunConfig& config, const std::string& run_dir);
+
+// Makes `dir` (and parents) and checks that a file can be written in it.
+void prepare_run_dir(const std::string& dir);
+
+}  // namespace exatrain
