@@ -80,6 +80,8 @@ void bench_train(const BenchOptions& o) {
 
 }  // namespace
 
+namespace {
+
 void register_bench_command(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
@@ -95,5 +97,9 @@ void register_bench_command(CLI::App& app) {
   train->add_flag("--json", o.json, "print one JSON object");
   train->callback([] { bench_train(o); });
 }
+
+CommandRegistration registration("bench", 90, register_bench_command);
+
+}  // namespace
 
 }  // namespace exatrain

@@ -9,6 +9,8 @@
 
 namespace exatrain {
 
+namespace {
+
 void register_config_command(CLI::App& app) {
   auto* config = app.add_subcommand("config", "Inspect run configs");
   config->require_subcommand(1);
@@ -25,5 +27,9 @@ void register_config_command(CLI::App& app) {
     for (const auto& line : config_key_docs()) std::cout << line << "\n";
   });
 }
+
+CommandRegistration registration("config", 10, register_config_command);
+
+}  // namespace
 
 }  // namespace exatrain

@@ -46,6 +46,8 @@ void run_logits(const LogitsOptions& o) {
 
 }  // namespace
 
+namespace {
+
 void register_logits_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("logits", "Run a Hugging Face directory on token ids and write the logits");
   static LogitsOptions o;
@@ -56,5 +58,9 @@ void register_logits_command(CLI::App& app) {
   cmd->add_option("--threads", o.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->callback([] { run_logits(o); });
 }
+
+CommandRegistration registration("logits", 50, register_logits_command);
+
+}  // namespace
 
 }  // namespace exatrain

@@ -82,6 +82,8 @@ void model_info(const ModelInfoOptions& o) {
 
 }  // namespace
 
+namespace {
+
 void register_model_command(CLI::App& app) {
   auto* model = app.add_subcommand("model", "Inspect models");
   model->require_subcommand(1);
@@ -93,5 +95,9 @@ void register_model_command(CLI::App& app) {
   info->add_flag("--json", o.json, "print JSON");
   info->callback([] { model_info(o); });
 }
+
+CommandRegistration registration("model", 20, register_model_command);
+
+}  // namespace
 
 }  // namespace exatrain

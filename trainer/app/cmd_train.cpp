@@ -26,6 +26,8 @@ std::string default_run_dir(const std::string& config_path) {
 
 }  // namespace
 
+namespace {
+
 void register_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model as a run config says");
   static TrainOptions o;
@@ -37,5 +39,9 @@ void register_train_command(CLI::App& app) {
     run_training(config, o.run_dir.empty() ? default_run_dir(o.config) : o.run_dir);
   });
 }
+
+CommandRegistration registration("train", 40, register_train_command);
+
+}  // namespace
 
 }  // namespace exatrain

@@ -1,5 +1,15 @@
-// Each subcommand lives in its own file and registers itself on the top-level CLI11 app.
+// Each subcommand lives in its own file and registers itself here with a static
+// CommandRegistration, so adding a command touches no shared list:
+//
+//   static CommandRegistration reg("train", 40, register_train_command);
+//
+// `order` sorts the commands in --help. The files are compiled into the exatrain executable
+// (not a static library), so their registrations are always linked.
 #pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -7,11 +17,17 @@ class App;
 
 namespace exatrain {
 
-void register_config_command(CLI::App& app);
-void register_model_command(CLI::App& app);
-void register_logits_command(CLI::App& app);
-void register_train_command(CLI::App& app);
-void register_bench_command(CLI::App& app);
+struct CommandRegistration {
+  using Register = void (*)(CLI::App&);
+  CommandRegistration(std::string name, int order, Register fn);
+};
+
+struct RegisteredCommand {
+  std::string name;
+  int order;
+  CommandRegistration::Register fn;
+};
+std::vector<RegisteredCommand>& registered_commands();
 
 // Applies --threads (0 keeps the default: all cores).
 void set_compute_threads(int threads);

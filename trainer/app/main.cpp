@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 
@@ -13,9 +14,20 @@
 #include "trainer/core/error.h"
 
 namespace exatrain {
+
+std::vector<RegisteredCommand>& registered_commands() {
+  static std::vector<RegisteredCommand> commands;
+  return commands;
+}
+
+CommandRegistration::CommandRegistration(std::string name, int order, Register fn) {
+  registered_commands().push_back(RegisteredCommand{std::move(name), order, fn});
+}
+
 void set_compute_threads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
 }
+
 }  // namespace exatrain
 
 int main(int argc, char** argv) {
@@ -23,11 +35,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version",
                        fmt::format("exatrain {} (commit {})", exatrain::version_string(), exatrain::git_commit()));
-  exatrain::register_config_command(app);
-  exatrain::register_model_command(app);
-  exatrain::register_logits_command(app);
-  exatrain::register_train_command(app);
-  exatrain::register_bench_command(app);
+  auto commands = exatrain::registered_commands();
+  std::sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (const auto& c : commands) c.fn(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

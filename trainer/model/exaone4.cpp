@@ -94,10 +94,7 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
     q = apply_rope(q, ctx.rope);
     k = apply_rope(k, ctx.rope);
   }
-  if (nh != nkv) {  // GQA: query head h reads KV head h / (nh / nkv)
-    k = k.repeat_interleave(nh / nkv, 1);
-    v = v.repeat_interleave(nh / nkv, 1);
-  }
+  // GQA: query head h reads KV head h / (nh / nkv) (enable_gqa below, as repeat_interleave).
   // Under bf16 autocast the norms return fp32; attention runs in v's dtype.
   q = q.to(v.scalar_type());
   k = k.to(v.scalar_type());
@@ -105,9 +102,9 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor out;
   if (sliding && ctx.sliding_mask.defined())
-    out = at::scaled_dot_product_attention(q, k, v, ctx.sliding_mask, 0.0, false, scale);
+    out = at::scaled_dot_product_attention(q, k, v, ctx.sliding_mask, 0.0, false, scale, /*enable_gqa=*/true);
   else
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale, /*enable_gqa=*/true);
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh*D]
   return at::linear(out, p.o_proj);
 }

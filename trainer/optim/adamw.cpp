@@ -11,24 +11,28 @@ AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, const Opti
   for (const auto& p : params_) {
     exp_avg_.push_back(at::zeros_like(p, p.options().dtype(at::kFloat)));
     exp_avg_sq_.push_back(at::zeros_like(p, p.options().dtype(at::kFloat)));
+    steps_.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
   }
 }
 
 void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   ++step_;
-  const double b1 = config_.beta1, b2 = config_.beta2;
-  const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step_));
-  const double bias2 = 1.0 - std::pow(b2, static_cast<double>(step_));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i];
-    const at::Tensor& g = p.grad();
-    if (!g.defined()) continue;
-    exp_avg_[i].mul_(b1).add_(g, 1.0 - b1);
-    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    if (decay_[i] && config_.weight_decay > 0) p.mul_(1.0 - lr * config_.weight_decay);
-    at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(config_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+  // Two groups, with and without weight decay; parameters without a gradient are skipped.
+  for (const bool decayed : {true, false}) {
+    std::vector<at::Tensor> p, g, m, v, s;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (decay_[i] != decayed || !params_[i].grad().defined()) continue;
+      p.push_back(params_[i]);
+      g.push_back(params_[i].grad());
+      m.push_back(exp_avg_[i]);
+      v.push_back(exp_avg_sq_[i]);
+      s.push_back(steps_[i]);
+    }
+    if (p.empty()) continue;
+    at::_foreach_add_(s, 1);
+    at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, s, lr, config_.beta1, config_.beta2,
+                      decayed ? config_.weight_decay : 0.0, config_.eps, /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
@@ -41,10 +45,13 @@ int64_t AdamW::state_bytes() const {
 
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   at::NoGradGuard no_grad;
-  double sum_sq = 0.0;
+  std::vector<at::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) sum_sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-  const double norm = std::sqrt(sum_sq);
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  // Per-tensor norms in fp32, combined in fp64.
+  const at::Tensor norms = at::stack(at::_foreach_norm(grads)).to(at::kDouble);
+  const double norm = std::sqrt(norms.pow(2).sum().item<double>());
   if (max_norm > 0 && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
     for (const auto& p : params)

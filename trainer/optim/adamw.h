@@ -14,7 +14,8 @@ class AdamW {
   // `decay[i]` says whether params[i] is weight-decayed. Moments are fp32, like the params.
   AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, const OptimizerConfig& config);
 
-  // One update with learning rate `lr` from the parameters' .grad():
+  // One update with learning rate `lr` from the parameters' .grad(), in ATen's fused AdamW
+  // kernel (one pass over memory per parameter):
   //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
   //   p -= lr * wd * p  (decayed params only);  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
   void step(double lr);
@@ -23,7 +24,7 @@ class AdamW {
   int64_t state_bytes() const;
 
  private:
-  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_, steps_;  // steps_: per-param step counts
   std::vector<bool> decay_;
   OptimizerConfig config_;
   int64_t step_ = 0;
