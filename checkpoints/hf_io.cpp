@@ -66,13 +66,14 @@ void save_tensors(const std::string& path, const std::vector<std::pair<std::stri
   write_safetensors(path, views, metadata);
 }
 
-void save_hf_model(const Exaone4Model& model, const std::string& dir) {
+void save_hf_model(const Exaone4Model& model, const std::string& dir, bool write) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t i = 0; i < model.specs().size(); ++i) tensors.emplace_back(model.specs()[i].name, model.gather_param(i));
+  if (!write) return;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create directory '{}': {}", dir, ec.message());
   write_hf_config(model.config(), dir);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (size_t i = 0; i < model.specs().size(); ++i) tensors.emplace_back(model.specs()[i].name, model.params()[i]);
   save_tensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 

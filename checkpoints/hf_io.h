@@ -18,7 +18,9 @@ namespace exatrain {
 std::unique_ptr<Exaone4Model> load_hf_model(const std::string& dir, at::TensorOptions options);
 
 // Writes DIR/config.json and DIR/model.safetensors (fp32; no lm_head.weight when tied).
-void save_hf_model(const Exaone4Model& model, const std::string& dir);
+// Collective under tensor parallelism (every TP rank calls it; shards are gathered); only
+// ranks with `write` touch the disk.
+void save_hf_model(const Exaone4Model& model, const std::string& dir, bool write = true);
 
 // Writes named tensors (converted to fp32 on the CPU) to one safetensors file.
 void save_tensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

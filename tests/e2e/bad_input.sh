@@ -369,9 +369,15 @@ expect_fail "train: data.path not set" "data.path is not set" -- \
   "$EXATRAIN" train base.yaml --run-dir "$T/run_no_data"
 expect_absent "train: data.path not set leaves no run dir" "$T/run_no_data"
 
-expect_fail "train: tp*pp*dp != 1" "parallel.tp x pp x dp = 2 x 1 x 1" "this run has 1 process" "set all three to 1" -- \
+expect_fail "train: tp=2 on one rank" "parallel.tp (2) x parallel.pp (1) = 2 does not divide the job's 1 ranks" \
+  "launch a multiple of 2 ranks" -- \
   "$EXATRAIN" train base.yaml --run-dir "$T/run_tp" --set parallel.tp=2
-expect_absent "train: tp*pp*dp != 1 leaves no run dir" "$T/run_tp"
+expect_absent "train: tp=2 on one rank leaves no run dir" "$T/run_tp"
+expect_fail "train: explicit dp that does not fit" "parallel.tp (1) x parallel.pp (1) x parallel.dp (2) = 2" \
+  "the job has 1 ranks" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_dp" --set parallel.dp=2 --set train.micro_batch=4
+expect_fail "train: pipeline stages exceed layers" "4 pipeline stages but only 2 layers" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_pp" --set parallel.pp=4 --set model.num_layers=2 --set parallel.dp=1
 
 # ---------------------------------------------------------------------------------------------
 # Training data

@@ -1,11 +1,15 @@
 // exatrain train CONFIG [--run-dir DIR] [--set k=v]...
 #include <CLI/CLI.hpp>
+#include <ATen/ATen.h>
 
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 
 #include "trainer/app/commands.h"
 #include "trainer/core/config.h"
+#include "trainer/parallel/comm.h"
+#include "trainer/parallel/topology.h"
 #include "trainer/train/trainer.h"
 
 namespace exatrain {
@@ -36,7 +40,20 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--set", o.overrides, "override a key: --set train.steps=100 (repeatable)");
   cmd->callback([] {
     const RunConfig config = load_run_config(o.config, o.overrides);
-    run_training(config, o.run_dir.empty() ? default_run_dir(o.config) : o.run_dir);
+    // Under mpirun or srun every rank runs this; alone, MPI starts as a one-rank world.
+    MpiRuntime mpi(nullptr, nullptr);
+    CommContext context;
+    context.world_rank = mpi.world_rank();
+    context.timeout_s = config.parallel.timeout_s;
+    Topology topology = make_topology(config, mpi.world_size(), mpi.world_rank(), &context);
+    std::string run_dir = o.run_dir.empty() ? default_run_dir(o.config) : o.run_dir;
+    if (o.run_dir.empty() && mpi.world_size() > 1) {  // every rank must agree on the name
+      at::Tensor stamp = at::zeros({64}, at::kByte);
+      std::memcpy(stamp.data_ptr(), run_dir.data(), std::min<size_t>(63, run_dir.size()));
+      topology.world->broadcast(stamp, 0);
+      run_dir = reinterpret_cast<const char*>(stamp.data_ptr());
+    }
+    run_training(config, run_dir, topology);
   });
 }
 

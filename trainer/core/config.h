@@ -91,14 +91,16 @@ struct ModelConfig {
 };
 
 struct ParallelConfig {
-  int64_t tp = 1, pp = 1, dp = 1;
+  int64_t tp = 1, pp = 1, dp = 0;
+  int64_t zero = 0;
   double timeout_s = 300;
   template <class V>
   void visit(V& v) {
-    v.field("tp", tp, "tensor-parallel ranks", Bounds::at_least(1));
+    v.field("tp", tp, "tensor-parallel ranks (within a node)", Bounds::at_least(1));
     v.field("pp", pp, "pipeline stages", Bounds::at_least(1));
-    v.field("dp", dp, "data-parallel replicas", Bounds::at_least(1));
-    v.field("timeout_s", timeout_s, "collective timeout", Bounds::above(0));
+    v.field("dp", dp, "data-parallel replicas; 0 = auto (world / (tp * pp))", Bounds::at_least(0));
+    v.field("zero", zero, "0: DP all-reduce; 1: ZeRO-1 (optimizer state partitioned over DP)", Bounds::between(0, 1));
+    v.field("timeout_s", timeout_s, "a collective slower than this aborts the job", Bounds::above(0));
   }
 };
 

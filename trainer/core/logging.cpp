@@ -12,9 +12,9 @@
 
 namespace exatrain {
 
-void setup_logging(const std::string& level, int rank, const std::string& log_file) {
+void setup_logging(const std::string& level, int rank, const std::string& log_file, bool console) {
   std::vector<spdlog::sink_ptr> sinks;
-  sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  if (console) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   if (!log_file.empty()) {
     try {
       sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, true));

@@ -13,7 +13,7 @@ namespace exatrain {
 enum class LogLevel { Debug, Info, Warn, Error };
 
 // Sets up the logger; `level` is trace|debug|info|warn|error. `log_file` empty: console only.
-void setup_logging(const std::string& level, int rank, const std::string& log_file = "");
+void setup_logging(const std::string& level, int rank, const std::string& log_file = "", bool console = true);
 void log_message(LogLevel level, const std::string& message);
 
 template <class... Args>

@@ -8,6 +8,8 @@
 #include <cmath>
 
 #include "trainer/core/error.h"
+#include "trainer/parallel/comm.h"
+#include "trainer/parallel/tp_regions.h"
 
 namespace exatrain {
 
@@ -34,9 +36,20 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
   return token_cross_entropy(logits.narrow(1, 0, logits.size(1) - 1), ids.narrow(1, 1, ids.size(1) - 1));
 }
 
-Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options)
-    : config_(std::move(config)), specs_(build_param_specs(config_)), layer_kinds_(config_.layer_kinds()) {
-  for (const auto& spec : specs_) params_.push_back(at::empty(spec.shape, options));
+Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups)
+    : config_(std::move(config)), groups_(groups), specs_(build_param_specs(config_)), layer_kinds_(config_.layer_kinds()) {
+  if (groups_.tp) {
+    tp_size_ = groups_.tp->size();
+    tp_rank_ = groups_.tp->rank();
+  }
+  heads_ = config_.num_heads / tp_size_;
+  kv_heads_ = config_.num_kv_heads >= tp_size_ ? config_.num_kv_heads / tp_size_ : 1;
+  vocab_local_ = config_.vocab_size / tp_size_;
+  vocab_start_ = vocab_local_ * tp_rank_;
+  for (const auto& spec : specs_) {
+    shards_.push_back(tp_shard(spec, tp_rank_, tp_size_));
+    params_.push_back(at::empty(local_shape(spec, shards_.back()), options));
+  }
   size_t i = 0;
   embed_ = params_[i++];
   for (int64_t l = 0; l < config_.num_layers; ++l) {
@@ -83,11 +96,12 @@ Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at:
 at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at::Tensor& x,
                                    const LayerContext& ctx) const {
   const int64_t B = x.size(0), T = x.size(1), D = config_.resolved_head_dim();
-  const int64_t nh = config_.num_heads, nkv = config_.num_kv_heads;
+  const int64_t nh = heads_, nkv = kv_heads_;  // this rank's heads
+  const at::Tensor xt = groups_.tp ? copy_to_tp(x, *groups_.tp) : x;
   const double eps = config_.rms_norm_eps;
-  at::Tensor q = at::linear(x, p.q_proj).view({B, T, nh, D}).transpose(1, 2);  // [B, nh, T, D]
-  at::Tensor k = at::linear(x, p.k_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv, T, D]
-  at::Tensor v = at::linear(x, p.v_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv, T, D]
+  at::Tensor q = at::linear(xt, p.q_proj).view({B, T, nh, D}).transpose(1, 2);  // [B, nh/tp, T, D]
+  at::Tensor k = at::linear(xt, p.k_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
+  at::Tensor v = at::linear(xt, p.v_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
   q = rms_norm(q, p.q_norm, eps);
   k = rms_norm(k, p.k_norm, eps);
   if (config_.layer_uses_rope(layer)) {
@@ -105,15 +119,18 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
     out = at::scaled_dot_product_attention(q, k, v, ctx.sliding_mask, 0.0, false, scale, /*enable_gqa=*/true);
   else
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale, /*enable_gqa=*/true);
-  out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh*D]
-  return at::linear(out, p.o_proj);
+  out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
+  out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
+  return groups_.tp ? reduce_from_tp(out, *groups_.tp) : out;
 }
 
 at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const {
   const LayerParams& p = layers_[static_cast<size_t>(layer)];
   const double eps = config_.rms_norm_eps;
   at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
-  at::Tensor mlp = at::linear(at::silu(at::linear(h, p.gate_proj)) * at::linear(h, p.up_proj), p.down_proj);
+  const at::Tensor ht = groups_.tp ? copy_to_tp(h, *groups_.tp) : h;
+  at::Tensor mlp = at::linear(at::silu(at::linear(ht, p.gate_proj)) * at::linear(ht, p.up_proj), p.down_proj);
+  if (groups_.tp) mlp = reduce_from_tp(mlp, *groups_.tp);
   return h + rms_norm(mlp, p.post_feedforward_norm, eps);
 }
 
@@ -160,7 +177,7 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
 at::Tensor Exaone4Model::hidden_states(const at::Tensor& ids, bool recompute) const {
   EXATRAIN_CHECK(ids.dim() == 2, "token ids must be [batch, seq], got {} dimensions", ids.dim());
   const LayerContext ctx = make_context(ids.size(1), ids.device());
-  at::Tensor h = at::embedding(embed_, ids, config_.pad_token_id);  // [B, T, H]
+  at::Tensor h = embed(ids);  // [B, T, H]
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     if (recompute && at::GradMode::is_enabled())
       h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask);
@@ -170,8 +187,47 @@ at::Tensor Exaone4Model::hidden_states(const at::Tensor& ids, bool recompute) co
   return rms_norm(h, final_norm_, config_.rms_norm_eps);
 }
 
+// Vocab-parallel embedding: each rank looks up the ids in its rows, zeroes the others, and the
+// all-reduce assembles the full embedding.
+at::Tensor Exaone4Model::embed(const at::Tensor& ids) const {
+  if (tp_size_ == 1) return at::embedding(embed_, ids, config_.pad_token_id);
+  at::Tensor local = ids - vocab_start_;
+  at::Tensor mine = (local >= 0).logical_and(local < vocab_local_);
+  local = at::where(mine, local, at::zeros_like(local));
+  const int64_t pad = config_.pad_token_id - vocab_start_;
+  at::Tensor h = at::embedding(embed_, local, pad >= 0 && pad < vocab_local_ ? pad : -1);
+  h = h * mine.unsqueeze(-1).to(h.scalar_type());
+  return reduce_from_tp(h, *groups_.tp);
+}
+
 at::Tensor Exaone4Model::forward(const at::Tensor& ids, bool recompute) const {
-  return at::linear(hidden_states(ids, recompute), lm_head_);  // [B, T, vocab]
+  at::Tensor h = hidden_states(ids, recompute);
+  if (groups_.tp) h = copy_to_tp(h, *groups_.tp);
+  return at::linear(h, lm_head_);  // [B, T, vocab/tp]
+}
+
+at::Tensor Exaone4Model::full_logits(const at::Tensor& ids) const {
+  at::Tensor logits = forward(ids);
+  return tp_size_ == 1 ? logits : groups_.tp->all_gather(logits, -1);
+}
+
+at::Tensor Exaone4Model::loss(const at::Tensor& inputs, const at::Tensor& targets, bool recompute) const {
+  at::Tensor logits = forward(inputs, recompute);
+  if (tp_size_ == 1) return token_cross_entropy(logits, targets);
+  return vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), vocab_start_,
+                                      *groups_.tp);
+}
+
+at::Tensor Exaone4Model::gather_param(size_t i) const {
+  const ShardSlice& s = shards_[i];
+  if (s.dim < 0 || tp_size_ == 1) return params_[i];
+  at::NoGradGuard no_grad;
+  at::Tensor all = groups_.tp->all_gather(params_[i].detach(), s.dim);
+  if (s.replicas == 1) return all;
+  std::vector<at::Tensor> units;  // one copy of each replicated unit
+  auto chunks = all.chunk(tp_size_, s.dim);
+  for (int r = 0; r < tp_size_; r += s.replicas) units.push_back(chunks[static_cast<size_t>(r)]);
+  return at::cat(units, s.dim);
 }
 
 void init_parameters(Exaone4Model& model, uint64_t seed) {
@@ -189,7 +245,8 @@ void init_parameters(Exaone4Model& model, uint64_t seed) {
       value.normal_(0.0, model.config().init_std, gen);
       if (spec.kind == ParamKind::Embedding) value[model.config().pad_token_id].zero_();
     }
-    p.copy_(value);
+    const ShardSlice& s = model.shards()[i];
+    p.copy_(s.dim < 0 ? value : value.narrow(s.dim, s.start, s.length));
   }
 }
 

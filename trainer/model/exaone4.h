@@ -39,20 +39,40 @@ at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targe
 // (as transformers' ForCausalLMLoss with labels = input ids).
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids);
 
+class Communicator;
+
+// Tensor parallelism as the model sees it: the TP group, and the group of ranks holding the
+// same replicated KV head (when num_kv_heads < tp). Null means one rank.
+struct TensorParallelGroups {
+  const Communicator* tp = nullptr;
+  const Communicator* kv_replicas = nullptr;
+};
+
 class Exaone4Model {
  public:
-  // Allocates one tensor per spec (uninitialised; see init_parameters or load_hf_weights).
-  // On the meta device nothing is allocated, which is how the 32B model is inspected.
-  Exaone4Model(ModelConfig config, at::TensorOptions options);
+  // Allocates one tensor per spec: this rank's shard under tensor parallelism (uninitialised;
+  // see init_parameters or load_hf_model). On the meta device nothing is allocated, which is
+  // how the 32B model is inspected.
+  Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups = {});
 
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<at::Tensor>& params() const { return params_; }
+  const std::vector<ShardSlice>& shards() const { return shards_; }
+  const TensorParallelGroups& groups() const { return groups_; }
+  int tp_size() const { return tp_size_; }
+  // The full (unsharded) value of parameter i, gathered over the TP group.
+  at::Tensor gather_param(size_t i) const;
+  // Mean cross-entropy of predicting `targets` [batch, seq] from `inputs` [batch, seq]; with TP
+  // it is the vocab-parallel loss on the local logits.
+  at::Tensor loss(const at::Tensor& inputs, const at::Tensor& targets, bool recompute = false) const;
   at::Tensor param(const std::string& name) const;
   void set_requires_grad(bool requires_grad);
 
-  // ids [batch, seq] int64 -> logits [batch, seq, vocab].
+  // ids [batch, seq] int64 -> logits [batch, seq, vocab / tp] (this rank's vocabulary slice).
   at::Tensor forward(const at::Tensor& ids, bool recompute = false) const;
+  // Full-vocabulary logits [batch, seq, vocab], gathered over TP (collective under TP).
+  at::Tensor full_logits(const at::Tensor& ids) const;
   // ids -> final-norm hidden states [batch, seq, hidden].
   at::Tensor hidden_states(const at::Tensor& ids, bool recompute = false) const;
   at::Tensor lm_head_weight() const;
@@ -72,8 +92,15 @@ class Exaone4Model {
   };
   at::Tensor attention(const LayerParams& p, int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
 
+  at::Tensor embed(const at::Tensor& ids) const;
+
   ModelConfig config_;
+  TensorParallelGroups groups_;
+  int tp_size_ = 1, tp_rank_ = 0;
+  int64_t heads_ = 0, kv_heads_ = 0;          // local to this TP rank
+  int64_t vocab_start_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
   std::vector<ParamSpec> specs_;
+  std::vector<ShardSlice> shards_;
   std::vector<at::Tensor> params_;
   std::vector<LayerParams> layers_;
   std::vector<LayerKind> layer_kinds_;
@@ -82,7 +109,8 @@ class Exaone4Model {
 };
 
 // Normal(0, init_std) for linears and embeddings (pad row zero), ones for norms; deterministic
-// in `seed` and independent of the device.
+// in `seed` and independent of the device and of the TP layout (each rank generates the full
+// tensor and keeps its shard).
 void init_parameters(Exaone4Model& model, uint64_t seed);
 
 }  // namespace exatrain

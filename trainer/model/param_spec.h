@@ -33,9 +33,23 @@ struct ParamSpec {
   TpSplit tp_split = TpSplit::None;
   TpGradReduce tp_grad_reduce = TpGradReduce::None;
   int64_t layer = -1;  // decoder layer, -1 for the embedding, num_layers for final norm / lm_head
+  // Indivisible units along the split dimension (heads for attention projections; 0: rows).
+  // With fewer units than TP ranks (KV heads < tp) each rank holds one whole unit, replicated.
+  int64_t split_units = 0;
 
   int64_t numel() const;
 };
+
+// This rank's part of a parameter under tensor parallelism: `length` entries of dimension
+// `dim` starting at `start` (dim -1: the whole tensor). `replicas` ranks hold the same part.
+struct ShardSlice {
+  int dim = -1;
+  int64_t start = 0, length = 0;
+  int replicas = 1;
+  int unit = 0;  // which replicated unit (for grouping the replicas)
+};
+ShardSlice tp_shard(const ParamSpec& spec, int tp_rank, int tp);
+std::vector<int64_t> local_shape(const ParamSpec& spec, const ShardSlice& slice);
 
 // In model order: embedding, then per layer q,k,v,o, q_norm,k_norm, post_attention_layernorm,
 // gate, up, down, post_feedforward_layernorm; final norm; lm_head unless embeddings are tied.

@@ -16,7 +16,8 @@ std::vector<int64_t> generate(const Exaone4Model& model, std::vector<int64_t> to
   for (int64_t i = 0; i < count; ++i) {
     const int64_t n = std::min<int64_t>(context, static_cast<int64_t>(tokens.size()));
     at::Tensor ids = at::tensor(std::vector<int64_t>(tokens.end() - n, tokens.end()), at::kLong).unsqueeze(0).to(device);
-    at::Tensor logits = model.forward(ids).select(1, n - 1).squeeze(0).to(at::kFloat).cpu();  // [vocab]
+    // [vocab]; under TP every rank of the group runs this and draws the same token.
+    at::Tensor logits = model.full_logits(ids).select(1, n - 1).squeeze(0).to(at::kFloat).cpu();
     int64_t next;
     if (temperature <= 0) {
       next = logits.argmax().item<int64_t>();

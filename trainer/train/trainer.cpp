@@ -14,11 +14,12 @@
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 #include "trainer/model/exaone4.h"
-#include "trainer/optim/adamw.h"
+#include "trainer/optim/distributed_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/train/data_source.h"
 #include "trainer/train/flops.h"
 #include "trainer/train/generate.h"
+#include "trainer/parallel/topology.h"
 
 namespace exatrain {
 
@@ -38,8 +39,9 @@ void prepare_run_dir(const std::string& dir) {
 
 namespace {
 
-// fp32 weights, gradients and two Adam moments: 16 bytes per parameter before activations.
-void check_memory_fits(int64_t parameters) {
+// fp32 weights and gradients, fp32 master weights and two Adam moments: 8 bytes per local
+// parameter plus 12 per owned optimizer element, for every rank on this node, before activations.
+void check_memory_fits(int64_t parameters, const Topology& topo) {
   std::ifstream meminfo("/proc/meminfo");
   int64_t available_kib = -1;
   for (std::string key; meminfo >> key;) {
@@ -49,11 +51,15 @@ void check_memory_fits(int64_t parameters) {
     if (key == "MemAvailable:") available_kib = value;
   }
   if (available_kib < 0) return;  // not Linux: nothing to check against
-  const double need = 16.0 * static_cast<double>(parameters), have = 1024.0 * static_cast<double>(available_kib);
+  const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local_size ? std::max(1, std::atoi(local_size)) : 1;
+  const double local = static_cast<double>(parameters) / topo.tp;
+  const double need = ranks_here * (8.0 * local + 12.0 * local / (topo.dp > 1 ? topo.dp : 1));
+  const double have = 1024.0 * static_cast<double>(available_kib);
   if (need > have)
-    fail("the model has {} parameters: its fp32 weights, gradients and Adam moments need {:.1f} GiB of memory, "
-         "but this machine has {:.1f} GiB available; choose a smaller model (or, later, shard it over ranks)",
-         parameters, need / (1 << 30), have / (1 << 30));
+    fail("the model has {} parameters: its fp32 weights, gradients, master weights and Adam moments need {:.1f} GiB "
+         "of memory on this node ({} ranks), but this machine has {:.1f} GiB available; choose a smaller model or "
+         "shard it over more ranks", parameters, need / (1 << 30), ranks_here, have / (1 << 30));
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
@@ -86,42 +92,59 @@ class AutocastScope {
 
 }  // namespace
 
-TrainSummary run_training(const RunConfig& config, const std::string& run_dir) {
-  if (config.parallel.tp * config.parallel.pp * config.parallel.dp != 1)
-    fail("parallel.tp x pp x dp = {} x {} x {}, but this run has 1 process; exatrain trains on one process in "
-         "this version, so set all three to 1", config.parallel.tp, config.parallel.pp, config.parallel.dp);
+TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo) {
+  if (topo.pp > 1)
+    fail("parallel.pp = {}: pipeline parallelism is not implemented yet; use parallel.pp: 1 (tensor and data "
+         "parallelism work)", topo.pp);
   const auto& t = config.train;
-  const int64_t accumulation = t.global_batch / t.micro_batch;
+  const bool rank0 = topo.world_rank == 0;
+  const int64_t rows_per_rank = t.global_batch / topo.dp;  // this DP rank's slice of each global batch
+  const int64_t accumulation = rows_per_rank / t.micro_batch;
   // Everything that can be checked is checked before the run directory is touched.
   TokenFileSource data(config.data.path, config.data.format, config.model.vocab_size, t.seq_len + 1);
-  if (fs::exists(run_dir + "/metrics.jsonl"))
+  if (rank0 && fs::exists(run_dir + "/metrics.jsonl"))
     fail("run directory '{}' already holds a run (metrics.jsonl); choose another --run-dir or remove it", run_dir);
-  check_memory_fits(count_params(build_param_specs(config.model)).total);
-  prepare_run_dir(run_dir);
-  setup_logging(config.log.level, 0, run_dir + "/train.log");
+  check_memory_fits(count_params(build_param_specs(config.model)).total, topo);
+  if (rank0) prepare_run_dir(run_dir);
+  topo.world->barrier();
+  setup_logging(config.log.level, topo.world_rank,
+                rank0 ? run_dir + "/train.log" : fmt::format("{}/train.rank{}.log", run_dir, topo.world_rank),
+                /*console=*/rank0);
   if (t.threads > 0) at::set_num_threads(static_cast<int>(t.threads));
-  write_text_file(run_dir + "/config.resolved.yaml", resolved_yaml(config));
+  if (rank0) write_text_file(run_dir + "/config.resolved.yaml", resolved_yaml(config));
+  log_info("layout: {}", topo.describe());
   log_info("data: {} ({} tokens)", config.data.path, data.size());
 
-  at::manual_seed(static_cast<uint64_t>(t.seed));
-  Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat));
+  // The groups of TP ranks that hold the same replicated KV head (num_kv_heads < tp).
+  std::unique_ptr<Communicator> kv_replicas;
+  if (topo.tp > config.model.num_kv_heads)
+    kv_replicas = topo.tp_group->split("kv", topo.tp_rank / (topo.tp / config.model.num_kv_heads), topo.tp_rank);
+  Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat),
+                     TensorParallelGroups{topo.tp > 1 ? topo.tp_group.get() : nullptr, kv_replicas.get()});
   init_parameters(model, static_cast<uint64_t>(t.seed));
   model.set_requires_grad(true);
   const ParamCounts counts = count_params(model.specs());
-  std::vector<bool> decay;
-  for (const auto& s : model.specs()) decay.push_back(applies_weight_decay(s, config.optimizer));
-  AdamW optimizer(model.params(), decay, config.optimizer);
+  DistributedOptimizer optimizer(model, config.optimizer,
+                                 OptimizerGroups{topo.tp_group.get(), topo.dp_group.get(), topo.world.get()},
+                                 static_cast<int>(config.parallel.zero));
 
   const double flops_per_token = train_flops_per_token(config.model, t.seq_len);
   const double peak = measure_gemm_peak_flops(0.3);
+  int64_t local_params = 0;
+  for (const auto& p : model.params()) local_params += p.numel();
   log_info("model: {} parameters ({} non-embedding), {} layers; {} threads; fp32 GEMM peak {:.1f} GFLOP/s",
-               counts.total, counts.non_embedding(), config.model.num_layers, at::get_num_threads(), peak / 1e9);
-  log_info("train: {} steps x {} sequences x {} tokens ({} micro-batches of {}), precision {}, recompute {}",
-               t.steps, t.global_batch, t.seq_len, accumulation, t.micro_batch,
-               t.precision == Precision::BF16 ? "bf16" : "fp32", t.recompute == Recompute::Full ? "full" : "none");
+           counts.total, counts.non_embedding(), config.model.num_layers, at::get_num_threads(), peak / 1e9);
+  log_info("memory on this rank: parameters {} MiB, gradients {} MiB, optimizer state {} MiB (zero {})",
+           4 * local_params >> 20, 4 * local_params >> 20, optimizer.state_bytes() >> 20, config.parallel.zero);
+  log_info("train: {} steps x {} sequences x {} tokens ({} per DP rank, {} micro-batches of {}), precision {}, "
+           "recompute {}", t.steps, t.global_batch, t.seq_len, rows_per_rank, accumulation, t.micro_batch,
+           t.precision == Precision::BF16 ? "bf16" : "fp32", t.recompute == Recompute::Full ? "full" : "none");
 
-  std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::trunc);
-  if (!metrics) fail("cannot write '{}/metrics.jsonl': {}", run_dir, std::strerror(errno));
+  std::ofstream metrics;
+  if (rank0) {
+    metrics.open(run_dir + "/metrics.jsonl", std::ios::trunc);
+    if (!metrics) fail("cannot write '{}/metrics.jsonl': {}", run_dir, std::strerror(errno));
+  }
 
   TrainSummary summary;
   summary.run_dir = run_dir;
@@ -130,26 +153,34 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir) {
   int64_t interval_tokens = 0;
   const int64_t tokens_per_step = t.global_batch * t.seq_len;
   const at::DeviceType device = model.params().front().device().type();
+  CommContext& comm = topo.world->context();
 
   for (int64_t step = 0; step < t.steps; ++step) {
+    comm.step = step + 1;
+    comm.reset_bytes();
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, t.steps);
     for (const auto& p : model.params()) p.mutable_grad() = at::Tensor();
+    // The global batch depends only on (seed, step); this DP rank takes its rows.
+    at::Tensor global = data.batch(static_cast<uint64_t>(t.seed), static_cast<uint64_t>(step), t.global_batch);
+    at::Tensor mine = global.narrow(0, topo.dp_rank * rows_per_rank, rows_per_rank);
     double step_loss = 0;
     for (int64_t micro = 0; micro < accumulation; ++micro) {
-      at::Tensor window = data.batch(static_cast<uint64_t>(t.seed), static_cast<uint64_t>(step * accumulation + micro),
-                                     t.micro_batch);
+      at::Tensor window = mine.narrow(0, micro * t.micro_batch, t.micro_batch);
       at::Tensor inputs = window.narrow(1, 0, t.seq_len), targets = window.narrow(1, 1, t.seq_len);
       at::Tensor loss;
       {
         AutocastScope autocast(t.precision == Precision::BF16, device);
-        at::Tensor logits = model.forward(inputs, t.recompute == Recompute::Full);
-        loss = token_cross_entropy(logits, targets);
+        loss = model.loss(inputs, targets, t.recompute == Recompute::Full);
       }
       (loss / static_cast<double>(accumulation)).backward();
       step_loss += loss.item<double>() / static_cast<double>(accumulation);
     }
-    const double grad_norm = clip_grad_norm(model.params(), config.optimizer.grad_clip);
+    const double grad_norm = optimizer.reduce_gradients(config.optimizer.grad_clip);
     optimizer.step(lr);
+    // The mean loss over the global batch: every DP rank's share, counted once per TP group.
+    at::Tensor loss_sum = at::full({1}, topo.tp_rank == 0 ? step_loss / topo.dp : 0.0, at::kDouble);
+    topo.world->all_reduce(loss_sum);
+    step_loss = loss_sum.item<double>();
     if (!std::isfinite(step_loss))
       fail("step {}: the loss is {}; lower optimizer.lr or use train.precision: fp32", step + 1, step_loss);
 
@@ -161,14 +192,20 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir) {
       const double elapsed = std::chrono::duration<double>(now - start).count();
       const double dt = std::chrono::duration<double>(now - interval_start).count();
       const double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
-      const double mfu = tokens_per_s * flops_per_token / peak;
+      // Per-rank MFU: the job's model FLOPs over all ranks' peaks.
+      const double mfu = tokens_per_s * flops_per_token / (peak * topo.world_size);
       const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(t.steps - step - 1);
-      nlohmann::json m = {{"step", step + 1}, {"loss", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                          {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed}};
-      metrics << m.dump() << "\n" << std::flush;
-      log_info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | eta {}",
-                   step + 1, std::to_string(t.steps).size(), t.steps, step_loss, lr, grad_norm, tokens_per_s,
-                   100 * mfu, format_duration(eta));
+      if (rank0) {
+        nlohmann::json m = {{"step", step + 1}, {"loss", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                            {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
+                            {"comm_bytes", comm.bytes}, {"optimizer_state_bytes", optimizer.state_bytes()}};
+        metrics << m.dump() << "\n" << std::flush;
+      }
+      std::string bytes;
+      for (const auto& [key, n] : comm.bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
+      log_info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | eta {}{}",
+               step + 1, std::to_string(t.steps).size(), t.steps, step_loss, lr, grad_norm, tokens_per_s, 100 * mfu,
+               format_duration(eta), bytes.empty() ? "" : " |" + bytes);
       interval_start = now;
       interval_tokens = 0;
     }
@@ -179,10 +216,10 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir) {
                summary.first_loss, summary.final_loss);
 
   if (config.checkpoint.save_final) {
-    save_hf_model(model, run_dir + "/final");
+    save_hf_model(model, run_dir + "/final", /*write=*/rank0);  // collective: gathers TP shards
     log_info("saved weights: {}/final (Hugging Face format)", run_dir);
   }
-  if (config.log.sample_tokens > 0) {
+  if (config.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
     std::vector<int64_t> prompt = config.data.format == DataFormat::Text ? text_to_byte_ids(config.log.sample_prompt)
                                                                          : std::vector<int64_t>{};
     if (prompt.empty()) prompt.push_back(config.model.bos_token_id);

@@ -15,9 +15,12 @@ struct TrainSummary {
   std::string run_dir;
 };
 
-// Trains as `config` says, writing RUN_DIR/{config.resolved.yaml, metrics.jsonl, train.log}
-// and, with checkpoint.save_final, RUN_DIR/final (a Hugging Face directory).
-TrainSummary run_training(const RunConfig& config, const std::string& run_dir);
+struct Topology;
+
+// Trains as `config` says on the ranks of `topology`, writing (rank 0)
+// RUN_DIR/{config.resolved.yaml, metrics.jsonl, train.log} and, with checkpoint.save_final,
+// RUN_DIR/final (a Hugging Face directory); other ranks log to RUN_DIR/train.rankN.log.
+TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topology);
 
 // Makes `dir` (and parents) and checks that a file can be written in it.
 void prepare_run_dir(const std::string& dir);

@@ -1,0 +1,116 @@
+#include "trainer/optim/distributed_optimizer.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "trainer/core/error.h"
+#include "trainer/model/exaone4.h"
+#include "trainer/parallel/comm.h"
+
+namespace exatrain {
+
+DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config,
+                                           OptimizerGroups groups, int zero_stage)
+    : model_(model), config_(config), groups_(groups), zero_(zero_stage) {
+  const auto& params = model.params();
+  for (const auto& p : params) {
+    offsets_.push_back(total_);
+    total_ += p.numel();
+  }
+  const int dp = groups_.dp ? groups_.dp->size() : 1, dp_rank = groups_.dp ? groups_.dp->rank() : 0;
+  padded_ = (total_ + dp - 1) / dp * dp;
+  if (zero_ == 1) {
+    lo_ = padded_ / dp * dp_rank;
+    hi_ = lo_ + padded_ / dp;
+  } else {
+    lo_ = 0;
+    hi_ = padded_;
+  }
+
+  // Which elements this rank counts in the global norm: a TP-split shard counts on its rank
+  // (replicated units once per unit), a TP-replicated parameter only on TP rank 0.
+  const int tp_rank = groups_.tp ? groups_.tp->rank() : 0;
+  at::Tensor mask = at::zeros({padded_}, at::kFloat);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ShardSlice& s = model.shards()[i];
+    const bool counts = s.dim >= 0 ? tp_rank % s.replicas == 0 : tp_rank == 0;
+    if (counts) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
+  }
+  owned_mask_ = mask.narrow(0, lo_, hi_ - lo_).clone();
+
+  at::Tensor flat = at::zeros({padded_}, at::kFloat);
+  for (size_t i = 0; i < params.size(); ++i) {
+    flat.narrow(0, offsets_[i], params[i].numel()).copy_(params[i].detach().reshape({-1}));
+    const int64_t a = std::max(offsets_[i], lo_), b = std::min(offsets_[i] + params[i].numel(), hi_);
+    if (a >= b) continue;
+    segments_.push_back(Segment{i, a - offsets_[i], a - lo_, b - a});
+    segment_decay_.push_back(applies_weight_decay(model.specs()[i], config_));
+    steps_.push_back(at::zeros({}, at::kFloat));
+  }
+  master_ = flat.narrow(0, lo_, hi_ - lo_).clone();
+  exp_avg_ = at::zeros_like(master_);
+  exp_avg_sq_ = at::zeros_like(master_);
+}
+
+double DistributedOptimizer::reduce_gradients(double max_norm) {
+  at::NoGradGuard no_grad;
+  const auto& params = model_.params();
+  const auto& specs = model_.specs();
+  at::Tensor flat = at::zeros({padded_}, at::kFloat);
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor g = params[i].grad();
+    if (!g.defined()) continue;  // never used in this step: zero gradient
+    if (groups_.tp && specs[i].tp_grad_reduce == TpGradReduce::Sum) groups_.tp->all_reduce(g);
+    if (model_.shards()[i].replicas > 1 && model_.groups().kv_replicas) model_.groups().kv_replicas->all_reduce(g);
+    flat.narrow(0, offsets_[i], params[i].numel()).copy_(g.reshape({-1}));
+  }
+  const int dp = groups_.dp ? groups_.dp->size() : 1;
+  if (zero_ == 1 && dp > 1) {
+    grad_ = groups_.dp->reduce_scatter(flat, 0);
+  } else {
+    if (dp > 1) groups_.dp->all_reduce(flat);
+    grad_ = flat.narrow(0, lo_, hi_ - lo_);
+  }
+  if (dp > 1) grad_.div_(dp);  // gradients of the mean loss over the global batch
+
+  // Sum of squares of the elements this rank owns; with zero 0 every DP rank holds the same
+  // gradients, so only DP rank 0 contributes.
+  const bool contributes = zero_ == 1 || !groups_.dp || groups_.dp->rank() == 0;
+  const double local = contributes ? std::pow((grad_ * owned_mask_).norm().item<double>(), 2) : 0.0;
+  at::Tensor sum_sq = at::full({1}, local, at::kDouble);
+  if (groups_.world) groups_.world->all_reduce(sum_sq);
+  const double norm = std::sqrt(sum_sq.item<double>());
+  if (max_norm > 0 && norm > max_norm) grad_.mul_(max_norm / (norm + 1e-6));
+  return norm;
+}
+
+void DistributedOptimizer::step(double lr) {
+  at::NoGradGuard no_grad;
+  for (const bool decayed : {true, false}) {
+    std::vector<at::Tensor> p, g, m, v, s;
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      if (segment_decay_[k] != decayed) continue;
+      const Segment& seg = segments_[k];
+      p.push_back(master_.narrow(0, seg.slice_offset, seg.length));
+      g.push_back(grad_.narrow(0, seg.slice_offset, seg.length));
+      m.push_back(exp_avg_.narrow(0, seg.slice_offset, seg.length));
+      v.push_back(exp_avg_sq_.narrow(0, seg.slice_offset, seg.length));
+      s.push_back(steps_[k]);
+    }
+    if (p.empty()) continue;
+    at::_foreach_add_(s, 1);
+    at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, s, lr, config_.beta1, config_.beta2,
+                      decayed ? config_.weight_decay : 0.0, config_.eps, /*amsgrad=*/false, /*maximize=*/false);
+  }
+  // Bring the model's parameters up to date from the (gathered) master weights.
+  at::Tensor full = master_;
+  const int dp = groups_.dp ? groups_.dp->size() : 1;
+  if (zero_ == 1 && dp > 1) full = groups_.dp->all_gather(master_, 0);
+  const int64_t base = full.numel() == padded_ ? 0 : lo_;  // where `full` starts in the bucket
+  const auto& params = model_.params();
+  for (size_t i = 0; i < params.size(); ++i)
+    params[i].detach().view({-1}).copy_(full.narrow(0, offsets_[i] - base, params[i].numel()));
+}
+
+}  // namespace exatrain

@@ -1,0 +1,65 @@
+// The optimizer of every layout, ZeRO-1 included, in one place (llm.c style):
+//
+//   gradients -> TP reductions the specs ask for (q_norm/k_norm: sum over TP; replicated KV
+//   heads: sum over their replicas) -> one flat fp32 bucket -> over DP:
+//     zero 0: all-reduce; every rank owns the whole bucket
+//     zero 1: reduce-scatter; rank r owns bucket slice r (fp32 master weights and Adam moments
+//             only for that slice)
+//   -> global gradient norm (each parameter counted once across TP, PP and DP) -> clip
+//   -> AdamW on the owned slice (ATen's fused kernel) -> zero 1: all-gather the parameters.
+//
+// On one rank this is plain AdamW with global-norm clipping.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "trainer/core/config.h"
+
+namespace exatrain {
+
+class Communicator;
+class Exaone4Model;
+
+struct OptimizerGroups {
+  const Communicator* tp = nullptr;
+  const Communicator* dp = nullptr;
+  const Communicator* world = nullptr;  // for the global norm
+};
+
+class DistributedOptimizer {
+ public:
+  DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config, OptimizerGroups groups, int zero_stage);
+
+  // After backward: reduces the gradients as above and clips them; returns the global norm
+  // before clipping.
+  double reduce_gradients(double max_norm);
+  // Updates the owned slice with learning rate `lr` and brings every parameter up to date.
+  void step(double lr);
+
+  int64_t owned_elements() const { return hi_ - lo_; }
+  int64_t bucket_elements() const { return padded_; }
+  // fp32 master weights plus both Adam moments held by this rank.
+  int64_t state_bytes() const { return 12 * owned_elements(); }
+
+ private:
+  struct Segment {  // the part of parameter `param` inside the owned slice
+    size_t param;
+    int64_t param_offset, slice_offset, length;
+  };
+
+  const Exaone4Model& model_;
+  OptimizerConfig config_;
+  OptimizerGroups groups_;
+  int zero_;
+  std::vector<int64_t> offsets_;  // of each parameter in the bucket
+  int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;
+  std::vector<Segment> segments_;
+  std::vector<bool> segment_decay_;
+  at::Tensor owned_mask_;  // [hi - lo] 1 where this rank counts the element in the global norm
+  at::Tensor master_, exp_avg_, exp_avg_sq_, grad_;  // owned slice
+  std::vector<at::Tensor> steps_;                    // per segment, for the fused kernel
+};
+
+}  // namespace exatrain

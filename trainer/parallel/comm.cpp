@@ -1,0 +1,189 @@
+#include "trainer/parallel/comm.h"
+
+#include <mpi.h>
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+const char* comm_op_name(CommOp op) {
+  switch (op) {
+    case CommOp::AllReduce: return "all_reduce";
+    case CommOp::AllGather: return "all_gather";
+    case CommOp::ReduceScatter: return "reduce_scatter";
+    case CommOp::Broadcast: return "broadcast";
+    case CommOp::SendRecv: return "send_recv";
+    case CommOp::Count: break;
+  }
+  return "?";
+}
+
+namespace {
+
+MPI_Comm as_comm(intptr_t handle) { return reinterpret_cast<MPI_Comm>(handle); }
+
+MPI_Datatype mpi_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kLong: return MPI_INT64_T;
+    case at::kInt: return MPI_INT32_T;
+    case at::kByte: return MPI_UINT8_T;
+    default: fail("collectives take fp32, fp64, int32, int64 or uint8 CPU tensors; got {}", c10::toString(t.scalar_type()));
+  }
+}
+
+void check_cpu(const at::Tensor& t, const char* op) {
+  EXATRAIN_CHECK(t.device().is_cpu(), "{}: the MPI backend takes CPU tensors (CUDA tensors use NCCL)", op);
+}
+
+}  // namespace
+
+Communicator::Communicator(std::string name, intptr_t mpi_comm, CommContext* context)
+    : name_(std::move(name)), comm_(mpi_comm), context_(context) {
+  MPI_Comm_rank(as_comm(comm_), &rank_);
+  MPI_Comm_size(as_comm(comm_), &size_);
+}
+
+Communicator::~Communicator() {
+  MPI_Comm c = as_comm(comm_);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && c != MPI_COMM_WORLD && c != MPI_COMM_NULL) MPI_Comm_free(&c);
+}
+
+void Communicator::count(CommOp op, const at::Tensor& t) const {
+  context_->bytes[name_ + "." + comm_op_name(op)] += static_cast<int64_t>(t.nbytes());
+}
+
+void Communicator::wait(void* request, CommOp op) const {
+  auto* req = static_cast<MPI_Request*>(request);
+  const auto start = std::chrono::steady_clock::now();
+  int done = 0;
+  for (int spins = 0;; ++spins) {
+    MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > context_->timeout_s) {
+      std::fprintf(stderr,
+                   "exatrain: error: rank %d: %s on group '%s' (rank %d of %d) did not complete within %.0f s at "
+                   "step %lld; another rank has stopped or is stuck; aborting the job (parallel.timeout_s)\n",
+                   context_->world_rank, comm_op_name(op), name_.c_str(), rank_, size_, context_->timeout_s,
+                   static_cast<long long>(context_->step));
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
+  if (size_ == 1) return;
+  check_cpu(tensor, "all_reduce");
+  const bool bf16 = tensor.scalar_type() == at::kBFloat16;
+  at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
+  count(CommOp::AllReduce, tensor);
+  MPI_Request req;
+  MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), static_cast<int>(buf.numel()), mpi_type(buf),
+                 op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, as_comm(comm_), &req);
+  wait(&req, CommOp::AllReduce);
+  if (!buf.is_same(tensor)) tensor.copy_(buf);
+}
+
+at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const {
+  if (size_ == 1) return tensor;
+  check_cpu(tensor, "all_gather");
+  at::Tensor in = tensor.to(tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type()).contiguous();
+  std::vector<int64_t> shape{size_};
+  for (int64_t d : in.sizes()) shape.push_back(d);
+  at::Tensor out = at::empty(shape, in.options());  // [size, ...]
+  count(CommOp::AllGather, tensor);
+  MPI_Request req;
+  MPI_Iallgather(in.data_ptr(), static_cast<int>(in.numel()), mpi_type(in), out.data_ptr(),
+                 static_cast<int>(in.numel()), mpi_type(in), as_comm(comm_), &req);
+  wait(&req, CommOp::AllGather);
+  std::vector<at::Tensor> parts = out.unbind(0);
+  return at::cat(parts, dim).to(tensor.scalar_type());
+}
+
+at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) const {
+  if (size_ == 1) return tensor;
+  check_cpu(tensor, "reduce_scatter");
+  EXATRAIN_CHECK(tensor.size(dim) % size_ == 0, "reduce_scatter on group '{}': dimension {} of size {} is not divisible by {}",
+                 name_, dim, tensor.size(dim), size_);
+  // Lay the chunks out contiguously rank by rank, then one MPI_Ireduce_scatter_block.
+  at::Tensor in = at::stack(tensor.chunk(size_, dim), 0).to(tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type()).contiguous();
+  at::Tensor out = at::empty(in.sizes().slice(1), in.options());
+  count(CommOp::ReduceScatter, tensor);
+  MPI_Request req;
+  MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()), mpi_type(in), MPI_SUM,
+                            as_comm(comm_), &req);
+  wait(&req, CommOp::ReduceScatter);
+  return out.to(tensor.scalar_type());
+}
+
+void Communicator::broadcast(at::Tensor& tensor, int root) const {
+  if (size_ == 1) return;
+  check_cpu(tensor, "broadcast");
+  at::Tensor buf = tensor.contiguous();
+  count(CommOp::Broadcast, tensor);
+  MPI_Request req;
+  MPI_Ibcast(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, root, as_comm(comm_), &req);
+  wait(&req, CommOp::Broadcast);
+  if (!buf.is_same(tensor)) tensor.copy_(buf);
+}
+
+void Communicator::send(const at::Tensor& tensor, int peer) const {
+  check_cpu(tensor, "send");
+  at::Tensor buf = tensor.contiguous();
+  count(CommOp::SendRecv, tensor);
+  MPI_Request req;
+  MPI_Isend(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, peer, 0, as_comm(comm_), &req);
+  wait(&req, CommOp::SendRecv);
+}
+
+void Communicator::recv(at::Tensor& tensor, int peer) const {
+  check_cpu(tensor, "recv");
+  EXATRAIN_CHECK(tensor.is_contiguous(), "recv needs a contiguous tensor");
+  MPI_Request req;
+  MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.nbytes()), MPI_BYTE, peer, 0, as_comm(comm_), &req);
+  wait(&req, CommOp::SendRecv);
+}
+
+void Communicator::barrier() const {
+  if (size_ == 1) return;
+  MPI_Request req;
+  MPI_Ibarrier(as_comm(comm_), &req);
+  wait(&req, CommOp::AllReduce);
+}
+
+std::unique_ptr<Communicator> Communicator::split(const std::string& name, int color, int key) const {
+  MPI_Comm sub;
+  MPI_Comm_split(as_comm(comm_), color, key, &sub);
+  return std::make_unique<Communicator>(name, reinterpret_cast<intptr_t>(sub), context_);
+}
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
+    owns_ = true;
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+}
+
+MpiRuntime::~MpiRuntime() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owns_ && !finalized) MPI_Finalize();
+}
+
+}  // namespace exatrain

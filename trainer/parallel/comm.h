@@ -1,0 +1,81 @@
+// Collectives over one process group, on tensors (counts come from the tensor, never from a
+// byte size). CPU tensors go through MPI; fp32 is reduced as is, bf16 is reduced in fp32.
+// Every operation is non-blocking underneath and polled against a deadline: a collective that
+// does not finish within the timeout aborts the whole job, naming the operation, the group,
+// the step and the rank, instead of hanging.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace exatrain {
+
+enum class CommOp { AllReduce, AllGather, ReduceScatter, Broadcast, SendRecv, Count };
+const char* comm_op_name(CommOp op);
+enum class ReduceOp { Sum, Max };
+
+// Shared by every communicator of a process: the current step (for timeout messages), the
+// timeout, and the payload bytes handed to each operation, keyed "group.operation"
+// (e.g. "tp.all_reduce"): the bytes of the tensor given to the call on this rank.
+struct CommContext {
+  int world_rank = 0;
+  double timeout_s = 300;
+  int64_t step = 0;
+  std::map<std::string, int64_t> bytes;
+  void reset_bytes() { bytes.clear(); }
+};
+
+class Communicator {
+ public:
+  // `mpi_comm` is an MPI_Comm (passed as an integer handle to keep mpi.h out of headers).
+  Communicator(std::string name, intptr_t mpi_comm, CommContext* context);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  const std::string& name() const { return name_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  intptr_t mpi_handle() const { return comm_; }
+  CommContext& context() const { return *context_; }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op = ReduceOp::Sum) const;  // in place
+  at::Tensor all_gather(const at::Tensor& tensor, int64_t dim) const;      // concatenated along dim
+  at::Tensor reduce_scatter(const at::Tensor& tensor, int64_t dim) const;  // summed, this rank's part of dim
+  void broadcast(at::Tensor& tensor, int root) const;
+  void send(const at::Tensor& tensor, int peer) const;
+  void recv(at::Tensor& tensor, int peer) const;
+  void barrier() const;
+  // A sub-group of the ranks with the same `color`, ordered by `key` (MPI_Comm_split).
+  std::unique_ptr<Communicator> split(const std::string& name, int color, int key) const;
+
+ private:
+  // Waits for an MPI request, aborting the job after the timeout.
+  void wait(void* request, CommOp op) const;
+  void count(CommOp op, const at::Tensor& t) const;
+
+  std::string name_;
+  intptr_t comm_;
+  CommContext* context_;
+  int rank_ = 0, size_ = 1;
+};
+
+// MPI start-up and shut-down for the process (MPI_THREAD_SERIALIZED: a helper thread may call
+// MPI, one at a time).
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+
+ private:
+  int rank_ = 0, size_ = 1;
+  bool owns_ = false;
+};
+
+}  // namespace exatrain

@@ -1,0 +1,26 @@
+// Tensor-parallel regions as paired autograd operators (Megatron's mappings). Each does nothing
+// when the group has one rank.
+//   copy_to_tp:     forward identity,             backward all-reduce   (enter a TP region)
+//   reduce_from_tp: forward all-reduce,           backward identity     (leave a row-parallel layer)
+//   gather_from_tp: forward all-gather(dim),      backward take own part
+//   scatter_to_tp:  forward take own part(dim),   backward all-gather
+// and the vocab-parallel cross-entropy, which never gathers full-vocabulary logits.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace exatrain {
+
+class Communicator;
+
+at::Tensor copy_to_tp(const at::Tensor& x, const Communicator& tp);
+at::Tensor reduce_from_tp(const at::Tensor& x, const Communicator& tp);
+at::Tensor gather_from_tp(const at::Tensor& x, const Communicator& tp, int64_t dim);
+at::Tensor scatter_to_tp(const at::Tensor& x, const Communicator& tp, int64_t dim);
+
+// Mean cross-entropy over rows: `local_logits` [rows, vocab/tp] hold this rank's vocabulary
+// slice [vocab_start, vocab_start + vocab/tp); `targets` [rows] are global ids. fp32.
+at::Tensor vocab_parallel_cross_entropy(const at::Tensor& local_logits, const at::Tensor& targets,
+                                        int64_t vocab_start, const Communicator& tp);
+
+}  // namespace exatrain
