@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <cstring>
 #include <chrono>
 #include <filesystem>
@@ -53,7 +54,15 @@ void register_train_command(CLI::App& app) {
       topology.world->broadcast(stamp, 0);
       run_dir = reinterpret_cast<const char*>(stamp.data_ptr());
     }
-    run_training(config, run_dir, topology);
+    try {
+      run_training(config, run_dir, topology);
+    } catch (const std::exception& e) {
+      // One rank failing must end the whole job, not leave the others waiting in a collective.
+      if (mpi.world_size() == 1) throw;
+      std::fprintf(stderr, "exatrain: error: rank %d: %s\n", mpi.world_rank(), e.what());
+      std::fflush(stderr);
+      mpi.abort(1);
+    }
   });
 }
 

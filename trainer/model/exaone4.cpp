@@ -36,8 +36,27 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
   return token_cross_entropy(logits.narrow(1, 0, logits.size(1) - 1), ids.narrow(1, 1, ids.size(1) - 1));
 }
 
-Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups)
-    : config_(std::move(config)), groups_(groups), specs_(build_param_specs(config_)), layer_kinds_(config_.layer_kinds()) {
+PipelineStage pipeline_stage(int64_t layers, int stages, int stage) {
+  PipelineStage s;
+  const int64_t base = layers / stages, extra = layers % stages;
+  s.first_layer = stage * base + std::min<int64_t>(stage, extra);
+  s.end_layer = s.first_layer + base + (stage < extra ? 1 : 0);
+  s.first = stage == 0;
+  s.last = stage == stages - 1;
+  return s;
+}
+
+Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups,
+                           PipelineStage stage)
+    : config_(std::move(config)), groups_(groups), stage_(stage), layer_kinds_(config_.layer_kinds()) {
+  if (stage_.end_layer < 0) stage_.end_layer = config_.num_layers;
+  for (auto& spec : build_param_specs(config_)) {  // this stage's parameters, in model order
+    const bool mine = spec.kind == ParamKind::Embedding ? stage_.first || (stage_.last && config_.tie_embeddings)
+                      : spec.layer < 0 || spec.layer >= config_.num_layers
+                          ? stage_.last
+                          : spec.layer >= stage_.first_layer && spec.layer < stage_.end_layer;
+    if (mine) specs_.push_back(std::move(spec));
+  }
   if (groups_.tp) {
     tp_size_ = groups_.tp->size();
     tp_rank_ = groups_.tp->rank();
@@ -51,8 +70,8 @@ Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, Tensor
     params_.push_back(at::empty(local_shape(spec, shards_.back()), options));
   }
   size_t i = 0;
-  embed_ = params_[i++];
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
+  if (stage_.first || (stage_.last && config_.tie_embeddings)) embed_ = params_[i++];
+  for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     LayerParams p;
     p.q_proj = params_[i++];
     p.k_proj = params_[i++];
@@ -67,8 +86,10 @@ Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, Tensor
     p.post_feedforward_norm = params_[i++];
     layers_.push_back(p);
   }
-  final_norm_ = params_[i++];
-  lm_head_ = config_.tie_embeddings ? embed_ : params_[i++];
+  if (stage_.last) {
+    final_norm_ = params_[i++];
+    lm_head_ = config_.tie_embeddings ? embed_ : params_[i++];
+  }
   if (options.device().type() != at::kMeta) inv_freq_ = rope_inverse_frequencies(config_).to(options.device());
 }
 
@@ -125,7 +146,7 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
 }
 
 at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const {
-  const LayerParams& p = layers_[static_cast<size_t>(layer)];
+  const LayerParams& p = layers_[static_cast<size_t>(layer - stage_.first_layer)];
   const double eps = config_.rms_norm_eps;
   at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
   const at::Tensor ht = groups_.tp ? copy_to_tp(h, *groups_.tp) : h;
@@ -174,17 +195,20 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
 
 }  // namespace
 
-at::Tensor Exaone4Model::hidden_states(const at::Tensor& ids, bool recompute) const {
-  EXATRAIN_CHECK(ids.dim() == 2, "token ids must be [batch, seq], got {} dimensions", ids.dim());
-  const LayerContext ctx = make_context(ids.size(1), ids.device());
-  at::Tensor h = embed(ids);  // [B, T, H]
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
+at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute) const {
+  if (stage_.first) EXATRAIN_CHECK(input.dim() == 2, "token ids must be [batch, seq], got {} dimensions", input.dim());
+  const LayerContext ctx = make_context(input.size(1), input.device());
+  at::Tensor h = stage_.first ? embed(input) : input;  // [B, T, H]
+  for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     if (recompute && at::GradMode::is_enabled())
       h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask);
     else
       h = layer_forward(l, h, ctx);
   }
-  return rms_norm(h, final_norm_, config_.rms_norm_eps);
+  if (!stage_.last) return h;
+  h = rms_norm(h, final_norm_, config_.rms_norm_eps);
+  if (groups_.tp) h = copy_to_tp(h, *groups_.tp);
+  return at::linear(h, lm_head_);  // [B, T, vocab/tp]
 }
 
 // Vocab-parallel embedding: each rank looks up the ids in its rows, zeroes the others, and the
@@ -201,9 +225,9 @@ at::Tensor Exaone4Model::embed(const at::Tensor& ids) const {
 }
 
 at::Tensor Exaone4Model::forward(const at::Tensor& ids, bool recompute) const {
-  at::Tensor h = hidden_states(ids, recompute);
-  if (groups_.tp) h = copy_to_tp(h, *groups_.tp);
-  return at::linear(h, lm_head_);  // [B, T, vocab/tp]
+  EXATRAIN_CHECK(stage_.first && stage_.last, "forward() runs the whole model; under pipeline parallelism "
+                 "use stage_forward() from a schedule");
+  return stage_forward(ids, recompute);
 }
 
 at::Tensor Exaone4Model::full_logits(const at::Tensor& ids) const {
@@ -212,7 +236,10 @@ at::Tensor Exaone4Model::full_logits(const at::Tensor& ids) const {
 }
 
 at::Tensor Exaone4Model::loss(const at::Tensor& inputs, const at::Tensor& targets, bool recompute) const {
-  at::Tensor logits = forward(inputs, recompute);
+  return loss_from_logits(forward(inputs, recompute), targets);
+}
+
+at::Tensor Exaone4Model::loss_from_logits(const at::Tensor& logits, const at::Tensor& targets) const {
   if (tp_size_ == 1) return token_cross_entropy(logits, targets);
   return vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), vocab_start_,
                                       *groups_.tp);
@@ -232,10 +259,14 @@ at::Tensor Exaone4Model::gather_param(size_t i) const {
 
 void init_parameters(Exaone4Model& model, uint64_t seed) {
   at::NoGradGuard no_grad;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto& specs = model.specs();
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& spec = specs[i];
+    // A generator per parameter, seeded from its name: values do not depend on which
+    // parameters this rank holds (pipeline stages, TP shards).
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (unsigned char ch : spec.name) h = (h ^ ch) * 1099511628211ull;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ h);
     at::Tensor p = model.params()[i];
     at::Tensor value;
     if (spec.kind == ParamKind::Norm || spec.kind == ParamKind::HeadNorm) {

@@ -48,12 +48,24 @@ struct TensorParallelGroups {
   const Communicator* kv_replicas = nullptr;
 };
 
+// The layers this pipeline stage runs: [first_layer, end_layer); the first stage also embeds,
+// the last also applies the final norm and lm_head. Default: the whole model.
+struct PipelineStage {
+  int64_t first_layer = 0, end_layer = -1;  // -1: num_layers
+  bool first = true, last = true;
+};
+// Even split of `layers` over `stages` (earlier stages take the remainder).
+PipelineStage pipeline_stage(int64_t layers, int stages, int stage);
+
 class Exaone4Model {
  public:
   // Allocates one tensor per spec: this rank's shard under tensor parallelism (uninitialised;
   // see init_parameters or load_hf_model). On the meta device nothing is allocated, which is
   // how the 32B model is inspected.
-  Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups = {});
+  // Only this stage's parameters exist; with tied embeddings the last stage holds a copy of
+  // the embedding as its lm_head (kept equal by summing the two gradients).
+  Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups = {},
+               PipelineStage stage = {});
 
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
@@ -61,6 +73,12 @@ class Exaone4Model {
   const std::vector<ShardSlice>& shards() const { return shards_; }
   const TensorParallelGroups& groups() const { return groups_; }
   int tp_size() const { return tp_size_; }
+  const PipelineStage& stage() const { return stage_; }
+  // The stage's computation: ids (first stage) or the previous stage's hidden states
+  // [batch, seq, hidden] -> hidden states, or local logits [batch, seq, vocab/tp] on the last.
+  at::Tensor stage_forward(const at::Tensor& input, bool recompute = false) const;
+  // The loss from this stage's logits (last stage).
+  at::Tensor loss_from_logits(const at::Tensor& logits, const at::Tensor& targets) const;
   // The full (unsharded) value of parameter i, gathered over the TP group.
   at::Tensor gather_param(size_t i) const;
   // Mean cross-entropy of predicting `targets` [batch, seq] from `inputs` [batch, seq]; with TP
@@ -73,8 +91,6 @@ class Exaone4Model {
   at::Tensor forward(const at::Tensor& ids, bool recompute = false) const;
   // Full-vocabulary logits [batch, seq, vocab], gathered over TP (collective under TP).
   at::Tensor full_logits(const at::Tensor& ids) const;
-  // ids -> final-norm hidden states [batch, seq, hidden].
-  at::Tensor hidden_states(const at::Tensor& ids, bool recompute = false) const;
   at::Tensor lm_head_weight() const;
 
   // One decoder layer: [batch, seq, hidden] -> [batch, seq, hidden].
@@ -96,6 +112,7 @@ class Exaone4Model {
 
   ModelConfig config_;
   TensorParallelGroups groups_;
+  PipelineStage stage_;
   int tp_size_ = 1, tp_rank_ = 0;
   int64_t heads_ = 0, kv_heads_ = 0;          // local to this TP rank
   int64_t vocab_start_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows
@@ -109,8 +126,8 @@ class Exaone4Model {
 };
 
 // Normal(0, init_std) for linears and embeddings (pad row zero), ones for norms; deterministic
-// in `seed` and independent of the device and of the TP layout (each rank generates the full
-// tensor and keeps its shard).
+// in `seed` and independent of the device and of the layout (each parameter has its own
+// generator; each rank generates the full tensor and keeps its shard).
 void init_parameters(Exaone4Model& model, uint64_t seed);
 
 }  // namespace exatrain

@@ -34,7 +34,9 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   at::Tensor mask = at::zeros({padded_}, at::kFloat);
   for (size_t i = 0; i < params.size(); ++i) {
     const ShardSlice& s = model.shards()[i];
-    const bool counts = s.dim >= 0 ? tp_rank % s.replicas == 0 : tp_rank == 0;
+    bool counts = s.dim >= 0 ? tp_rank % s.replicas == 0 : tp_rank == 0;
+    // A tied embedding also lives on the last pipeline stage; count the first stage's copy.
+    if (model.specs()[i].kind == ParamKind::Embedding && !model.stage().first) counts = false;
     if (counts) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
   }
   owned_mask_ = mask.narrow(0, lo_, hi_ - lo_).clone();

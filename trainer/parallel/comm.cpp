@@ -155,6 +155,24 @@ void Communicator::recv(at::Tensor& tensor, int peer) const {
   wait(&req, CommOp::SendRecv);
 }
 
+void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const {
+  MPI_Request reqs[2];
+  int n = 0;
+  at::Tensor buf;
+  if (send.defined() && send_peer >= 0) {
+    check_cpu(send, "send");
+    buf = send.contiguous();
+    count(CommOp::SendRecv, send);
+    MPI_Isend(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, send_peer, 0, as_comm(comm_), &reqs[n++]);
+  }
+  if (recv.defined() && recv_peer >= 0) {
+    check_cpu(recv, "recv");
+    EXATRAIN_CHECK(recv.is_contiguous(), "recv needs a contiguous tensor");
+    MPI_Irecv(recv.data_ptr(), static_cast<int>(recv.nbytes()), MPI_BYTE, recv_peer, 0, as_comm(comm_), &reqs[n++]);
+  }
+  for (int i = 0; i < n; ++i) wait(&reqs[i], CommOp::SendRecv);
+}
+
 void Communicator::barrier() const {
   if (size_ == 1) return;
   MPI_Request req;
@@ -178,6 +196,11 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+}
+
+void MpiRuntime::abort(int code) const {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
 }
 
 MpiRuntime::~MpiRuntime() {

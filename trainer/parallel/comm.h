@@ -49,6 +49,9 @@ class Communicator {
   void broadcast(at::Tensor& tensor, int root) const;
   void send(const at::Tensor& tensor, int peer) const;
   void recv(at::Tensor& tensor, int peer) const;
+  // Posts a send and a receive together and waits for both (no deadlock between neighbours
+  // that exchange at the same time). An undefined tensor or peer < 0 skips that half.
+  void send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const;
   void barrier() const;
   // A sub-group of the ranks with the same `color`, ordered by `key` (MPI_Comm_split).
   std::unique_ptr<Communicator> split(const std::string& name, int color, int key) const;
@@ -72,6 +75,7 @@ class MpiRuntime {
   ~MpiRuntime();
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
+  [[noreturn]] void abort(int code) const;
 
  private:
   int rank_ = 0, size_ = 1;

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "checkpoints/hf_config.h"
 #include "checkpoints/hf_io.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
@@ -19,6 +20,8 @@
 #include "trainer/train/data_source.h"
 #include "trainer/train/flops.h"
 #include "trainer/train/generate.h"
+#include "trainer/parallel/comm.h"
+#include "trainer/parallel/pipeline.h"
 #include "trainer/parallel/topology.h"
 
 namespace exatrain {
@@ -62,6 +65,41 @@ void check_memory_fits(int64_t parameters, const Topology& topo) {
          "shard it over more ranks", parameters, need / (1 << 30), ranks_here, have / (1 << 30));
 }
 
+// Gathers the full weights onto world rank 0 and writes a Hugging Face directory there: TP
+// shards are gathered within each stage, then each stage's (dp 0, tp 0) rank sends its tensors
+// to stage 0, in spec order.
+void save_final(const Exaone4Model& model, const Topology& topo, const std::string& dir) {
+  std::vector<std::pair<std::string, at::Tensor>> full;
+  for (size_t i = 0; i < model.specs().size(); ++i) full.emplace_back(model.specs()[i].name, model.gather_param(i));
+  if (topo.dp_rank != 0 || topo.tp_rank != 0) return;
+  if (topo.pp_rank > 0) {
+    for (size_t i = 0; i < full.size(); ++i)
+      if (model.specs()[i].kind != ParamKind::Embedding) topo.pp_group->send(full[i].second.contiguous(), 0);
+    return;
+  }
+  at::Tensor none;
+  for (int s = 1; s < topo.pp; ++s) {
+    const PipelineStage other = pipeline_stage(model.config().num_layers, topo.pp, s);
+    Exaone4Model shapes(model.config(), at::TensorOptions().device(at::kMeta), {}, other);
+    for (const auto& spec : shapes.specs()) {
+      if (spec.kind == ParamKind::Embedding) continue;  // stage 0 holds the tied copy
+      at::Tensor t = at::empty(spec.shape, at::kFloat);
+      topo.pp_group->recv(t, s);
+      full.emplace_back(spec.name, t);
+    }
+  }
+  // Hugging Face order: the registry's.
+  std::vector<std::pair<std::string, at::Tensor>> ordered;
+  for (const auto& spec : build_param_specs(model.config()))
+    for (const auto& [name, t] : full)
+      if (name == spec.name) ordered.emplace_back(name, t);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("cannot create directory '{}': {}", dir, ec.message());
+  write_hf_config(model.config(), dir);
+  save_tensors(dir + "/model.safetensors", ordered, {{"format", "pt"}});
+}
+
 void write_text_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
@@ -93,9 +131,6 @@ class AutocastScope {
 }  // namespace
 
 TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo) {
-  if (topo.pp > 1)
-    fail("parallel.pp = {}: pipeline parallelism is not implemented yet; use parallel.pp: 1 (tensor and data "
-         "parallelism work)", topo.pp);
   const auto& t = config.train;
   const bool rank0 = topo.world_rank == 0;
   const int64_t rows_per_rank = t.global_batch / topo.dp;  // this DP rank's slice of each global batch
@@ -119,8 +154,19 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   std::unique_ptr<Communicator> kv_replicas;
   if (topo.tp > config.model.num_kv_heads)
     kv_replicas = topo.tp_group->split("kv", topo.tp_rank / (topo.tp / config.model.num_kv_heads), topo.tp_rank);
+  const PipelineStage stage = pipeline_stage(config.model.num_layers, topo.pp, topo.pp_rank);
   Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat),
-                     TensorParallelGroups{topo.tp > 1 ? topo.tp_group.get() : nullptr, kv_replicas.get()});
+                     TensorParallelGroups{topo.tp > 1 ? topo.tp_group.get() : nullptr, kv_replicas.get()}, stage);
+  // Tied embeddings under PP: the first and last stage each hold a copy; their gradients are
+  // summed over this two-rank group so the copies stay equal.
+  std::unique_ptr<Communicator> tied_embedding;
+  if (config.model.tie_embeddings && topo.pp > 1) {
+    const bool member = stage.first || stage.last;
+    tied_embedding = topo.world->split("embedding", member ? topo.tp_rank + topo.tp * topo.dp_rank
+                                                           : topo.tp * topo.dp + topo.world_rank, topo.pp_rank);
+  }
+  log_info("pipeline stage {} of {}: layers [{}, {}){}{}", topo.pp_rank, topo.pp, stage.first_layer, stage.end_layer,
+           stage.first ? ", embedding" : "", stage.last ? ", final norm, lm_head and loss" : "");
   init_parameters(model, static_cast<uint64_t>(t.seed));
   model.set_requires_grad(true);
   const ParamCounts counts = count_params(model.specs());
@@ -154,6 +200,7 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   const int64_t tokens_per_step = t.global_batch * t.seq_len;
   const at::DeviceType device = model.params().front().device().type();
   CommContext& comm = topo.world->context();
+  int max_in_flight = 0;
 
   for (int64_t step = 0; step < t.steps; ++step) {
     comm.step = step + 1;
@@ -163,22 +210,28 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
     // The global batch depends only on (seed, step); this DP rank takes its rows.
     at::Tensor global = data.batch(static_cast<uint64_t>(t.seed), static_cast<uint64_t>(step), t.global_batch);
     at::Tensor mine = global.narrow(0, topo.dp_rank * rows_per_rank, rows_per_rank);
-    double step_loss = 0;
+    std::vector<at::Tensor> inputs, targets;
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       at::Tensor window = mine.narrow(0, micro * t.micro_batch, t.micro_batch);
-      at::Tensor inputs = window.narrow(1, 0, t.seq_len), targets = window.narrow(1, 1, t.seq_len);
-      at::Tensor loss;
-      {
-        AutocastScope autocast(t.precision == Precision::BF16, device);
-        loss = model.loss(inputs, targets, t.recompute == Recompute::Full);
-      }
-      (loss / static_cast<double>(accumulation)).backward();
-      step_loss += loss.item<double>() / static_cast<double>(accumulation);
+      inputs.push_back(window.narrow(1, 0, t.seq_len));
+      targets.push_back(window.narrow(1, 1, t.seq_len));
+    }
+    // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
+    const PipelineStepResult pipe = run_1f1b(model, *topo.pp_group, inputs, targets, t.recompute == Recompute::Full,
+                                             [&](const std::function<at::Tensor()>& fn) {
+                                               AutocastScope autocast(t.precision == Precision::BF16, device);
+                                               return fn();
+                                             });
+    double step_loss = pipe.loss;
+    max_in_flight = std::max(max_in_flight, pipe.max_in_flight);
+    if (tied_embedding && (stage.first || stage.last)) {
+      at::Tensor g = model.param("model.embed_tokens.weight").grad();
+      tied_embedding->all_reduce(g);
     }
     const double grad_norm = optimizer.reduce_gradients(config.optimizer.grad_clip);
     optimizer.step(lr);
     // The mean loss over the global batch: every DP rank's share, counted once per TP group.
-    at::Tensor loss_sum = at::full({1}, topo.tp_rank == 0 ? step_loss / topo.dp : 0.0, at::kDouble);
+    at::Tensor loss_sum = at::full({1}, topo.tp_rank == 0 && stage.last ? step_loss / topo.dp : 0.0, at::kDouble);
     topo.world->all_reduce(loss_sum);
     step_loss = loss_sum.item<double>();
     if (!std::isfinite(step_loss))
@@ -198,7 +251,8 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
       if (rank0) {
         nlohmann::json m = {{"step", step + 1}, {"loss", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
                             {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
-                            {"comm_bytes", comm.bytes}, {"optimizer_state_bytes", optimizer.state_bytes()}};
+                            {"comm_bytes", comm.bytes}, {"optimizer_state_bytes", optimizer.state_bytes()},
+                            {"max_micro_batches_in_flight", max_in_flight}};
         metrics << m.dump() << "\n" << std::flush;
       }
       std::string bytes;
@@ -216,7 +270,7 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
                summary.first_loss, summary.final_loss);
 
   if (config.checkpoint.save_final) {
-    save_hf_model(model, run_dir + "/final", /*write=*/rank0);  // collective: gathers TP shards
+    save_final(model, topo, run_dir + "/final");
     log_info("saved weights: {}/final (Hugging Face format)", run_dir);
   }
   if (config.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
@@ -225,7 +279,7 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
     if (prompt.empty()) prompt.push_back(config.model.bos_token_id);
     const size_t prompt_len = prompt.size();
     auto out = generate(model, prompt, config.log.sample_tokens, config.log.sample_temperature, t.seq_len,
-                        static_cast<uint64_t>(t.seed));
+                        static_cast<uint64_t>(t.seed), topo.pp_group.get());
     std::vector<int64_t> continuation(out.begin() + static_cast<int64_t>(prompt_len), out.end());
     if (config.data.format == DataFormat::Text)
       log_info("sample: \"{}\" -> \"{}\"", config.log.sample_prompt, byte_ids_to_text(continuation));

@@ -1,0 +1,106 @@
+#include "trainer/parallel/pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <deque>
+
+#include "trainer/core/error.h"
+#include "trainer/model/exaone4.h"
+#include "trainer/parallel/comm.h"
+
+namespace exatrain {
+
+PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, const std::vector<at::Tensor>& inputs,
+                            const std::vector<at::Tensor>& targets, bool recompute,
+                            const std::function<at::Tensor(const std::function<at::Tensor()>&)>& run) {
+  const int stages = pp.size(), stage = pp.rank();
+  const int prev = stage > 0 ? stage - 1 : -1, next = stage + 1 < stages ? stage + 1 : -1;
+  const int M = static_cast<int>(inputs.size());
+  const auto& cfg = model.config();
+  const std::vector<int64_t> act_shape{inputs[0].size(0), inputs[0].size(1), cfg.hidden_size};  // [b, T, H]
+  auto empty_act = [&] { return at::empty(act_shape, at::kFloat); };
+
+  struct InFlight {
+    at::Tensor input, output;  // output: activation (mid) or scaled loss (last)
+  };
+  std::deque<InFlight> queue;
+  PipelineStepResult result;
+  int forwarded = 0;
+
+  // One forward of micro-batch `forwarded` given its input (ids or the received activation).
+  auto forward = [&](at::Tensor input) {
+    if (!model.stage().first) input.requires_grad_(true);
+    const int i = forwarded++;
+    at::Tensor out = run([&] { return model.stage_forward(model.stage().first ? inputs[i] : input, recompute); });
+    if (model.stage().last) {
+      at::Tensor loss = model.loss_from_logits(out, targets[i]) / static_cast<double>(M);
+      result.loss += loss.item<double>();
+      out = loss;
+    }
+    queue.push_back(InFlight{input, out});
+    result.max_in_flight = std::max(result.max_in_flight, static_cast<int>(queue.size()));
+    return out;
+  };
+  // Backward of the oldest micro-batch given the gradient of its output; returns its input's.
+  auto backward = [&](const at::Tensor& grad_out) {
+    InFlight f = std::move(queue.front());
+    queue.pop_front();
+    if (model.stage().last)
+      f.output.backward();
+    else
+      f.output.backward(grad_out);
+    return model.stage().first ? at::Tensor() : f.input.grad();
+  };
+  at::Tensor none;
+  auto recv_forward = [&] {
+    at::Tensor x = model.stage().first ? at::Tensor() : empty_act();
+    pp.send_recv(none, -1, x, prev);
+    return x;
+  };
+
+  const int warmup = std::min(stages - stage - 1, M), steady = M - warmup;
+  for (int i = 0; i < warmup; ++i) {
+    at::Tensor y = forward(recv_forward());
+    pp.send_recv(y.detach(), next, none, -1);
+  }
+  at::Tensor x = steady > 0 ? recv_forward() : at::Tensor();
+  for (int i = 0; i < steady; ++i) {
+    at::Tensor y = forward(x);
+    at::Tensor grad_y = model.stage().last ? at::Tensor() : empty_act();
+    pp.send_recv(model.stage().last ? at::Tensor() : y.detach(), next, grad_y, next);  // send fwd, recv bwd
+    at::Tensor grad_x = backward(grad_y);
+    if (i == steady - 1) {
+      pp.send_recv(grad_x, prev, none, -1);
+    } else {
+      x = model.stage().first ? at::Tensor() : empty_act();
+      pp.send_recv(grad_x, prev, x, prev);  // send bwd, recv fwd
+    }
+  }
+  for (int i = 0; i < warmup; ++i) {
+    at::Tensor grad_y = empty_act();
+    pp.send_recv(none, -1, grad_y, next);
+    pp.send_recv(backward(grad_y), prev, none, -1);
+  }
+  EXATRAIN_CHECK(queue.empty() && forwarded == M, "internal: 1F1B left {} micro-batches in flight", queue.size());
+  return result;
+}
+
+at::Tensor pipeline_last_logits(const Exaone4Model& model, const Communicator& pp, const at::Tensor& ids) {
+  at::NoGradGuard no_grad;
+  const int stage = pp.rank(), stages = pp.size();
+  at::Tensor h = model.stage().first ? ids : at::empty({ids.size(0), ids.size(1), model.config().hidden_size});
+  at::Tensor none;
+  if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
+  at::Tensor logits = at::empty({model.config().vocab_size});
+  if (model.stage().last) {
+    at::Tensor local = model.stage_forward(h);
+    logits = (model.tp_size() == 1 ? local : model.groups().tp->all_gather(local, -1))
+                 .select(1, ids.size(1) - 1).squeeze(0).to(at::kFloat).contiguous();
+  } else {
+    pp.send_recv(model.stage_forward(h), stage + 1, none, -1);
+  }
+  pp.broadcast(logits, stages - 1);
+  return logits;
+}
+
+}  // namespace exatrain
