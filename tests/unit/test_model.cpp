@@ -163,3 +163,26 @@ TEST(Model, MetaDeviceAllocatesNothing) {
 
 }  // namespace
 }  // namespace exatrain
+
+// The NCCL path needs a GPU: here it only has to compile, link and skip cleanly.
+#include "trainer/parallel/comm.h"
+#include "trainer/parallel/nccl_comm.h"
+#include <mpi.h>
+
+namespace exatrain {
+namespace {
+
+TEST(Nccl, AllReduceOnCudaTensors) {
+  if (!nccl_usable()) GTEST_SKIP() << "no CUDA device on this machine";
+  MpiRuntime mpi(nullptr, nullptr);
+  CommContext context;
+  Communicator world("world", reinterpret_cast<intptr_t>(MPI_COMM_WORLD), &context);
+  at::Tensor t = at::arange(8, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA));
+  world.all_reduce(t);  // one rank: unchanged
+  EXPECT_TRUE(at::equal(t.cpu(), at::arange(8, at::kFloat)));
+  at::Tensor g = world.all_gather(t, 0);
+  EXPECT_EQ(g.numel(), 8 * world.size());
+}
+
+}  // namespace
+}  // namespace exatrain

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "trainer/core/error.h"
+#include "trainer/parallel/nccl_comm.h"
 
 namespace exatrain {
 
@@ -50,7 +51,13 @@ Communicator::Communicator(std::string name, intptr_t mpi_comm, CommContext* con
   MPI_Comm_size(as_comm(comm_), &size_);
 }
 
+NcclGroup& Communicator::nccl() const {
+  if (!nccl_) nccl_ = std::make_unique<NcclGroup>(*this);
+  return *nccl_;
+}
+
 Communicator::~Communicator() {
+  nccl_.reset();
   MPI_Comm c = as_comm(comm_);
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -84,6 +91,10 @@ void Communicator::wait(void* request, CommOp op) const {
 
 void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
   if (size_ == 1) return;
+  if (tensor.is_cuda()) {
+    count(CommOp::AllReduce, tensor);
+    return nccl().all_reduce(tensor, op);
+  }
   check_cpu(tensor, "all_reduce");
   const bool bf16 = tensor.scalar_type() == at::kBFloat16;
   at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
@@ -97,6 +108,10 @@ void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
 
 at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const {
   if (size_ == 1) return tensor;
+  if (tensor.is_cuda()) {
+    count(CommOp::AllGather, tensor);
+    return nccl().all_gather(tensor, dim);
+  }
   check_cpu(tensor, "all_gather");
   at::Tensor in = tensor.to(tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type()).contiguous();
   std::vector<int64_t> shape{size_};
@@ -113,6 +128,10 @@ at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const
 
 at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) const {
   if (size_ == 1) return tensor;
+  if (tensor.is_cuda()) {
+    count(CommOp::ReduceScatter, tensor);
+    return nccl().reduce_scatter(tensor, dim);
+  }
   check_cpu(tensor, "reduce_scatter");
   EXATRAIN_CHECK(tensor.size(dim) % size_ == 0, "reduce_scatter on group '{}': dimension {} of size {} is not divisible by {}",
                  name_, dim, tensor.size(dim), size_);
@@ -129,6 +148,10 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) c
 
 void Communicator::broadcast(at::Tensor& tensor, int root) const {
   if (size_ == 1) return;
+  if (tensor.is_cuda()) {
+    count(CommOp::Broadcast, tensor);
+    return nccl().broadcast(tensor, root);
+  }
   check_cpu(tensor, "broadcast");
   at::Tensor buf = tensor.contiguous();
   count(CommOp::Broadcast, tensor);
@@ -139,6 +162,10 @@ void Communicator::broadcast(at::Tensor& tensor, int root) const {
 }
 
 void Communicator::send(const at::Tensor& tensor, int peer) const {
+  if (tensor.is_cuda()) {
+    count(CommOp::SendRecv, tensor);
+    return nccl().send(tensor, peer);
+  }
   check_cpu(tensor, "send");
   at::Tensor buf = tensor.contiguous();
   count(CommOp::SendRecv, tensor);
@@ -148,6 +175,7 @@ void Communicator::send(const at::Tensor& tensor, int peer) const {
 }
 
 void Communicator::recv(at::Tensor& tensor, int peer) const {
+  if (tensor.is_cuda()) return nccl().recv(tensor, peer);
   check_cpu(tensor, "recv");
   EXATRAIN_CHECK(tensor.is_contiguous(), "recv needs a contiguous tensor");
   MPI_Request req;
@@ -156,6 +184,10 @@ void Communicator::recv(at::Tensor& tensor, int peer) const {
 }
 
 void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const {
+  if ((send.defined() && send.is_cuda()) || (recv.defined() && recv.is_cuda())) {
+    if (send.defined() && send_peer >= 0) count(CommOp::SendRecv, send);
+    return nccl().send_recv(send, send_peer, recv, recv_peer);
+  }
   MPI_Request reqs[2];
   int n = 0;
   at::Tensor buf;

@@ -1,5 +1,6 @@
 // Collectives over one process group, on tensors (counts come from the tensor, never from a
-// byte size). CPU tensors go through MPI; fp32 is reduced as is, bf16 is reduced in fp32.
+// byte size). CPU tensors go through MPI (fp32 reduced as is, bf16 reduced in fp32); CUDA
+// tensors go through NCCL (nccl_comm.h), set up on the group's first CUDA operation.
 // Every operation is non-blocking underneath and polled against a deadline: a collective that
 // does not finish within the timeout aborts the whole job, naming the operation, the group,
 // the step and the rank, instead of hanging.
@@ -17,6 +18,7 @@ namespace exatrain {
 enum class CommOp { AllReduce, AllGather, ReduceScatter, Broadcast, SendRecv, Count };
 const char* comm_op_name(CommOp op);
 enum class ReduceOp { Sum, Max };
+class NcclGroup;
 
 // Shared by every communicator of a process: the current step (for timeout messages), the
 // timeout, and the payload bytes handed to each operation, keyed "group.operation"
@@ -61,8 +63,11 @@ class Communicator {
   void wait(void* request, CommOp op) const;
   void count(CommOp op, const at::Tensor& t) const;
 
+  NcclGroup& nccl() const;
+
   std::string name_;
   intptr_t comm_;
+  mutable std::unique_ptr<NcclGroup> nccl_;
   CommContext* context_;
   int rank_ = 0, size_ = 1;
 };
