@@ -69,11 +69,15 @@ void save_tensors(const std::string& path, const std::vector<std::pair<std::stri
 void save_hf_model(const Exaone4Model& model, const std::string& dir, bool write) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < model.specs().size(); ++i) tensors.emplace_back(model.specs()[i].name, model.gather_param(i));
-  if (!write) return;
+  if (write) write_hf_directory(model.config(), tensors, dir);
+}
+
+void write_hf_directory(const ModelConfig& config, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create directory '{}': {}", dir, ec.message());
-  write_hf_config(model.config(), dir);
+  write_hf_config(config, dir);
   save_tensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 

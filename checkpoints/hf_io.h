@@ -22,6 +22,11 @@ std::unique_ptr<Exaone4Model> load_hf_model(const std::string& dir, at::TensorOp
 // ranks with `write` touch the disk.
 void save_hf_model(const Exaone4Model& model, const std::string& dir, bool write = true);
 
+// Writes DIR/config.json and DIR/model.safetensors from full (unsharded) tensors, named and
+// ordered as the registry's specs.
+void write_hf_directory(const ModelConfig& config, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const std::string& dir);
+
 // Writes named tensors (converted to fp32 on the CPU) to one safetensors file.
 void save_tensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                   const std::map<std::string, std::string>& metadata = {});

@@ -10,7 +10,6 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoints/hf_config.h"
 #include "checkpoints/hf_io.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
@@ -93,11 +92,7 @@ void save_final(const Exaone4Model& model, const Topology& topo, const std::stri
   for (const auto& spec : build_param_specs(model.config()))
     for (const auto& [name, t] : full)
       if (name == spec.name) ordered.emplace_back(name, t);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("cannot create directory '{}': {}", dir, ec.message());
-  write_hf_config(model.config(), dir);
-  save_tensors(dir + "/model.safetensors", ordered, {{"format", "pt"}});
+  write_hf_directory(model.config(), ordered, dir);
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
