@@ -15,7 +15,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   openmpi-bin libopenmpi-dev
   libspdlog-dev libfmt-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
-  libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev
+  libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev libicu-dev
   python3 python3-venv python3-dev
 )
 

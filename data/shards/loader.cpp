@@ -1,0 +1,348 @@
+#include "data/shards/loader.h"
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+#include "data/shards/blend_schedule.h"
+#include "data/shards/bounded_queue.h"
+#include "data/shards/index_permutation.h"
+#include "data/shards/sha256.h"
+#include "data/shards/token_dataset.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+namespace {
+
+constexpr char kStateMagic[8] = {'E', 'X', 'A', 'L', 'O', 'A', 'D', 'R'};
+constexpr uint32_t kStateVersion = 1;
+
+// Where the training stream stands: the next global batch and each dataset's draws so far.
+struct Position {
+  int64_t batch = 0;
+  std::vector<uint64_t> drawn;
+};
+
+// The permutation key of dataset d's epoch e.
+uint64_t shuffle_key(uint64_t seed, size_t dataset, uint64_t epoch) {
+  return mix64(mix64(mix64(seed ^ 0x5eed5eed5eed5eedull) ^ (dataset + 1)) ^ (epoch + 1));
+}
+
+class StateWriter {
+ public:
+  void bytes(const void* p, size_t n) { out.insert(out.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n); }
+  void u32(uint32_t v) { bytes(&v, 4); }
+  void u64(uint64_t v) { bytes(&v, 8); }
+  std::vector<uint8_t> out;
+};
+
+class StateReader {
+ public:
+  explicit StateReader(std::span<const uint8_t> in) : in_(in) {}
+  void bytes(void* p, size_t n) {
+    if (in_.size() - pos_ < n)
+      fail("loader state: truncated ({} bytes, needs more than {}); is it a loader state?", in_.size(), pos_ + n - 1);
+    std::memcpy(p, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  uint32_t u32() {
+    uint32_t v;
+    bytes(&v, 4);
+    return v;
+  }
+  uint64_t u64() {
+    uint64_t v;
+    bytes(&v, 8);
+    return v;
+  }
+  std::string str(size_t n) {
+    std::string s(n, '\0');
+    bytes(s.data(), n);
+    return s;
+  }
+
+ private:
+  std::span<const uint8_t> in_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+struct DataLoader::Impl {
+  LoaderConfig config;
+  std::vector<std::unique_ptr<TokenDataset>> data;
+  std::vector<LoaderDatasetInfo> info;
+  std::unique_ptr<BlendSchedule> blend;
+  Position consumer;  // what state() reports
+  LoaderStats stats;
+
+  struct Prefetched {
+    Batch batch;
+    Position after;
+    std::exception_ptr error;
+  };
+  std::unique_ptr<BoundedQueue<Prefetched>> queue;
+  std::thread producer;
+
+  explicit Impl(const LoaderConfig& c);
+  void check_config() const;
+  void fill_row(Batch& out, size_t dataset, int64_t sequence, int64_t epoch) const;
+  Batch make_batch(Position& pos) const;
+  void start_prefetch();
+  void stop_prefetch();
+  std::vector<uint8_t> encode_state(const Position& pos) const;
+  Position decode_state(std::span<const uint8_t> bytes) const;
+};
+
+void DataLoader::Impl::check_config() const {
+  const auto& c = config;
+  if (c.datasets.empty()) fail("loader: no datasets");
+  if (c.seq_len < 1 || c.seq_len >= (int64_t{1} << 30)) fail("loader: seq_len {} (must be 1 .. 2^30)", c.seq_len);
+  if (c.global_batch < 1) fail("loader: global batch {} (must be at least 1)", c.global_batch);
+  if (c.dp_size < 1 || c.dp_rank < 0 || c.dp_rank >= c.dp_size)
+    fail("loader: data-parallel rank {} of {}", c.dp_rank, c.dp_size);
+  if (c.global_batch % c.dp_size != 0)
+    fail("loader: global batch {} does not split over {} data-parallel ranks", c.global_batch, c.dp_size);
+  if (c.prefetch < 0) fail("loader: prefetch {} (must be 0 or more)", c.prefetch);
+}
+
+DataLoader::Impl::Impl(const LoaderConfig& c) : config(c) {
+  check_config();
+  std::vector<double> weights;
+  for (size_t d = 0; d < c.datasets.size(); ++d) {
+    const LoaderDataset& spec = c.datasets[d];
+    data.push_back(std::make_unique<TokenDataset>(spec.path));
+    const TokenDataset& ds = *data.back();
+    const DatasetManifest& m = ds.manifest();
+    if (!c.tokenizer_sha256.empty() && m.tokenizer_sha256 != c.tokenizer_sha256)
+      fail("dataset '{}' was tokenized with tokenizer sha256 {}, but this run's tokenizer is {}", spec.path,
+           m.tokenizer_sha256, c.tokenizer_sha256);
+    if (d > 0 && m.tokenizer_sha256 != data[0]->manifest().tokenizer_sha256)
+      fail("dataset '{}' was tokenized with tokenizer sha256 {}, dataset '{}' with {}: blended datasets need one "
+           "tokenizer", spec.path, m.tokenizer_sha256, c.datasets[0].path, data[0]->manifest().tokenizer_sha256);
+    if (c.vocab_size > 0 && m.vocab_size > static_cast<uint64_t>(c.vocab_size))
+      fail("dataset '{}' has vocabulary size {}, larger than the model's {}", spec.path, m.vocab_size, c.vocab_size);
+    if (spec.validation_sequences < 0) fail("dataset '{}': validation_sequences {} is negative", spec.path, spec.validation_sequences);
+    if (spec.validation_fraction < 0 || spec.validation_fraction >= 1)
+      fail("dataset '{}': validation_fraction {} (must be in [0, 1))", spec.path, spec.validation_fraction);
+    if (spec.validation_sequences > 0 && spec.validation_fraction > 0)
+      fail("dataset '{}': set validation_sequences or validation_fraction, not both", spec.path);
+
+    LoaderDatasetInfo in;
+    in.path = spec.path;
+    in.name = m.name;
+    in.tokens = ds.tokens();
+    in.sequences = ds.tokens() > static_cast<uint64_t>(c.seq_len) ? static_cast<int64_t>((ds.tokens() - 1) / c.seq_len) : 0;
+    in.validation_sequences = spec.validation_sequences;
+    if (spec.validation_fraction > 0)
+      in.validation_sequences = std::max<int64_t>(1, static_cast<int64_t>(spec.validation_fraction * in.sequences));
+    in.train_sequences = in.sequences - in.validation_sequences;
+    if (in.train_sequences < 1)
+      fail("dataset '{}': {} tokens make {} sequences of seq_len + 1 = {} tokens; with {} held out for validation, none "
+           "is left to train on", spec.path, in.tokens, in.sequences, c.seq_len + 1, in.validation_sequences);
+    info.push_back(in);
+    weights.push_back(spec.weight);
+  }
+  blend = std::make_unique<BlendSchedule>(weights);
+  for (size_t d = 0; d < info.size(); ++d) info[d].weight_units = blend->units()[d];
+  consumer.drawn.assign(info.size(), 0);
+}
+
+void DataLoader::Impl::fill_row(Batch& out, size_t dataset, int64_t sequence, int64_t epoch) const {
+  const int64_t L = config.seq_len;
+  const size_t row = out.dataset.size();
+  data[dataset]->read(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1), out.tokens.data() + row * (L + 1));
+  data[dataset]->document_starts(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1), out.doc_starts);
+  out.doc_start_offsets.push_back(static_cast<int64_t>(out.doc_starts.size()));
+  out.dataset.push_back(static_cast<int32_t>(dataset));
+  out.sequence.push_back(sequence);
+  out.epoch.push_back(epoch);
+}
+
+Batch DataLoader::Impl::make_batch(Position& pos) const {
+  const int64_t B = config.global_batch, L = config.seq_len;
+  const int64_t lo = config.dp_rank * B / config.dp_size, hi = (config.dp_rank + 1) * B / config.dp_size;
+  Batch out;
+  out.index = pos.batch;
+  out.rows = hi - lo;
+  out.seq_len = L;
+  out.tokens.resize(static_cast<size_t>(out.rows * (L + 1)));
+  out.doc_start_offsets.push_back(0);
+  // Every rank walks the whole global batch through the schedule (cheap), reads only its rows.
+  for (int64_t i = 0; i < B; ++i) {
+    const size_t d = blend->next(pos.drawn);
+    if (i < lo || i >= hi) continue;
+    const uint64_t k = pos.drawn[d] - 1;
+    const auto n = static_cast<uint64_t>(info[d].train_sequences);
+    const uint64_t epoch = k / n;
+    const IndexPermutation shuffle(n, shuffle_key(config.seed, d, epoch));
+    fill_row(out, d, static_cast<int64_t>(shuffle.at(k % n)), static_cast<int64_t>(epoch));
+  }
+  ++pos.batch;
+  return out;
+}
+
+void DataLoader::Impl::start_prefetch() {
+  if (config.prefetch <= 0) return;
+  queue = std::make_unique<BoundedQueue<Prefetched>>(static_cast<size_t>(config.prefetch));
+  producer = std::thread([this, pos = consumer]() mutable {
+    for (;;) {
+      Prefetched item;
+      try {
+        item.batch = make_batch(pos);
+        item.after = pos;
+      } catch (...) {
+        item.error = std::current_exception();
+        queue->push(std::move(item));
+        queue->close();
+        return;
+      }
+      if (!queue->push(std::move(item))) return;
+    }
+  });
+}
+
+void DataLoader::Impl::stop_prefetch() {
+  if (queue) queue->close_and_clear();
+  if (producer.joinable()) producer.join();
+  queue.reset();
+}
+
+std::vector<uint8_t> DataLoader::Impl::encode_state(const Position& pos) const {
+  StateWriter w;
+  w.bytes(kStateMagic, 8);
+  w.u32(kStateVersion);
+  w.u32(static_cast<uint32_t>(info.size()));
+  w.u64(config.seed);
+  w.u64(static_cast<uint64_t>(config.seq_len));
+  w.u64(static_cast<uint64_t>(config.global_batch));
+  for (size_t d = 0; d < info.size(); ++d) {
+    const std::string& id = data[d]->identity();
+    w.bytes(id.data(), id.size());  // 64 hex characters
+    w.u64(blend->units()[d]);
+    w.u64(static_cast<uint64_t>(info[d].train_sequences));
+    w.u64(static_cast<uint64_t>(info[d].validation_sequences));
+  }
+  w.u64(static_cast<uint64_t>(pos.batch));
+  for (uint64_t n : pos.drawn) w.u64(n);
+  const auto digest = [&] {
+    shards::Sha256 h;
+    h.update(w.out);
+    return h.digest();
+  }();
+  w.bytes(digest.data(), digest.size());
+  return w.out;
+}
+
+Position DataLoader::Impl::decode_state(std::span<const uint8_t> bytes) const {
+  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), kStateMagic, 8) != 0)
+    fail("loader state: not a loader state ({} bytes, no \"EXALOADR\" magic)", bytes.size());
+  {
+    shards::Sha256 h;
+    h.update(bytes.first(bytes.size() - 32));
+    const auto digest = h.digest();
+    if (std::memcmp(digest.data(), bytes.data() + bytes.size() - 32, 32) != 0)
+      fail("loader state: checksum mismatch ({} bytes); the state is corrupt", bytes.size());
+  }
+  StateReader r(bytes.first(bytes.size() - 32));
+  r.str(8);
+  const uint32_t version = r.u32();
+  if (version != kStateVersion) fail("loader state: version {}, this exatrain reads version {}", version, kStateVersion);
+  const uint32_t n = r.u32();
+  if (n != info.size()) fail("loader state: saved with {} datasets, this run has {}", n, info.size());
+  const uint64_t seed = r.u64(), seq_len = r.u64(), global_batch = r.u64();
+  if (seed != config.seed) fail("loader state: saved with seed {}, this run has {}", seed, config.seed);
+  if (seq_len != static_cast<uint64_t>(config.seq_len))
+    fail("loader state: saved with seq_len {}, this run has {}", seq_len, config.seq_len);
+  if (global_batch != static_cast<uint64_t>(config.global_batch))
+    fail("loader state: saved with global batch {}, this run has {}", global_batch, config.global_batch);
+  for (size_t d = 0; d < n; ++d) {
+    const std::string id = r.str(64);
+    const uint64_t units = r.u64(), train = r.u64(), validation = r.u64();
+    const std::string& path = config.datasets[d].path;
+    if (id != data[d]->identity())
+      fail("loader state: dataset {} ('{}') is not the data the state was saved with (its tokenizer or shard "
+           "checksums differ)", d, path);
+    if (units != blend->units()[d])
+      fail("loader state: dataset {} ('{}') had blend weight units {}, this run's are {} (weights changed)", d, path,
+           units, blend->units()[d]);
+    if (train != static_cast<uint64_t>(info[d].train_sequences) ||
+        validation != static_cast<uint64_t>(info[d].validation_sequences))
+      fail("loader state: dataset {} ('{}') was split {} train / {} validation sequences, this run splits {} / {}", d,
+           path, train, validation, info[d].train_sequences, info[d].validation_sequences);
+  }
+  Position pos;
+  pos.batch = static_cast<int64_t>(r.u64());
+  uint64_t total = 0;
+  for (size_t d = 0; d < n; ++d) {
+    pos.drawn.push_back(r.u64());
+    total += pos.drawn.back();
+  }
+  if (total != static_cast<uint64_t>(pos.batch) * static_cast<uint64_t>(config.global_batch))
+    fail("loader state: {} samples drawn, but {} batches of {} make {}", total, pos.batch, config.global_batch,
+         pos.batch * config.global_batch);
+  return pos;
+}
+
+DataLoader::DataLoader(const LoaderConfig& config) : impl_(std::make_unique<Impl>(config)) { impl_->start_prefetch(); }
+
+DataLoader::~DataLoader() { impl_->stop_prefetch(); }
+
+Batch DataLoader::next() {
+  Impl& s = *impl_;
+  if (!s.queue) {
+    Batch b = s.make_batch(s.consumer);
+    ++s.stats.batches;
+    return b;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto item = s.queue->pop();
+  s.stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!item) fail("loader: the prefetch thread stopped after an error");
+  if (item->error) std::rethrow_exception(item->error);
+  s.consumer = std::move(item->after);
+  ++s.stats.batches;
+  return std::move(item->batch);
+}
+
+std::vector<uint8_t> DataLoader::state() const { return impl_->encode_state(impl_->consumer); }
+
+void DataLoader::restore(std::span<const uint8_t> state) {
+  Position pos = impl_->decode_state(state);  // checks everything before touching the loader
+  impl_->stop_prefetch();
+  impl_->consumer = std::move(pos);
+  impl_->start_prefetch();
+}
+
+const std::vector<LoaderDatasetInfo>& DataLoader::datasets() const { return impl_->info; }
+
+int64_t DataLoader::validation_batches(size_t dataset) const {
+  if (dataset >= impl_->info.size()) fail("loader: no dataset {} (there are {})", dataset, impl_->info.size());
+  const int64_t v = impl_->info[dataset].validation_sequences, B = impl_->config.global_batch;
+  return (v + B - 1) / B;
+}
+
+Batch DataLoader::validation_batch(size_t dataset, int64_t index) const {
+  const Impl& s = *impl_;
+  if (index < 0 || index >= validation_batches(dataset))
+    fail("loader: dataset {} has {} validation batches, asked for batch {}", dataset, validation_batches(dataset), index);
+  const LoaderDatasetInfo& in = s.info[dataset];
+  const int64_t B = s.config.global_batch, L = s.config.seq_len;
+  const int64_t first = index * B;
+  const int64_t n = std::min(B, in.validation_sequences - first);  // rows of this global batch
+  const int64_t lo = s.config.dp_rank * n / s.config.dp_size, hi = (s.config.dp_rank + 1) * n / s.config.dp_size;
+  Batch out;
+  out.index = index;
+  out.rows = hi - lo;
+  out.seq_len = L;
+  out.tokens.resize(static_cast<size_t>(out.rows * (L + 1)));
+  out.doc_start_offsets.push_back(0);
+  for (int64_t i = lo; i < hi; ++i) s.fill_row(out, dataset, in.train_sequences + first + i, 0);
+  return out;
+}
+
+LoaderStats DataLoader::stats() const { return impl_->stats; }
+
+}  // namespace exatrain

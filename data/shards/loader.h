@@ -1,0 +1,110 @@
+// The streaming loader: packed token sequences from memory-mapped shards, blended across
+// datasets, shuffled per epoch, sliced per data-parallel rank, resumable from a few bytes.
+//
+// Determinism contract (docs/data.md): the sequence of GLOBAL batches depends only on the
+// seed, the datasets (their data and order), their weights and validation splits, seq_len and
+// the global batch size; never on the number of data-parallel ranks, on threads or on timing.
+//
+//   packing   dataset d's tokens, concatenated in manifest order, are cut into
+//             S_d = (tokens - 1) / seq_len sequences; sequence q is tokens
+//             [q * seq_len, q * seq_len + seq_len + 1): inputs and their shifted targets, so
+//             each token is a target exactly once. Document starts are kept per row.
+//   split     the last V_d sequences of each dataset are its validation set; the first
+//             N_d = S_d - V_d are for training.
+//   blend     global sample s comes from the dataset given by BlendSchedule; it is that
+//             dataset's k-th draw, k = its draws so far.
+//   shuffle   draw k of dataset d is training sequence P_{d,e}(k mod N_d), epoch e = k / N_d,
+//             P a permutation keyed by (seed, d, e): every epoch sees every sequence once,
+//             each epoch in a different order.
+//   batch     global batch b is samples [b * B, (b + 1) * B); rank r of dp reads only rows
+//             [r * B / dp, (r + 1) * B / dp).
+//
+// A prefetch thread keeps `prefetch` batches ready; next() only waits if it falls behind.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace exatrain {
+
+struct LoaderDataset {
+  std::string path;                  // a prepared dataset directory
+  double weight = 1.0;               // relative share of the training samples
+  int64_t validation_sequences = 0;  // the last N sequences are held out, or
+  double validation_fraction = 0;    // this fraction of them (at least 1 when > 0)
+};
+
+struct LoaderConfig {
+  std::vector<LoaderDataset> datasets;
+  int64_t seq_len = 0;       // tokens per row are seq_len + 1
+  int64_t global_batch = 0;  // rows per step over all DP ranks
+  uint64_t seed = 0;
+  int64_t dp_rank = 0;
+  int64_t dp_size = 1;
+  int64_t prefetch = 4;               // batches prepared ahead by a thread; 0: none
+  std::string tokenizer_sha256;       // if set, every dataset must have been made with it
+  int64_t vocab_size = 0;             // if set, datasets with a larger vocabulary are rejected
+};
+
+// One rank's slice of one global batch.
+struct Batch {
+  int64_t index = 0;    // global batch number in the training stream (validation: in the split)
+  int64_t rows = 0;     // this rank's rows
+  int64_t seq_len = 0;  // each row holds seq_len + 1 tokens
+  std::vector<int32_t> tokens;             // [rows, seq_len + 1]
+  std::vector<int32_t> doc_starts;         // per row, positions in [0, seq_len] where a document starts
+  std::vector<int64_t> doc_start_offsets;  // [rows + 1]: row r's are doc_starts[offsets[r], offsets[r + 1])
+  std::vector<int32_t> dataset;            // [rows] index into LoaderConfig::datasets
+  std::vector<int64_t> sequence;           // [rows] sequence number within that dataset
+  std::vector<int64_t> epoch;              // [rows] that dataset's epoch (0 for validation)
+};
+
+struct LoaderDatasetInfo {
+  std::string path;
+  std::string name;
+  uint64_t tokens = 0;
+  int64_t sequences = 0;             // S_d
+  int64_t train_sequences = 0;       // N_d
+  int64_t validation_sequences = 0;  // V_d
+  uint64_t weight_units = 0;        // the blend weight as BlendSchedule runs it
+};
+
+struct LoaderStats {
+  int64_t batches = 0;
+  double wait_seconds = 0;  // time next() spent waiting for the prefetch thread
+};
+
+class DataLoader {
+ public:
+  explicit DataLoader(const LoaderConfig& config);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  // This rank's slice of the next global training batch.
+  Batch next();
+
+  // Where next() continues (the batches returned so far, not those prefetched), as bytes with
+  // a magic, a version, a fingerprint of the config and a checksum.
+  std::vector<uint8_t> state() const;
+  // Continues from a state() of a loader with the same data, weights, splits, seed, seq_len and
+  // global batch; the DP size may differ. Errors say what differs.
+  void restore(std::span<const uint8_t> state);
+
+  const std::vector<LoaderDatasetInfo>& datasets() const;
+  // Validation: batch i of dataset d is its validation sequences [i * B, (i + 1) * B) in order
+  // (the last batch may be short); this rank gets its share of the rows. No prefetch.
+  int64_t validation_batches(size_t dataset) const;
+  Batch validation_batch(size_t dataset, int64_t index) const;
+
+  LoaderStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace exatrain

@@ -1,0 +1,120 @@
+#include "data/shards/shard_writer.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "data/shards/sha256.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+namespace fs = std::filesystem;
+
+ShardWriter::ShardWriter(std::string dir, uint64_t vocab_size, uint64_t shard_tokens)
+    : dir_(std::move(dir)), vocab_size_(vocab_size), shard_tokens_(shard_tokens), dtype_(dtype_for_vocab(vocab_size)) {
+  if (vocab_size == 0 || vocab_size > (uint64_t{1} << 31))
+    fail("shard writer: vocabulary size {} (must be 1 .. 2^31)", vocab_size);
+  if (shard_tokens == 0) fail("shard writer: shard size must be at least one token");
+}
+
+ShardWriter::~ShardWriter() {
+  if (kept_) return;
+  if (file_) std::fclose(file_);
+  std::error_code ignored;
+  if (!tmp_path_.empty()) fs::remove(tmp_path_, ignored);
+  for (const auto& shard : shards_) fs::remove(fs::path(dir_) / shard.file, ignored);
+}
+
+void ShardWriter::write_or_fail(const void* data, size_t bytes) {
+  if (bytes > 0 && std::fwrite(data, 1, bytes, file_) != bytes)
+    fail("shard '{}': write failed: {}", tmp_path_, std::strerror(errno));
+}
+
+void ShardWriter::open_shard() {
+  tmp_path_ = (fs::path(dir_) / (shard_file_name(shards_.size()) + ".tmp")).string();
+  file_ = std::fopen(tmp_path_.c_str(), "wb");
+  if (!file_) fail("shard '{}': cannot create: {}", tmp_path_, std::strerror(errno));
+  std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
+  uint8_t placeholder[kShardHeaderBytes] = {};  // the real header goes in when the counts are known
+  write_or_fail(placeholder, sizeof placeholder);
+  shard_token_count_ = 0;
+  doc_starts_.clear();
+}
+
+void ShardWriter::write_ids(std::span<const uint32_t> ids) {
+  if (dtype_ == TokenDtype::UInt32) {
+    write_or_fail(ids.data(), ids.size_bytes());
+    return;
+  }
+  convert_.resize(ids.size() * 2);
+  auto* out = reinterpret_cast<uint16_t*>(convert_.data());
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = static_cast<uint16_t>(ids[i]);
+  write_or_fail(convert_.data(), convert_.size());
+}
+
+void ShardWriter::add_document(std::span<const uint32_t> ids) {
+  if (finished_) fail("shard writer: add_document after finish");
+  if (ids.empty()) fail("shard writer: empty document (every document ends with EOS)");
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] >= vocab_size_)
+      fail("shard writer: id {} at position {} of a document is outside the vocabulary (size {})", ids[i], i,
+           vocab_size_);
+  bool first_piece = true;
+  while (!ids.empty()) {
+    if (!file_) open_shard();
+    if (first_piece) doc_starts_.push_back(shard_token_count_);
+    first_piece = false;
+    const uint64_t take = std::min<uint64_t>(ids.size(), shard_tokens_ - shard_token_count_);
+    write_ids(ids.first(take));
+    shard_token_count_ += take;
+    total_tokens_ += take;
+    ids = ids.subspan(take);
+    if (shard_token_count_ == shard_tokens_) close_shard();
+  }
+}
+
+void ShardWriter::close_shard() {
+  ShardHeader header;
+  header.dtype = dtype_;
+  header.tokens = shard_token_count_;
+  header.documents = doc_starts_.size();
+  header.vocab_size = vocab_size_;
+  const ShardLayout layout = shard_layout(header);
+  const uint64_t ids_end = layout.ids_offset + header.tokens * dtype_bytes(dtype_);
+  const uint8_t zeros[8] = {};
+  write_or_fail(zeros, layout.index_offset - ids_end);
+  write_or_fail(doc_starts_.data(), doc_starts_.size() * sizeof(uint64_t));
+  uint8_t bytes[kShardHeaderBytes];
+  encode_shard_header(header, bytes);
+  if (std::fseek(file_, 0, SEEK_SET) != 0) fail("shard '{}': seek failed: {}", tmp_path_, std::strerror(errno));
+  write_or_fail(bytes, sizeof bytes);
+  const bool flushed = std::fflush(file_) == 0;
+  const int flush_errno = errno;
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!flushed || !closed)
+    fail("shard '{}': write failed: {}", tmp_path_, std::strerror(flushed ? errno : flush_errno));
+
+  ManifestShard info;
+  info.file = shard_file_name(shards_.size());
+  info.sha256 = shards::sha256_file_hex(tmp_path_);  // re-read from the page cache
+  info.tokens = header.tokens;
+  info.documents = header.documents;
+  info.bytes = layout.file_bytes;
+  const fs::path final_path = fs::path(dir_) / info.file;
+  std::error_code ec;
+  fs::rename(tmp_path_, final_path, ec);
+  if (ec) fail("shard '{}': cannot rename to '{}': {}", tmp_path_, final_path.string(), ec.message());
+  tmp_path_.clear();
+  shards_.push_back(std::move(info));
+}
+
+std::vector<ManifestShard> ShardWriter::finish() {
+  if (finished_) fail("shard writer: finish called twice");
+  if (file_) close_shard();
+  finished_ = true;
+  return shards_;
+}
+
+}  // namespace exatrain

@@ -1,0 +1,58 @@
+// Writes a dataset's token shards: documents go in one after another and a new shard starts
+// every `shard_tokens` tokens (a document may continue in the next shard). Each shard is
+// written as NAME.tmp, finished (document index, header), hashed and renamed, so a file with
+// a final name is always complete. A writer destroyed before keep() removes every file it made:
+// a failed preparation leaves no partial dataset behind.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "data/shards/manifest.h"
+#include "data/shards/shard_format.h"
+
+namespace exatrain {
+
+class ShardWriter {
+ public:
+  ShardWriter(std::string dir, uint64_t vocab_size, uint64_t shard_tokens);
+  ~ShardWriter();
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+
+  // One whole document, its EOS included; every id must be below vocab_size.
+  void add_document(std::span<const uint32_t> ids);
+  // Closes the last shard; returns every shard in order.
+  std::vector<ManifestShard> finish();
+  // The shards stay on disk when the writer goes (call once the manifest is written).
+  void keep() { kept_ = true; }
+
+  TokenDtype dtype() const { return dtype_; }
+  uint64_t tokens_written() const { return total_tokens_; }
+  uint64_t shards_finished() const { return shards_.size(); }
+
+ private:
+  void open_shard();
+  void write_ids(std::span<const uint32_t> ids);
+  void close_shard();
+  void write_or_fail(const void* data, size_t bytes);
+
+  std::string dir_;
+  uint64_t vocab_size_;
+  uint64_t shard_tokens_;
+  TokenDtype dtype_;
+  std::FILE* file_ = nullptr;
+  std::string tmp_path_;
+  uint64_t shard_token_count_ = 0;
+  std::vector<uint64_t> doc_starts_;  // of the open shard
+  std::vector<uint8_t> convert_;      // ids narrowed to the shard's width
+  std::vector<ManifestShard> shards_;
+  uint64_t total_tokens_ = 0;
+  bool finished_ = false;
+  bool kept_ = false;
+};
+
+}  // namespace exatrain

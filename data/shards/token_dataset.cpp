@@ -1,0 +1,64 @@
+#include "data/shards/token_dataset.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "data/shards/sha256.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+TokenDataset::TokenDataset(const std::string& dir) : dir_(dir), manifest_(read_manifest(dir)) {
+  if (manifest_.shards.empty()) fail("dataset '{}': the manifest lists no shards", dir);
+  shard_begin_.push_back(0);
+  shards::Sha256 identity;
+  identity.update(manifest_.tokenizer_sha256.data(), manifest_.tokenizer_sha256.size());
+  for (const auto& entry : manifest_.shards) {
+    shards_.emplace_back((std::filesystem::path(dir) / entry.file).string());
+    const ShardReader& shard = shards_.back();
+    if (shard.tokens() != entry.tokens || shard.documents() != entry.documents || shard.dtype() != manifest_.dtype ||
+        shard.header().vocab_size != manifest_.vocab_size)
+      fail("shard '{}': holds {} {} tokens and {} documents (vocabulary {}), the manifest says {} {} tokens and {} "
+           "documents (vocabulary {}); run `exatrain data verify {}`",
+           shard.path(), shard.tokens(), dtype_name(shard.dtype()), shard.documents(), shard.header().vocab_size,
+           entry.tokens, dtype_name(manifest_.dtype), entry.documents, manifest_.vocab_size, dir);
+    total_tokens_ += shard.tokens();
+    shard_begin_.push_back(total_tokens_);
+    identity.update(entry.sha256.data(), entry.sha256.size());
+  }
+  if (total_tokens_ != manifest_.total_tokens)
+    fail("dataset '{}': shards hold {} tokens, the manifest's total is {}", dir, total_tokens_, manifest_.total_tokens);
+  identity_ = identity.hex_digest();
+}
+
+size_t TokenDataset::shard_of(uint64_t position) const {
+  // The last shard whose first token is at or before `position`.
+  const auto it = std::upper_bound(shard_begin_.begin(), shard_begin_.end() - 1, position);
+  return static_cast<size_t>(it - shard_begin_.begin()) - 1;
+}
+
+void TokenDataset::read(uint64_t begin, uint64_t count, int32_t* out) const {
+  if (begin > total_tokens_ || count > total_tokens_ - begin)
+    fail("dataset '{}': read of tokens [{}, {}) past its {} tokens", dir_, begin, begin + count, total_tokens_);
+  for (size_t s = shard_of(begin); count > 0; ++s) {
+    const uint64_t local = begin - shard_begin_[s];
+    const uint64_t take = std::min(count, shards_[s].tokens() - local);
+    shards_[s].copy_tokens(local, take, out);
+    out += take;
+    begin += take;
+    count -= take;
+  }
+}
+
+void TokenDataset::document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const {
+  const uint64_t end = std::min(begin + count, total_tokens_);
+  for (size_t s = shard_of(begin); s < shards_.size() && shard_begin_[s] < end; ++s) {
+    const auto starts = shards_[s].document_starts();
+    const uint64_t base = shard_begin_[s];
+    const uint64_t lo = begin > base ? begin - base : 0;
+    auto it = std::lower_bound(starts.begin(), starts.end(), lo);
+    for (; it != starts.end() && base + *it < end; ++it) out.push_back(static_cast<int32_t>(base + *it - begin));
+  }
+}
+
+}  // namespace exatrain

@@ -1,0 +1,40 @@
+// One prepared dataset opened for reading: its manifest and its shards, memory-mapped, seen
+// as one stream of tokens with document starts. Opening checks the structure of every shard
+// against the manifest (sizes and counts; checksums are `exatrain data verify`'s job).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/shards/manifest.h"
+#include "data/shards/shard_reader.h"
+
+namespace exatrain {
+
+class TokenDataset {
+ public:
+  explicit TokenDataset(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const DatasetManifest& manifest() const { return manifest_; }
+  uint64_t tokens() const { return total_tokens_; }
+  // sha256 over the tokenizer hash and every shard's checksum: names the data, not its files.
+  const std::string& identity() const { return identity_; }
+
+  // Tokens [begin, begin + count) of the stream, widened to int32.
+  void read(uint64_t begin, uint64_t count, int32_t* out) const;
+  // Appends p - begin for every document start p in [begin, begin + count).
+  void document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const;
+
+ private:
+  size_t shard_of(uint64_t position) const;  // the shard holding stream position `position`
+  std::string dir_;
+  DatasetManifest manifest_;
+  std::vector<ShardReader> shards_;
+  std::vector<uint64_t> shard_begin_;  // stream position of each shard's first token; size shards + 1
+  uint64_t total_tokens_ = 0;
+  std::string identity_;
+};
+
+}  // namespace exatrain

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# `exatrain data`: prepare with a real tokenizer.json, judged by the Python `tokenizers` library
+# (every id of every document, and every document boundary, read straight from the shard files);
+# verify, info and bench; and every bad-input case: exit code 1, ONE line on stderr.
+#
+#   EXATRAIN_SOURCE_DIR=/path/to/repo bash tests/e2e/data_cli.sh /path/to/exatrain
+#
+# Needs ../shared/data/tokenizers/qwen3 (skips with a message when it is absent).
+set -u
+
+EXATRAIN=$(realpath "${1:?usage: data_cli.sh /path/to/exatrain}")
+SRC=$(realpath "${EXATRAIN_SOURCE_DIR:?set EXATRAIN_SOURCE_DIR to the repository root}")
+PY=${EXATRAIN_PYTHON:-$SRC/.venv/bin/python}
+SHARED=${EXATRAIN_SHARED_DATA:-$SRC/../shared/data}
+TOK=$SHARED/tokenizers/qwen3/tokenizer.json
+TIMEOUT=${EXATRAIN_TEST_TIMEOUT:-300}
+if [[ ! -f $TOK ]]; then
+  echo "SKIP: $TOK not found (the shared reference data is absent)"
+  exit 0
+fi
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+ulimit -c 0
+
+failures=0
+pass() { echo "ok - $1"; }
+fail() {
+  local details=${2//$'\n'/ | }
+  ((${#details} > 600)) && details="${details:0:600}..."
+  echo "FAIL - $1: $details"
+  failures=$((failures + 1))
+}
+run() {
+  rc=0
+  timeout -k 10 "$TIMEOUT" "$@" >"$T/stdout" 2>"$T/stderr" || rc=$?
+}
+# expect_fail NAME SUBSTRING... -- CMD...: exit 1, stderr exactly one "exatrain: error: " line with each SUBSTRING.
+expect_fail() {
+  local name=$1 subs=() err lines s
+  shift
+  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
+  shift
+  run "$@"
+  err=$(<"$T/stderr")
+  lines=$(grep -c '' "$T/stderr")
+  if ((rc != 1)); then fail "$name" "exit code $rc, expected 1; stderr: $err"; return; fi
+  if ((lines != 1)); then fail "$name" "stderr has $lines lines, expected 1: $err"; return; fi
+  if [[ $err != "exatrain: error: "* ]]; then fail "$name" "stderr does not start with 'exatrain: error: ': $err"; return; fi
+  for s in "${subs[@]}"; do
+    if ! grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr lacks '$s': $err"; return; fi
+  done
+  pass "$name"
+}
+# expect_ok NAME SUBSTRING... -- CMD...: exit 0 and stdout holds each SUBSTRING.
+expect_ok() {
+  local name=$1 subs=() s
+  shift
+  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
+  shift
+  run "$@"
+  if ((rc != 0)); then fail "$name" "exit code $rc; stderr: $(<"$T/stderr")"; return; fi
+  for s in "${subs[@]}"; do
+    if ! grep -qF -- "$s" "$T/stdout"; then fail "$name" "stdout lacks '$s': $(<"$T/stdout")"; return; fi
+  done
+  pass "$name"
+}
+
+# ---- inputs: the bundled KJV slice, and Korean text when the shared corpora are there --------
+cp "$SRC/data/corpora/kjv-genesis.txt" en.txt
+inputs=(en.txt)
+if [[ -f $SHARED/corpora/ko/constitution-of-korea.txt ]]; then
+  tr -d '\r' <"$SHARED/corpora/ko/constitution-of-korea.txt" >ko.txt
+  inputs+=(ko.txt)
+fi
+SHA=$(sha256sum "$TOK" | cut -d' ' -f1)
+
+# ---- prepare (text), judged by `tokenizers` ----------------------------------------------------
+expect_ok "prepare text" "shards (uint32 ids); EOS id 151645; tokenizer sha256 $SHA" -- \
+  "$EXATRAIN" data prepare --tokenizer "$TOK" --input "${inputs[@]}" --format text --output ds \
+  --name bible-and-constitution --license CC0-1.0 --source "KJV Genesis; Constitution of Korea" --shard-tokens 4096 --threads 2
+
+# The judge: documents split here by the documented paragraph rule, encoded by `tokenizers`,
+# each followed by EOS; compared with the ids and the document index in the shard files.
+cat >judge.py <<'PYEOF'
+import glob, json, struct, sys
+from array import array
+from tokenizers import Tokenizer
+
+tok_path, fmt, ds, eos_token = sys.argv[1:5]
+inputs = sys.argv[5:]
+tok = Tokenizer.from_file(tok_path)
+eos = tok.token_to_id(eos_token)
+
+def documents(path):
+    text = open(path, encoding="utf-8").read()
+    if fmt == "jsonl":
+        return [json.loads(line)["text"] for line in text.split("\n") if line.strip()]
+    docs, para = [], []
+    for line in text.split("\n"):
+        if line.strip(" \t\r\v\f") == "":
+            if para: docs.append("\n".join(para))
+            para = []
+        else:
+            para.append(line)
+    if para: docs.append("\n".join(para))
+    return docs
+
+expected, starts = [], []
+for path in inputs:
+    for doc in documents(path):
+        starts.append(len(expected))
+        expected += tok.encode(doc, add_special_tokens=False).ids + [eos]
+
+ids, got_starts = [], []
+for f in sorted(glob.glob(ds + "/shard-*.bin")):
+    b = open(f, "rb").read()
+    magic, version, width, n, docs, vocab = struct.unpack_from("<8sIIQQQ", b, 0)
+    assert magic == b"EXASHARD" and version == 1, (f, magic, version)
+    a = array("H" if width == 2 else "I")
+    a.frombytes(b[64:64 + n * width])
+    index = (64 + n * width + 7) // 8 * 8
+    got_starts += [len(ids) + s for s in struct.unpack_from("<%dQ" % docs, b, index)]
+    ids += a.tolist()
+    assert len(b) == index + 8 * docs, f
+if ids != expected:
+    i = next(i for i in range(min(len(ids), len(expected))) if ids[i] != expected[i]) if ids[:len(expected)] != expected[:len(ids)] else min(len(ids), len(expected))
+    print(f"ids differ at token {i}: exatrain {ids[i:i+8]} tokenizers {expected[i:i+8]} ({len(ids)} vs {len(expected)} tokens)")
+    sys.exit(1)
+if got_starts != starts:
+    print(f"document starts differ: {len(got_starts)} vs {len(starts)} documents")
+    sys.exit(1)
+print(f"judge: {len(ids)} ids in {len(starts)} documents identical to tokenizers {__import__('tokenizers').__version__}")
+PYEOF
+if out=$("$PY" judge.py "$TOK" text ds '<|im_end|>' "${inputs[@]}" 2>&1); then pass "text shards == tokenizers ($out)"; else fail "text shards == tokenizers" "$out"; fi
+
+# ---- prepare (jsonl) of the same documents: the same ids --------------------------------------
+"$PY" - "${inputs[@]}" >docs.jsonl <<'PYEOF'
+import json, sys
+for path in sys.argv[1:]:
+    text = open(path, encoding="utf-8").read()
+    para = []
+    for line in text.split("\n") + [""]:
+        if line.strip(" \t\r\v\f") == "":
+            if para: print(json.dumps({"id": len(para), "text": "\n".join(para)}, ensure_ascii=False))
+            para = []
+        else:
+            para.append(line)
+PYEOF
+expect_ok "prepare jsonl" "shards (uint32 ids)" -- \
+  "$EXATRAIN" data prepare --tokenizer "$TOK" --input docs.jsonl --format jsonl --field text --output dsj \
+  --name same-as-jsonl --license CC0-1.0 --source "the same paragraphs" --eos '<|im_end|>'
+if out=$("$PY" judge.py "$TOK" jsonl dsj '<|im_end|>' docs.jsonl 2>&1); then pass "jsonl shards == tokenizers ($out)"; else fail "jsonl shards == tokenizers" "$out"; fi
+
+# ---- verify, info -------------------------------------------------------------------------------
+expect_ok "verify" "ds: ok:" "(matches)" -- "$EXATRAIN" data verify ds --tokenizer "$TOK"
+expect_ok "verify by sha256" "ds: ok:" -- "$EXATRAIN" data verify ds --tokenizer-sha256 "$SHA"
+expect_ok "info" 'license: "CC0-1.0"' 'name: "bible-and-constitution"' "tokenizer_sha256: \"$SHA\"" -- "$EXATRAIN" data info ds
+
+# ---- bench ----------------------------------------------------------------------------------------
+expect_ok "bench" "x baseline" "M tokens/s per rank" -- "$EXATRAIN" data bench ds --seq-len 256 --batch 8 --dp 2 --batches 50
+
+# ---- bad input: prepare -------------------------------------------------------------------------
+printf '{"text": "fine"}\n{"text": "broken"\n{"text": "fine"}\n' >bad.jsonl
+common=(--tokenizer "$TOK" --name x --license MIT --source test --eos '<|im_end|>')
+expect_fail "malformed jsonl" "bad.jsonl:2: malformed JSON" "--skip-bad" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input bad.jsonl --format jsonl --output out1
+[[ -e out1 ]] && fail "failed prepare leaves nothing" "out1 exists" || pass "failed prepare leaves nothing"
+expect_ok "skip-bad" "2 documents" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input bad.jsonl --format jsonl --output out2 --skip-bad
+expect_ok "skip-bad is counted" "skipped_bad_records: 1" -- "$EXATRAIN" data info out2
+printf 'good\n\nbad \xff byte\n' >bad.txt
+expect_fail "invalid utf-8 (error policy)" "bad.txt:3: invalid UTF-8 at byte 4" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input bad.txt --output out3 --invalid-utf8 error
+expect_ok "invalid utf-8 (replace policy)" "2 documents" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input bad.txt --output out4
+expect_ok "invalid utf-8 is counted" "invalid_utf8_documents: 1" 'invalid_utf8_policy: "replace"' -- "$EXATRAIN" data info out4
+expect_fail "output not empty" "out4" "is not empty" -- "$EXATRAIN" data prepare "${common[@]}" --input bad.txt --output out4
+expect_fail "license not SPDX" "'MIT License' is not an SPDX license expression" -- \
+  "$EXATRAIN" data prepare --tokenizer "$TOK" --name x --license "MIT License" --source s --input bad.txt --output out5
+expect_fail "unknown EOS token" "the EOS token '<nope>' is not in the vocabulary" -- \
+  "$EXATRAIN" data prepare --tokenizer "$TOK" --name x --license MIT --source s --eos '<nope>' --input bad.txt --output out6
+expect_fail "missing input" "missing.txt" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input missing.txt --output out7
+
+# ---- bad input: verify ----------------------------------------------------------------------------
+expect_fail "tokenizer mismatch" "tokenized with tokenizer sha256 $SHA" "this run's tokenizer is 0000" -- \
+  "$EXATRAIN" data verify ds --tokenizer-sha256 0000000000000000000000000000000000000000000000000000000000000000
+cp -r ds ds_flip
+printf 'X' | dd of=ds_flip/shard-00001.bin bs=1 seek=200 conv=notrunc status=none
+expect_fail "checksum mismatch" "1 problem: shard-00001.bin: sha256 is" "the manifest says" -- "$EXATRAIN" data verify ds_flip
+cp -r ds ds_trunc
+truncate -s -8 ds_trunc/shard-00002.bin
+expect_fail "truncated shard" "shard-00002.bin" "truncated" -- "$EXATRAIN" data verify ds_trunc
+cp -r ds ds_missing
+rm ds_missing/shard-00000.bin
+expect_fail "missing shard" "shard-00000.bin: missing" -- "$EXATRAIN" data verify ds_missing
+expect_fail "not a dataset" "no manifest.pb" -- "$EXATRAIN" data verify "$T"
+expect_fail "info of a non-dataset" "no manifest.pb" -- "$EXATRAIN" data info "$T"
+
+if ((failures > 0)); then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "all passed"

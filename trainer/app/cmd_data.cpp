@@ -1,0 +1,183 @@
+// exatrain data prepare --tokenizer T --input FILES... --format text|lines|jsonl [--field F]
+//                       --output DIR --name NAME --license SPDX --source TEXT [--eos TOKEN]
+//                       [--shard-tokens N] [--threads N] [--skip-bad] [--invalid-utf8 P]
+//                       [--max-document-bytes N]
+// exatrain data verify DIR [--tokenizer T | --tokenizer-sha256 HEX] [--threads N]
+// exatrain data info DIR
+// exatrain data bench DIR... [--seq-len T] [--batch B] [--dp N] [--batches K]
+//
+// Formats, manifest fields and policies: docs/data.md. Everything here is a thin layer over
+// data/shards (no protobuf and no spdlog in the headers it includes: this file is compiled
+// next to LibTorch's own copies of both).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/shards/loader_bench.h"
+#include "data/shards/manifest.h"
+#include "data/shards/prepare.h"
+#include "data/shards/sha256.h"
+#include "data/shards/verify.h"
+#include "data/tokenizer/tokenizer.h"
+#include "trainer/app/commands.h"
+#include "trainer/core/error.h"
+#include "trainer/core/logging.h"
+
+namespace exatrain {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct DataOptions {
+  std::string tokenizer, tokenizer_sha256, eos, format = "text", invalid_utf8 = "replace";
+  std::string dir;
+  std::vector<std::string> dirs;
+  PrepareOptions prepare;
+  int threads = 0;
+  LoaderBenchOptions bench;
+};
+
+// The end-of-document token: --eos, else tokenizer_config.json's eos_token next to the tokenizer.
+std::string eos_token_name(const DataOptions& o) {
+  if (!o.eos.empty()) return o.eos;
+  const fs::path config = fs::path(o.tokenizer).parent_path() / "tokenizer_config.json";
+  if (fs::exists(config)) {
+    std::ifstream in(config);
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("eos_token")) {
+      const auto& eos = j["eos_token"];
+      if (eos.is_string()) return eos.get<std::string>();
+      if (eos.is_object() && eos.contains("content") && eos["content"].is_string()) return eos["content"].get<std::string>();
+    }
+  }
+  fail("prepare: name the end-of-document token with --eos (e.g. --eos '<|endoftext|>'); no eos_token in '{}'",
+       config.string());
+}
+
+TokenizerInfo load_tokenizer(const DataOptions& o) {
+  auto tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_file(o.tokenizer));
+  const std::string eos = eos_token_name(o);
+  const auto eos_id = tokenizer->token_to_id(eos);
+  if (!eos_id) fail("prepare: the EOS token '{}' is not in the vocabulary of '{}'", eos, o.tokenizer);
+  TokenizerInfo info;
+  info.sha256 = tokenizer->content_sha256();
+  info.vocab_size = tokenizer->vocab_size();
+  info.eos_id = *eos_id;
+  // One Encoder (with its cache) per encoding thread, for this tokenizer.
+  static std::atomic<uint64_t> next_generation{1};
+  const uint64_t generation = next_generation++;
+  info.encode = [tokenizer, generation](std::string_view text) {
+    thread_local std::unique_ptr<Tokenizer::Encoder> encoder;
+    thread_local uint64_t encoder_generation = 0;
+    if (encoder_generation != generation) {
+      encoder = std::make_unique<Tokenizer::Encoder>(*tokenizer);
+      encoder_generation = generation;
+    }
+    return encoder->encode(text);
+  };
+  return info;
+}
+
+void run_prepare(DataOptions& o) {
+  PrepareOptions& p = o.prepare;
+  p.format = o.format == "jsonl" ? InputFormat::Jsonl : o.format == "lines" ? InputFormat::Lines : InputFormat::Text;
+  p.invalid_utf8 = o.invalid_utf8 == "skip"    ? InvalidUtf8Policy::Skip
+                   : o.invalid_utf8 == "error" ? InvalidUtf8Policy::Error
+                                               : InvalidUtf8Policy::Replace;
+  p.threads = o.threads;
+  // Nothing is logged before the work starts: bad input fails with one line on stderr.
+  const DatasetManifest m = prepare_dataset(p, load_tokenizer(o));
+  std::printf("%s: %llu documents, %llu tokens in %zu shards (%s ids); EOS id %u; tokenizer sha256 %s; manifest %s/%s\n",
+              p.output_dir.c_str(), static_cast<unsigned long long>(m.total_documents),
+              static_cast<unsigned long long>(m.total_tokens), m.shards.size(), dtype_name(m.dtype), m.eos_id,
+              m.tokenizer_sha256.c_str(), p.output_dir.c_str(), kManifestFile);
+}
+
+void run_verify(const DataOptions& o) {
+  std::string expected = o.tokenizer_sha256;
+  if (!o.tokenizer.empty()) {
+    if (!expected.empty()) fail("verify: give --tokenizer or --tokenizer-sha256, not both");
+    expected = shards::sha256_file_hex(o.tokenizer);  // a tokenizer's content hash is its file's sha256
+  }
+  const VerifyReport r = verify_dataset(o.dir, expected, o.threads);
+  require_verified(o.dir, r);
+  const DatasetManifest& m = r.manifest;
+  std::printf("%s: ok: %llu shards, %llu tokens, %llu documents; %.1f MB checked in %.2f s (%.0f MB/s); tokenizer %s%s\n",
+              o.dir.c_str(), static_cast<unsigned long long>(r.shards_checked),
+              static_cast<unsigned long long>(m.total_tokens), static_cast<unsigned long long>(m.total_documents),
+              r.bytes_hashed / 1e6, r.seconds, r.bytes_hashed / 1e6 / std::max(r.seconds, 1e-9),
+              m.tokenizer_sha256.c_str(), expected.empty() ? " (not compared: no --tokenizer given)" : " (matches)");
+}
+
+void register_data_command(CLI::App& app) {
+  auto* data = app.add_subcommand("data", "Prepare, verify and inspect token shard datasets; benchmark the loader");
+  data->require_subcommand(1);
+  static DataOptions o;
+
+  auto* prepare = data->add_subcommand("prepare", "Tokenize text files into shards with a manifest (docs/data.md)");
+  prepare->add_option("--tokenizer", o.tokenizer, "tokenizer.json")->required()->check(CLI::ExistingFile);
+  prepare->add_option("--input", o.prepare.inputs, "input files")->required()->expected(1, -1);
+  prepare->add_option("--format", o.format,
+                      "text: blank-line separated paragraphs; lines: one document per line; jsonl: one JSON object per line")
+      ->check(CLI::IsMember({"text", "lines", "jsonl"}));
+  prepare->add_option("--field", o.prepare.jsonl_field, "jsonl: the string field with the text")->default_val("text");
+  prepare->add_option("--output", o.prepare.output_dir, "dataset directory (new or empty)")->required();
+  prepare->add_option("--name", o.prepare.name, "dataset name")->required();
+  prepare->add_option("--license", o.prepare.license, "SPDX license expression of the text, e.g. CC0-1.0")->required();
+  prepare->add_option("--source", o.prepare.source, "where the text came from")->required();
+  prepare->add_option("--eos", o.eos, "end-of-document token (default: eos_token of tokenizer_config.json next to it)");
+  prepare->add_option("--shard-tokens", o.prepare.shard_tokens, "tokens per shard")
+      ->default_val(o.prepare.shard_tokens)->check(CLI::PositiveNumber);
+  prepare->add_option("--threads", o.threads, "encoding threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  prepare->add_flag("--skip-bad", o.prepare.skip_bad, "skip and count malformed JSONL lines and oversized documents");
+  prepare->add_option("--invalid-utf8", o.invalid_utf8, "documents with invalid UTF-8: replace (U+FFFD), skip, or error")
+      ->check(CLI::IsMember({"replace", "skip", "error"}));
+  prepare->add_option("--max-document-bytes", o.prepare.max_document_bytes, "longest document accepted")
+      ->default_val(o.prepare.max_document_bytes)->check(CLI::PositiveNumber);
+  prepare->callback([] {
+    setup_logging("info", 0);
+    run_prepare(o);
+  });
+
+  auto* verify = data->add_subcommand("verify", "Check every checksum, index and manifest entry of a dataset");
+  verify->add_option("DIR", o.dir, "dataset directory")->required();
+  verify->add_option("--tokenizer", o.tokenizer, "the run's tokenizer.json: the manifest must name its sha256")
+      ->check(CLI::ExistingFile);
+  verify->add_option("--tokenizer-sha256", o.tokenizer_sha256, "the run's tokenizer sha256");
+  verify->add_option("--threads", o.threads, "shards checked in parallel (0: all cores)")->check(CLI::NonNegativeNumber);
+  verify->callback([] {
+    setup_logging("info", 0);
+    run_verify(o);
+  });
+
+  auto* info = data->add_subcommand("info", "Print a dataset's manifest (text format)");
+  info->add_option("DIR", o.dir, "dataset directory")->required();
+  info->callback([] { std::fputs(manifest_to_text(read_manifest(o.dir)).c_str(), stdout); });
+
+  auto* bench = data->add_subcommand("bench", "Loader tokens/s per rank from the page cache vs a sequential copy");
+  bench->add_option("DIRS", o.bench.datasets, "dataset directories (equal weights)")->required();
+  bench->add_option("--seq-len", o.bench.seq_len, "sequence length")->default_val(o.bench.seq_len)->check(CLI::PositiveNumber);
+  bench->add_option("--batch", o.bench.global_batch, "global batch (sequences)")
+      ->default_val(o.bench.global_batch)->check(CLI::PositiveNumber);
+  bench->add_option("--dp", o.bench.dp_size, "data-parallel ranks (rank 0 is measured)")
+      ->default_val(o.bench.dp_size)->check(CLI::PositiveNumber);
+  bench->add_option("--batches", o.bench.batches, "batches timed")->default_val(o.bench.batches)->check(CLI::PositiveNumber);
+  bench->callback([] {
+    setup_logging("info", 0);
+    std::fputs(format_loader_bench(o.bench, run_loader_bench(o.bench)).c_str(), stdout);
+  });
+}
+
+CommandRegistration registration("data", 70, register_data_command);
+
+}  // namespace
+
+}  // namespace exatrain
