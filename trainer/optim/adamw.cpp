@@ -43,21 +43,4 @@ int64_t AdamW::state_bytes() const {
   return bytes;
 }
 
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
-  // Per-tensor norms in fp32, combined in fp64.
-  const at::Tensor norms = at::stack(at::_foreach_norm(grads)).to(at::kDouble);
-  const double norm = std::sqrt(norms.pow(2).sum().item<double>());
-  if (max_norm > 0 && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
-    for (const auto& p : params)
-      if (p.grad().defined()) p.grad().mul_(scale);
-  }
-  return norm;
-}
-
 }  // namespace exatrain

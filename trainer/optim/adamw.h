@@ -1,4 +1,5 @@
-// AdamW with decoupled weight decay, and clipping by the global gradient norm.
+// AdamW with decoupled weight decay on a list of parameters (used by `bench train`; training
+// uses DistributedOptimizer, which runs the same fused kernel on its owned slice).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -30,8 +31,5 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Global L2 norm of all gradients (in fp64 accumulation); when max_norm > 0 and the norm
-// exceeds it, scales every gradient by max_norm / (norm + 1e-6). Returns the norm before clipping.
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
 }  // namespace exatrain
