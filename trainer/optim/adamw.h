@@ -31,5 +31,4 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-
 }  // namespace exatrain
