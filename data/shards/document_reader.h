@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 
 namespace exatrain {
 
@@ -59,7 +59,7 @@ class DocumentReader {
   uint64_t line_number_ = 0;  // of the last line read
   bool line_terminated_ = false;  // it ended with "\n" (not at the end of the file)
   uint64_t bytes_read_ = 0;
-  shards::Sha256 hash_;
+  exatrain::Sha256 hash_;
   std::string line_;
 };
 

@@ -8,7 +8,7 @@
 #include "data/shards/blend_schedule.h"
 #include "data/shards/bounded_queue.h"
 #include "data/shards/index_permutation.h"
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/token_dataset.h"
 #include "trainer/core/error.h"
 
@@ -228,7 +228,7 @@ std::vector<uint8_t> DataLoader::Impl::encode_state(const Position& pos) const {
   w.u64(static_cast<uint64_t>(pos.batch));
   for (uint64_t n : pos.drawn) w.u64(n);
   const auto digest = [&] {
-    shards::Sha256 h;
+    exatrain::Sha256 h;
     h.update(w.out);
     return h.digest();
   }();
@@ -240,7 +240,7 @@ Position DataLoader::Impl::decode_state(std::span<const uint8_t> bytes) const {
   if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), kStateMagic, 8) != 0)
     fail("loader state: not a loader state ({} bytes, no \"EXALOADR\" magic)", bytes.size());
   {
-    shards::Sha256 h;
+    exatrain::Sha256 h;
     h.update(bytes.first(bytes.size() - 32));
     const auto digest = h.digest();
     if (std::memcmp(digest.data(), bytes.data() + bytes.size() - 32, 32) != 0)

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -98,7 +98,7 @@ void ShardWriter::close_shard() {
 
   ManifestShard info;
   info.file = shard_file_name(shards_.size());
-  info.sha256 = shards::sha256_file_hex(tmp_path_);  // re-read from the page cache
+  info.sha256 = exatrain::sha256_file_hex(tmp_path_);  // re-read from the page cache
   info.tokens = header.tokens;
   info.documents = header.documents;
   info.bytes = layout.file_bytes;

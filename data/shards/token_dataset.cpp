@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -11,7 +11,7 @@ namespace exatrain {
 TokenDataset::TokenDataset(const std::string& dir) : dir_(dir), manifest_(read_manifest(dir)) {
   if (manifest_.shards.empty()) fail("dataset '{}': the manifest lists no shards", dir);
   shard_begin_.push_back(0);
-  shards::Sha256 identity;
+  exatrain::Sha256 identity;
   identity.update(manifest_.tokenizer_sha256.data(), manifest_.tokenizer_sha256.size());
   for (const auto& entry : manifest_.shards) {
     shards_.emplace_back((std::filesystem::path(dir) / entry.file).string());

@@ -8,7 +8,7 @@
 #include <set>
 #include <thread>
 
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/shard_reader.h"
 #include "trainer/core/error.h"
 
@@ -46,7 +46,7 @@ ShardCheck check_shard(const fs::path& dir, const ManifestShard& entry, const Da
     return out;
   }
   const auto bytes = shard->file_bytes();
-  const std::string sha = shards::sha256_hex(bytes);
+  const std::string sha = exatrain::sha256_hex(bytes);
   out.bytes_hashed = bytes.size();
   if (sha != entry.sha256) problem(fmt::format("sha256 is {}, the manifest says {}", sha, entry.sha256));
   if (bytes.size() != entry.bytes) problem(fmt::format("{} bytes, the manifest says {}", bytes.size(), entry.bytes));

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "data/tokenizer/byte_level.h"
-#include "data/tokenizer/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/tokenizer/tokenizer_impl.h"
 #include "data/tokenizer/utf8.h"
 #include "trainer/core/error.h"

@@ -9,7 +9,7 @@
 
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/shard_reader.h"
 #include "data/shards/shard_writer.h"
 #include "data/shards/spdx.h"
@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-std::string sha_of(std::string_view s) { return shards::sha256_hex({reinterpret_cast<const uint8_t*>(s.data()), s.size()}); }
+std::string sha_of(std::string_view s) { return exatrain::sha256_hex({reinterpret_cast<const uint8_t*>(s.data()), s.size()}); }
 
 // Runs `fn`, expects an exatrain::Error whose message holds every one of `parts`.
 template <class Fn>
@@ -47,8 +47,8 @@ TEST(Sha256, NistVectors) {
 // ctest runs the Sha256 tests twice: as they are (the SHA extensions where the CPU has them) and
 // with EXATRAIN_SHA256_PORTABLE=1 (unit_data_sha256_portable).
 TEST(Sha256, ImplementationInUse) {
-  std::printf("sha256: %s\n", shards::sha256_uses_cpu_extensions() ? "x86 SHA extensions" : "portable C++");
-  if (std::getenv("EXATRAIN_SHA256_PORTABLE")) EXPECT_FALSE(shards::sha256_uses_cpu_extensions());
+  std::printf("sha256: %s\n", exatrain::sha256_uses_cpu_extensions() ? "x86 SHA extensions" : "portable C++");
+  if (std::getenv("EXATRAIN_SHA256_PORTABLE")) EXPECT_FALSE(exatrain::sha256_uses_cpu_extensions());
 }
 
 TEST(Sha256, StreamingInPiecesEqualsOneShot) {
@@ -57,7 +57,7 @@ TEST(Sha256, StreamingInPiecesEqualsOneShot) {
   for (auto& c : data) c = static_cast<char>(rng());
   const std::string whole = sha_of(data);
   for (int trial = 0; trial < 50; ++trial) {
-    shards::Sha256 h;
+    exatrain::Sha256 h;
     size_t at = 0;
     while (at < data.size()) {
       const size_t n = std::min<size_t>(rng() % 130, data.size() - at);
@@ -72,8 +72,8 @@ TEST(Sha256, FileMatchesBytes) {
   TempDir dir;
   const std::string bytes(3 << 20, 'x');  // several read blocks
   testing::write_file(dir / "f", bytes);
-  EXPECT_EQ(shards::sha256_file_hex(dir / "f"), sha_of(bytes));
-  expect_error([&] { shards::sha256_file_hex(dir / "missing"); }, {"missing", "cannot read"});
+  EXPECT_EQ(exatrain::sha256_file_hex(dir / "f"), sha_of(bytes));
+  expect_error([&] { exatrain::sha256_file_hex(dir / "missing"); }, {"missing", "cannot read"});
 }
 
 // Expected values from Python: bytes.decode("utf-8", "replace").encode() and the
@@ -166,7 +166,7 @@ void check_round_trip(uint64_t vocab, TokenDtype dtype) {
     EXPECT_EQ(shard.tokens(), info.tokens);
     EXPECT_EQ(shard.documents(), info.documents);
     EXPECT_EQ(info.bytes, fs::file_size(dir / info.file));
-    EXPECT_EQ(info.sha256, shards::sha256_file_hex(dir / info.file));
+    EXPECT_EQ(info.sha256, exatrain::sha256_file_hex(dir / info.file));
     if (s + 1 < w.shards.size()) EXPECT_EQ(shard.tokens(), shard_tokens);
     for (uint64_t d : shard.document_starts()) starts.push_back(read.size() + d);
     std::vector<int32_t> widened(shard.tokens());

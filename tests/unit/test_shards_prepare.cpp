@@ -11,7 +11,7 @@
 
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/testing.h"
 #include "data/shards/token_dataset.h"
 #include "data/shards/verify.h"
@@ -293,9 +293,9 @@ TEST(Prepare, ManifestRecordsProvenance) {
   EXPECT_EQ(m.created_by.rfind("exatrain ", 0), 0u);
   ASSERT_EQ(m.inputs.size(), 2u);
   EXPECT_EQ(m.inputs[0].name, dir / "a.txt");
-  EXPECT_EQ(m.inputs[0].sha256, shards::sha256_file_hex(dir / "a.txt"));
+  EXPECT_EQ(m.inputs[0].sha256, exatrain::sha256_file_hex(dir / "a.txt"));
   EXPECT_EQ(m.inputs[0].bytes, a.size());
-  EXPECT_EQ(m.inputs[1].sha256, shards::sha256_file_hex(dir / "b.txt"));
+  EXPECT_EQ(m.inputs[1].sha256, exatrain::sha256_file_hex(dir / "b.txt"));
   EXPECT_EQ(m.inputs[1].documents, 2u);
   EXPECT_EQ(m.input_bytes, a.size() + b.size());
   const auto docs = documents_of(dir / "out");
@@ -306,7 +306,7 @@ TEST(Prepare, ManifestRecordsProvenance) {
   for (const auto& d : docs) tokens += d.size() + 1;
   EXPECT_EQ(m.total_tokens, tokens);
   EXPECT_EQ(m.shards.size(), (tokens + 49'999) / 50'000);
-  for (const auto& s : m.shards) EXPECT_EQ(s.sha256, shards::sha256_file_hex(dir / ("out/" + s.file)));
+  for (const auto& s : m.shards) EXPECT_EQ(s.sha256, exatrain::sha256_file_hex(dir / ("out/" + s.file)));
   const VerifyReport report = verify_dataset(dir / "out", tok.sha256);
   EXPECT_TRUE(report.ok()) << (report.problems.empty() ? "" : report.problems[0]);
   EXPECT_EQ(report.shards_checked, m.shards.size());

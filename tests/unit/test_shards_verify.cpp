@@ -6,7 +6,7 @@
 
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/shard_format.h"
 #include "data/shards/testing.h"
 #include "data/shards/verify.h"
@@ -32,7 +32,7 @@ class Verify : public ::testing::Test {
   std::string shard(size_t i) const { return dir + "/" + manifest.shards[i].file; }
   // Rewrites the manifest's recorded checksum of shard i to match its (modified) bytes.
   void rehash(size_t i) {
-    manifest.shards[i].sha256 = shards::sha256_file_hex(shard(i));
+    manifest.shards[i].sha256 = exatrain::sha256_file_hex(shard(i));
     write_manifest(dir, manifest);
   }
   // The report must have exactly one problem, holding every part.

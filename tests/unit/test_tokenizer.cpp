@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "data/tokenizer/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/core/error.h"
 

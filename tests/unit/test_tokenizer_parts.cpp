@@ -11,7 +11,7 @@
 #include "data/tokenizer/normalizer.h"
 #include "data/tokenizer/onig_regex.h"
 #include "data/tokenizer/pre_tokenizer.h"
-#include "data/tokenizer/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/tokenizer/utf8.h"
 #include "trainer/core/error.h"
 

@@ -23,7 +23,7 @@
 #include "data/shards/loader_bench.h"
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 #include "data/shards/verify.h"
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/app/commands.h"
@@ -105,7 +105,7 @@ void run_verify(const DataOptions& o) {
   std::string expected = o.tokenizer_sha256;
   if (!o.tokenizer.empty()) {
     if (!expected.empty()) fail("verify: give --tokenizer or --tokenizer-sha256, not both");
-    expected = shards::sha256_file_hex(o.tokenizer);  // a tokenizer's content hash is its file's sha256
+    expected = exatrain::sha256_file_hex(o.tokenizer);  // a tokenizer's content hash is its file's sha256
   }
   const VerifyReport r = verify_dataset(o.dir, expected, o.threads);
   require_verified(o.dir, r);

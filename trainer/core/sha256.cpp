@@ -1,4 +1,4 @@
-#include "data/shards/sha256.h"
+#include "trainer/core/sha256.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -14,7 +14,7 @@
 
 #include "trainer/core/error.h"
 
-namespace exatrain::shards {
+namespace exatrain {
 
 namespace {
 
@@ -204,4 +204,4 @@ std::string sha256_file_hex(const std::string& path) {
   return h.hex_digest();
 }
 
-}  // namespace exatrain::shards
+}  // namespace exatrain
