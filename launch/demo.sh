@@ -1,13 +1,38 @@
 #!/usr/bin/env bash
-# The main job: set-up, then a real small training run on 4 local ranks (tensor parallel 2 x
-# pipeline parallel 2, 1F1B). The tiny EXAONE-4 model learns the bytes of Genesis (KJV) for
-# 300 steps, the loss falls, and it prints a sampled continuation.
-#   launch/demo.sh [--set key=value ...]      (e.g. --set train.steps=100)
+# The main job: set-up, then the whole path from raw text to a trained model on 4 local ranks:
+#   1. train a byte-level BPE tokenizer (2,048 ids, EXAONE special tokens) on the bundled English
+#      and Korean public-domain text (data/corpora/: KJV Genesis, the Korean constitution);
+#   2. tokenize both into shards with manifests (license, source, checksums) and verify them;
+#   3. train the tiny EXAONE-4 model on the two datasets blended 3:1 for 300 steps, tensor
+#      parallel 2 x pipeline parallel 2 (1F1B), with validation loss per dataset every 100 steps;
+#      save Hugging Face weights and print a decoded sample.
+#   launch/demo.sh [--set key=value ...]      (training overrides, e.g. --set train.steps=100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 ./launch/setup.sh
-RUN_DIR=runs/demo-$(date +%Y%m%d-%H%M%S)
-./launch/local.sh -n 4 exatrain train configs/train/tiny-demo.yaml --run-dir "$RUN_DIR" \
-  --set parallel.tp=2 --set parallel.pp=2 --set parallel.dp=1 "$@"
-echo "run directory: $RUN_DIR (metrics.jsonl, train.log, final/ in Hugging Face format)"
+EXATRAIN=build/bin/exatrain
+DEMO=runs/demo  # configs/train/demo.yaml reads the tokenizer and datasets from here
+rm -rf "$DEMO/tokenizer" "$DEMO/data"
+mkdir -p "$DEMO/tokenizer" "$DEMO/data"
+
+echo "== 1/3 tokenizer: byte-level BPE, 2048 ids, on data/corpora (English + Korean)"
+"$EXATRAIN" tokenizer train --vocab-size 2048 --output "$DEMO/tokenizer/tokenizer.json" --no-progress \
+  data/corpora/kjv-genesis.txt data/corpora/constitution-of-korea.txt
+
+echo "== 2/3 datasets: token shards with manifests"
+"$EXATRAIN" data prepare --tokenizer "$DEMO/tokenizer/tokenizer.json" --input data/corpora/kjv-genesis.txt \
+  --format text --output "$DEMO/data/kjv-genesis" --name kjv-genesis --license LicenseRef-PublicDomain \
+  --source "King James Bible, Genesis (Debian bible-kjv-text); data/corpora/NOTICE"
+"$EXATRAIN" data prepare --tokenizer "$DEMO/tokenizer/tokenizer.json" \
+  --input data/corpora/constitution-of-korea.txt --format lines --output "$DEMO/data/constitution-ko" \
+  --name constitution-ko --license LicenseRef-PublicDomain \
+  --source "Constitution of the Republic of Korea (konlpy); data/corpora/NOTICE"
+for d in kjv-genesis constitution-ko; do
+  "$EXATRAIN" data verify "$DEMO/data/$d" --tokenizer "$DEMO/tokenizer/tokenizer.json"
+done
+
+echo "== 3/3 training: tiny EXAONE-4 on 4 ranks (TP 2 x PP 2)"
+RUN_DIR=$DEMO/train-$(date +%Y%m%d-%H%M%S)
+./launch/local.sh -n 4 exatrain train configs/train/demo.yaml --run-dir "$RUN_DIR" "$@"
+echo "run directory: $RUN_DIR (metrics.jsonl, train.log, memory.json, final/ in Hugging Face format)"

@@ -17,6 +17,9 @@ APT_PACKAGES=(
   libspdlog-dev libfmt-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev libicu-dev
   python3 python3-venv python3-dev
+  # Slurm for tests/slurm (a real single-node slurmctld + slurmd); srun --mpi=pmix starts Open
+  # MPI ranks through PMIx, whose unversioned libpmix.so only libpmix-dev installs.
+  slurm-wlm slurmctld slurmd slurm-client munge libpmix-dev
 )
 
 missing=()
@@ -26,6 +29,15 @@ done
 if ((${#missing[@]})); then
   say "installing apt packages: ${missing[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  # Without systemd, package scripts start daemons through init scripts (munge's would start a
+  # system munged, and a start that fails fails the install). Forbid service starts during this
+  # install, as Docker images do; tests/slurm starts its own daemons.
+  POLICY=/usr/sbin/policy-rc.d
+  if [[ ! -d /run/systemd/system && ! -e $POLICY ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod 755 "$POLICY"
+    trap '$SUDO rm -f "$POLICY"' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -30,6 +30,7 @@ const char* input_format_name(InputFormat format) {
     case InputFormat::Text: return "text";
     case InputFormat::Lines: return "lines";
     case InputFormat::Jsonl: return "jsonl";
+    case InputFormat::Chat: return "chat";
   }
   return "?";
 }

@@ -7,6 +7,7 @@
 //          line's terminator ("\n" or "\r\n"); the terminators between its lines stay.
 //   lines  a document is one line without its terminator; a blank line is an empty document.
 //   jsonl  a record is one line without its terminator (parsed later, by the encoder threads).
+//   chat   as jsonl: one conversation {"messages": [...]} per line.
 //
 // A document longer than `max_document_bytes` is cut off at that length and flagged
 // `oversized` (the caller reports it): one pathological line cannot exhaust memory.
@@ -22,8 +23,8 @@
 
 namespace exatrain {
 
-enum class InputFormat { Text, Lines, Jsonl };
-const char* input_format_name(InputFormat format);  // "text" / "lines" / "jsonl"
+enum class InputFormat { Text, Lines, Jsonl, Chat };
+const char* input_format_name(InputFormat format);  // "text" / "lines" / "jsonl" / "chat"
 
 struct RawDocument {
   std::string bytes;

@@ -134,6 +134,7 @@ DataLoader::Impl::Impl(const LoaderConfig& c) : config(c) {
     in.path = spec.path;
     in.name = m.name;
     in.tokens = ds.tokens();
+    in.has_loss_mask = ds.has_loss_mask();
     in.sequences = ds.tokens() > static_cast<uint64_t>(c.seq_len) ? static_cast<int64_t>((ds.tokens() - 1) / c.seq_len) : 0;
     in.validation_sequences = spec.validation_sequences;
     if (spec.validation_fraction > 0)
@@ -154,6 +155,8 @@ void DataLoader::Impl::fill_row(Batch& out, size_t dataset, int64_t sequence, in
   const int64_t L = config.seq_len;
   const size_t row = out.dataset.size();
   data[dataset]->read(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1), out.tokens.data() + row * (L + 1));
+  data[dataset]->read_loss_mask(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1),
+                                out.loss_mask.data() + row * (L + 1));
   data[dataset]->document_starts(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1), out.doc_starts);
   out.doc_start_offsets.push_back(static_cast<int64_t>(out.doc_starts.size()));
   out.dataset.push_back(static_cast<int32_t>(dataset));
@@ -169,6 +172,7 @@ Batch DataLoader::Impl::make_batch(Position& pos) const {
   out.rows = hi - lo;
   out.seq_len = L;
   out.tokens.resize(static_cast<size_t>(out.rows * (L + 1)));
+  out.loss_mask.resize(static_cast<size_t>(out.rows * (L + 1)));
   out.doc_start_offsets.push_back(0);
   // Every rank walks the whole global batch through the schedule (cheap), reads only its rows.
   for (int64_t i = 0; i < B; ++i) {
@@ -338,6 +342,7 @@ Batch DataLoader::validation_batch(size_t dataset, int64_t index) const {
   out.rows = hi - lo;
   out.seq_len = L;
   out.tokens.resize(static_cast<size_t>(out.rows * (L + 1)));
+  out.loss_mask.resize(static_cast<size_t>(out.rows * (L + 1)));
   out.doc_start_offsets.push_back(0);
   for (int64_t i = lo; i < hi; ++i) s.fill_row(out, dataset, in.train_sequences + first + i, 0);
   return out;

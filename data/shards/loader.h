@@ -55,6 +55,7 @@ struct Batch {
   int64_t rows = 0;     // this rank's rows
   int64_t seq_len = 0;  // each row holds seq_len + 1 tokens
   std::vector<int32_t> tokens;             // [rows, seq_len + 1]
+  std::vector<uint8_t> loss_mask;  // [rows, seq_len + 1]: 1 where token t counts as a training target (position t predicted from t - 1); all 1 for datasets without a mask
   std::vector<int32_t> doc_starts;         // per row, positions in [0, seq_len] where a document starts
   std::vector<int64_t> doc_start_offsets;  // [rows + 1]: row r's are doc_starts[offsets[r], offsets[r + 1])
   std::vector<int32_t> dataset;            // [rows] index into LoaderConfig::datasets
@@ -70,6 +71,7 @@ struct LoaderDatasetInfo {
   int64_t train_sequences = 0;       // N_d
   int64_t validation_sequences = 0;  // V_d
   uint64_t weight_units = 0;        // the blend weight as BlendSchedule runs it
+  bool has_loss_mask = false;        // else Batch::loss_mask is all 1 on its rows
 };
 
 struct LoaderStats {

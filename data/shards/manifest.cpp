@@ -43,6 +43,7 @@ proto::DatasetManifest to_proto(const DatasetManifest& m) {
     e->set_tokens(s.tokens);
     e->set_documents(s.documents);
     e->set_bytes(s.bytes);
+    e->set_loss_mask_tokens(s.loss_mask_tokens);
   }
   for (const auto& in : m.inputs) {
     auto* e = p.add_inputs();
@@ -57,6 +58,10 @@ proto::DatasetManifest to_proto(const DatasetManifest& m) {
   p.set_skipped_empty_documents(m.skipped_empty_documents);
   p.set_invalid_utf8_documents(m.invalid_utf8_documents);
   p.set_skipped_bad_records(m.skipped_bad_records);
+  p.set_has_loss_mask(m.has_loss_mask);
+  p.set_loss_mask_tokens(m.loss_mask_tokens);
+  p.set_chat_template(m.chat_template);
+  p.set_chat_keep_reasoning(m.chat_keep_reasoning);
   return p;
 }
 
@@ -89,7 +94,7 @@ DatasetManifest from_proto(const proto::DatasetManifest& p, const std::string& f
   m.invalid_utf8_policy = p.invalid_utf8_policy();
   m.max_document_bytes = p.max_document_bytes();
   for (const auto& e : p.shards())
-    m.shards.push_back(ManifestShard{e.file(), e.sha256(), e.tokens(), e.documents(), e.bytes()});
+    m.shards.push_back(ManifestShard{e.file(), e.sha256(), e.tokens(), e.documents(), e.bytes(), e.loss_mask_tokens()});
   for (const auto& e : p.inputs()) m.inputs.push_back(ManifestInput{e.name(), e.sha256(), e.bytes(), e.documents()});
   m.total_tokens = p.total_tokens();
   m.total_documents = p.total_documents();
@@ -97,6 +102,10 @@ DatasetManifest from_proto(const proto::DatasetManifest& p, const std::string& f
   m.skipped_empty_documents = p.skipped_empty_documents();
   m.invalid_utf8_documents = p.invalid_utf8_documents();
   m.skipped_bad_records = p.skipped_bad_records();
+  m.has_loss_mask = p.has_loss_mask();
+  m.loss_mask_tokens = p.loss_mask_tokens();
+  m.chat_template = p.chat_template();
+  m.chat_keep_reasoning = p.chat_keep_reasoning();
   return m;
 }
 

@@ -23,6 +23,7 @@ struct ManifestShard {
   uint64_t tokens = 0;
   uint64_t documents = 0;  // documents that start in this shard
   uint64_t bytes = 0;
+  uint64_t loss_mask_tokens = 0;  // mask bits that are 1 (0 without a mask)
   bool operator==(const ManifestShard&) const = default;
 };
 
@@ -58,6 +59,10 @@ struct DatasetManifest {
   uint64_t skipped_empty_documents = 0;
   uint64_t invalid_utf8_documents = 0;
   uint64_t skipped_bad_records = 0;
+  bool has_loss_mask = false;
+  uint64_t loss_mask_tokens = 0;
+  std::string chat_template;  // "exaone4" for --format chat
+  bool chat_keep_reasoning = false;
   bool operator==(const DatasetManifest&) const = default;
 };
 

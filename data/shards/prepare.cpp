@@ -1,5 +1,6 @@
 #include "data/shards/prepare.h"
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "data/chat/chat_template.h"
 #include "data/shards/bounded_queue.h"
 #include "data/shards/shard_writer.h"
 #include "data/shards/spdx.h"
@@ -36,6 +38,7 @@ struct Chunk {
 
 struct EncodedChunk {
   std::vector<uint32_t> tokens;  // the chunk's documents, each ending with EOS
+  std::vector<uint8_t> loss_mask;  // chat: one value per token
   std::vector<uint64_t> doc_lengths;
   std::vector<uint32_t> doc_files;
   uint64_t empty = 0, invalid_utf8 = 0, bad = 0;
@@ -84,6 +87,44 @@ class ChunkEncoder {
     return false;
   }
 
+  // One conversation: rendered, encoded with its loss mask, ending with [|endofturn|] (= EOS).
+  bool encode_conversation(const RawDocument& doc, std::string_view bytes, EncodedChunk& out) const {
+    if (is_whitespace_only(bytes)) {
+      ++out.empty;
+      return true;
+    }
+    RenderedChat rendered;
+    try {
+      rendered = render_chat(parse_chat_record(bytes), ChatTemplateOptions{.skip_think = !options_.chat_keep_reasoning});
+    } catch (const Error& e) {
+      return bad_record(doc, e.what(), out);
+    }
+    if (rendered.assistant_spans.empty()) return bad_record(doc, "no assistant message, so nothing to train on", out);
+    rendered.text.pop_back();  // the "\n" after the last [|endofturn|]: the document ends with EOS
+    const ChatTokens chat = encode_chat(rendered, tok_.encode);
+    if (chat.ids.empty() || chat.ids.back() != tok_.eos_id) {
+      out.error = fmt::format("{}: the conversation does not end with the EOS id {} after its last [|endofturn|]",
+                              where(doc), tok_.eos_id);
+      return false;
+    }
+    if (!check_vocabulary(doc, chat.ids, out)) return false;
+    out.tokens.insert(out.tokens.end(), chat.ids.begin(), chat.ids.end());
+    out.loss_mask.insert(out.loss_mask.end(), chat.loss_mask.begin(), chat.loss_mask.end());
+    out.doc_lengths.push_back(chat.ids.size());
+    out.doc_files.push_back(doc.file);
+    return true;
+  }
+
+  bool check_vocabulary(const RawDocument& doc, const std::vector<uint32_t>& ids, EncodedChunk& out) const {
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] >= tok_.vocab_size) {
+        out.error = fmt::format("{}: token id {} (token {} of the document) is outside the vocabulary (size {})",
+                                where(doc), ids[i], i, tok_.vocab_size);
+        return false;
+      }
+    return true;
+  }
+
   bool encode_document(const RawDocument& doc, EncodedChunk& out) const {
     if (doc.oversized)
       return bad_record(doc, fmt::format("document longer than {} bytes (--max-document-bytes)", options_.max_document_bytes), out);
@@ -94,7 +135,7 @@ class ChunkEncoder {
       switch (options_.invalid_utf8) {
         case InvalidUtf8Policy::Error:
           out.error = fmt::format("{}: invalid UTF-8 at byte {} of the {} (--invalid-utf8 replace|skip|error)", where(doc),
-                                  bad, options_.format == InputFormat::Jsonl ? "line" : "document");
+                                  bad, options_.format == InputFormat::Jsonl || options_.format == InputFormat::Chat ? "line" : "document");
           return false;
         case InvalidUtf8Policy::Skip: return true;
         case InvalidUtf8Policy::Replace:
@@ -103,6 +144,7 @@ class ChunkEncoder {
           break;
       }
     }
+    if (options_.format == InputFormat::Chat) return encode_conversation(doc, bytes, out);
     std::string field;
     std::string_view text = bytes;
     if (options_.format == InputFormat::Jsonl) {
@@ -135,12 +177,7 @@ class ChunkEncoder {
       ++out.empty;
       return true;
     }
-    for (size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] >= tok_.vocab_size) {
-        out.error = fmt::format("{}: token id {} (token {} of the document) is outside the vocabulary (size {})",
-                                where(doc), ids[i], i, tok_.vocab_size);
-        return false;
-      }
+    if (!check_vocabulary(doc, ids, out)) return false;
     out.tokens.insert(out.tokens.end(), ids.begin(), ids.end());
     out.tokens.push_back(tok_.eos_id);
     out.doc_lengths.push_back(ids.size() + 1);
@@ -171,6 +208,18 @@ void check_options(const PrepareOptions& o, const TokenizerInfo& t) {
     std::error_code ec;
     if (!fs::is_regular_file(in, ec)) fail("prepare: input '{}' is not a readable file", in);
   }
+  if (o.format == InputFormat::Chat) {
+    // The rendering cuts the text next to these tokens and ends each conversation with the last.
+    for (const std::string& token : chat_special_tokens())
+      if (t.encode(token).size() != 1)
+        fail("prepare: chat data needs the tokenizer to have '{}' as one token (the EXAONE-4 special tokens {})",
+             token, fmt::join(chat_special_tokens(), " "));
+    const std::vector<uint32_t> end_of_turn = t.encode(kChatEndOfTurn);
+    if (end_of_turn[0] != t.eos_id)
+      fail("prepare: chat conversations end with {} (id {}), but the EOS id is {}; use --eos '{}'", kChatEndOfTurn,
+           end_of_turn[0], t.eos_id, kChatEndOfTurn);
+  }
+  if (o.chat_keep_reasoning && o.format != InputFormat::Chat) fail("prepare: --keep-reasoning is for --format chat");
 }
 
 // The output directory: created, or existing and empty. Removes what it made unless kept.
@@ -218,7 +267,8 @@ const char* invalid_utf8_policy_name(InvalidUtf8Policy policy) {
 DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerInfo& tokenizer) {
   check_options(options, tokenizer);
   OutputDirectory output(options.output_dir);
-  ShardWriter writer(options.output_dir, tokenizer.vocab_size, options.shard_tokens);
+  const bool chat = options.format == InputFormat::Chat;
+  ShardWriter writer(options.output_dir, tokenizer.vocab_size, options.shard_tokens, /*loss_mask=*/chat);
 
   DatasetManifest manifest;
   manifest.name = options.name;
@@ -232,6 +282,11 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
   manifest.shard_tokens = options.shard_tokens;
   manifest.input_format = input_format_name(options.format);
   if (options.format == InputFormat::Jsonl) manifest.jsonl_field = options.jsonl_field;
+  manifest.has_loss_mask = chat;
+  if (chat) {
+    manifest.chat_template = "exaone4";
+    manifest.chat_keep_reasoning = options.chat_keep_reasoning;
+  }
   manifest.invalid_utf8_policy = invalid_utf8_policy_name(options.invalid_utf8);
   manifest.max_document_bytes = options.max_document_bytes;
   manifest.inputs.resize(options.inputs.size());
@@ -347,7 +402,11 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
     if (!chunk.error.empty()) fail("prepare: {}", chunk.error);
     size_t offset = 0;
     for (size_t d = 0; d < chunk.doc_lengths.size(); ++d) {
-      writer.add_document({chunk.tokens.data() + offset, chunk.doc_lengths[d]});
+      const std::span<const uint32_t> ids(chunk.tokens.data() + offset, chunk.doc_lengths[d]);
+      if (chat)
+        writer.add_document(ids, std::span<const uint8_t>(chunk.loss_mask.data() + offset, chunk.doc_lengths[d]));
+      else
+        writer.add_document(ids);
       offset += chunk.doc_lengths[d];
       ++manifest.inputs[chunk.doc_files[d]].documents;
     }
@@ -372,6 +431,7 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
   for (const auto& shard : writer.finish()) {
     manifest.shards.push_back(shard);
     manifest.total_tokens += shard.tokens;
+    manifest.loss_mask_tokens += shard.loss_mask_tokens;
   }
   for (size_t f = 0; f < options.inputs.size(); ++f) {
     manifest.inputs[f].sha256 = input_hashes[f].first;
@@ -382,6 +442,9 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
   writer.keep();
   output.keep();
   const double seconds = seconds_since(start);
+  if (chat)
+    log_info("prepare {}: {} of {} tokens are assistant tokens (loss mask 1)", options.name, manifest.loss_mask_tokens,
+             manifest.total_tokens);
   log_info("prepare {}: {} documents, {} tokens in {} shards from {:.1f} MB in {} ({:.1f} MB/s); skipped {} empty, "
            "{} invalid UTF-8 ({}), {} bad records",
            options.name, manifest.total_documents, manifest.total_tokens, manifest.shards.size(),

@@ -6,6 +6,11 @@
 // are in flight, so memory does not grow with the input, and the output is byte-identical
 // whatever the thread count. Problems in the input are reported for the earliest bad document,
 // the same one on every run. Bad-input policies are in docs/data.md.
+//
+// Chat data (InputFormat::Chat, data/chat/chat_template.h): each line is one conversation,
+// rendered with the EXAONE-4 template into one document with a loss mask (1 on the assistant's
+// tokens). The template ends every turn with "[|endofturn|]\n"; a conversation's document ends
+// at its last [|endofturn|], which must be the tokenizer's EOS: no EOS is appended.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +46,7 @@ struct PrepareOptions {
   uint64_t shard_tokens = uint64_t{1} << 26;
   int threads = 0;  // encoder threads; 0: one per core
   bool skip_bad = false;  // skip (and count) malformed JSONL records and oversized documents
+  bool chat_keep_reasoning = false;  // chat: the template's skip_think = false
   InvalidUtf8Policy invalid_utf8 = InvalidUtf8Policy::Replace;
   uint64_t max_document_bytes = uint64_t{64} << 20;
   double progress_seconds = 2.0;  // a progress line this often; 0: none

@@ -44,33 +44,47 @@ const char* dtype_name(TokenDtype dtype) { return dtype == TokenDtype::UInt16 ? 
 ShardLayout shard_layout(const ShardHeader& header) {
   ShardLayout layout;
   const uint64_t ids_end = layout.ids_offset + header.tokens * dtype_bytes(header.dtype);
-  layout.index_offset = (ids_end + 7) / 8 * 8;
+  layout.mask_offset = (ids_end + 7) / 8 * 8;
+  layout.mask_bytes = header.has_loss_mask ? (header.tokens + 7) / 8 : 0;
+  layout.index_offset = (layout.mask_offset + layout.mask_bytes + 7) / 8 * 8;
   layout.file_bytes = layout.index_offset + header.documents * 8;
   return layout;
 }
 
 void encode_shard_header(const ShardHeader& header, uint8_t out[kShardHeaderBytes]) {
+  if (header.version < kOldestShardFormatVersion || header.version > kShardFormatVersion ||
+      (header.version < 2 && header.has_loss_mask))
+    fail("shard header: cannot write format version {}{}", header.version, header.has_loss_mask ? " with a loss mask" : "");
   std::memset(out, 0, kShardHeaderBytes);
   std::memcpy(out, kShardMagic, 8);
-  put_u32(out + 8, kShardFormatVersion);
+  put_u32(out + 8, header.version);
   put_u32(out + 12, static_cast<uint32_t>(header.dtype));
   put_u64(out + 16, header.tokens);
   put_u64(out + 24, header.documents);
   put_u64(out + 32, header.vocab_size);
+  put_u32(out + 40, header.has_loss_mask ? kShardFlagLossMask : 0);
 }
 
 ShardHeader decode_shard_header(const uint8_t in[kShardHeaderBytes], const std::string& file) {
   if (std::memcmp(in, kShardMagic, 8) != 0)
     fail("shard '{}': not an exatrain token shard (magic is \"{}\", expected \"EXASHARD\")", file, printable(in, 8));
   const uint32_t version = get_u32(in + 8);
-  if (version != kShardFormatVersion)
-    fail("shard '{}': format version {}, this exatrain reads version {}", file, version, kShardFormatVersion);
+  if (version < kOldestShardFormatVersion || version > kShardFormatVersion)
+    fail("shard '{}': format version {}, this exatrain reads versions {} to {}", file, version,
+         kOldestShardFormatVersion, kShardFormatVersion);
   const uint32_t width = get_u32(in + 12);
   if (width != 2 && width != 4)
     fail("shard '{}': token width {} bytes in the header, expected 2 (uint16) or 4 (uint32)", file, width);
-  for (size_t i = 40; i < kShardHeaderBytes; ++i)
+  const size_t reserved_from = version >= 2 ? 44 : 40;
+  for (size_t i = reserved_from; i < kShardHeaderBytes; ++i)
     if (in[i] != 0) fail("shard '{}': reserved header byte {} is {:#04x}, expected 0", file, i, in[i]);
+  const uint32_t flags = version >= 2 ? get_u32(in + 40) : 0;
+  if ((flags & ~kShardFlagLossMask) != 0)
+    fail("shard '{}': unknown header flags {:#x} (this exatrain knows only {:#x}, the loss mask)", file, flags,
+         kShardFlagLossMask);
   ShardHeader header;
+  header.version = version;
+  header.has_loss_mask = (flags & kShardFlagLossMask) != 0;
   header.dtype = static_cast<TokenDtype>(width);
   header.tokens = get_u64(in + 16);
   header.documents = get_u64(in + 24);

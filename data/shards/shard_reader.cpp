@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -43,6 +44,7 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
       fail("shard '{}': {} bytes, {} more than the header describes ({} {} ids and {} document offsets)", path, size_,
            size_ - layout.file_bytes, header_.tokens, dtype_name(header_.dtype), header_.documents);
     ids_ = data_ + layout.ids_offset;
+    mask_ = header_.has_loss_mask ? data_ + layout.mask_offset : nullptr;
     doc_starts_ = reinterpret_cast<const uint64_t*>(data_ + layout.index_offset);  // 8-aligned by layout
     for (uint64_t d = 0; d < header_.documents; ++d) {
       const uint64_t start = doc_starts_[d];
@@ -71,6 +73,7 @@ ShardReader& ShardReader::operator=(ShardReader&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     header_ = other.header_;
     ids_ = std::exchange(other.ids_, nullptr);
+    mask_ = std::exchange(other.mask_, nullptr);
     doc_starts_ = std::exchange(other.doc_starts_, nullptr);
   }
   return *this;
@@ -96,6 +99,30 @@ void ShardReader::copy_tokens(uint64_t begin, uint64_t count, int32_t* out) cons
     const auto* src = reinterpret_cast<const uint32_t*>(ids_) + begin;
     for (uint64_t i = 0; i < count; ++i) out[i] = static_cast<int32_t>(src[i]);
   }
+}
+
+void ShardReader::copy_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const {
+  if (begin > header_.tokens || count > header_.tokens - begin)
+    fail("shard '{}': read of loss mask [{}, {}) past its {} tokens", path_, begin, begin + count, header_.tokens);
+  if (!mask_) {
+    std::memset(out, 1, count);
+    return;
+  }
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t t = begin + i;
+    out[i] = static_cast<uint8_t>((mask_[t / 8] >> (t % 8)) & 1);
+  }
+}
+
+uint64_t ShardReader::count_loss_mask_tokens() const {
+  if (!mask_) return 0;
+  const uint64_t bytes = (header_.tokens + 7) / 8;
+  uint64_t ones = 0;
+  for (uint64_t b = 0; b < bytes; ++b) ones += static_cast<uint64_t>(std::popcount(mask_[b]));
+  if (header_.tokens % 8 != 0 && (mask_[bytes - 1] >> (header_.tokens % 8)) != 0)
+    fail("shard '{}': loss mask has bits set past its {} tokens (in the last mask byte {:#04x})", path_,
+         header_.tokens, mask_[bytes - 1]);
+  return ones;
 }
 
 void ShardReader::check_token_ids() const {

@@ -25,10 +25,16 @@ class ShardReader {
   uint64_t tokens() const { return header_.tokens; }
   uint64_t documents() const { return header_.documents; }
   TokenDtype dtype() const { return header_.dtype; }
+  bool has_loss_mask() const { return header_.has_loss_mask; }
 
   uint32_t token(uint64_t i) const;
   // Ids [begin, begin + count) widened to int32; the range must lie inside the shard.
   void copy_tokens(uint64_t begin, uint64_t count, int32_t* out) const;
+  // Loss-mask values [begin, end) as 0/1 bytes; all 1 when the shard has no mask.
+  void copy_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const;
+  // Tokens whose mask bit is 1 (a full pass; 0 without a mask). Fails if an unused bit of the
+  // mask's last byte is set.
+  uint64_t count_loss_mask_tokens() const;
   // Offsets (within this shard) of the documents that start here; strictly increasing.
   std::span<const uint64_t> document_starts() const { return {doc_starts_, header_.documents}; }
 
@@ -44,6 +50,7 @@ class ShardReader {
   uint64_t size_ = 0;
   ShardHeader header_;
   const uint8_t* ids_ = nullptr;
+  const uint8_t* mask_ = nullptr;  // the mask bits, or nullptr
   const uint64_t* doc_starts_ = nullptr;
 };
 

@@ -78,6 +78,37 @@ inline TokenizerInfo wide_byte_tokenizer() {
   return t;
 }
 
+// Bytes as ids 0..255 and the EXAONE-4 chat special tokens as single ids: [|system|]=256,
+// [|user|]=257, [|assistant|]=258, [|tool|]=259, [|endofturn|]=260 (EOS), <think>=261,
+// </think>=262; vocabulary 263. Enough to prepare chat data without a real tokenizer.
+inline const std::vector<std::string>& chat_byte_specials() {
+  static const std::vector<std::string> specials = {"[|system|]", "[|user|]", "[|assistant|]", "[|tool|]",
+                                                    "[|endofturn|]", "<think>", "</think>"};
+  return specials;
+}
+inline std::vector<uint32_t> chat_byte_encode(std::string_view text) {
+  std::vector<uint32_t> ids;
+  for (size_t i = 0; i < text.size();) {
+    bool special = false;
+    for (size_t s = 0; s < chat_byte_specials().size() && !special; ++s)
+      if (text.substr(i).starts_with(chat_byte_specials()[s])) {
+        ids.push_back(static_cast<uint32_t>(256 + s));
+        i += chat_byte_specials()[s].size();
+        special = true;
+      }
+    if (!special) ids.push_back(static_cast<unsigned char>(text[i++]));
+  }
+  return ids;
+}
+inline TokenizerInfo chat_byte_tokenizer() {
+  TokenizerInfo t;
+  t.encode = chat_byte_encode;
+  t.sha256 = std::string(64, 'c');
+  t.vocab_size = 263;
+  t.eos_id = 260;
+  return t;
+}
+
 inline PrepareOptions prepare_options(std::vector<std::string> inputs, std::string output, InputFormat format) {
   PrepareOptions o;
   o.inputs = std::move(inputs);

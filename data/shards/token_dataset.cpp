@@ -16,6 +16,9 @@ TokenDataset::TokenDataset(const std::string& dir) : dir_(dir), manifest_(read_m
   for (const auto& entry : manifest_.shards) {
     shards_.emplace_back((std::filesystem::path(dir) / entry.file).string());
     const ShardReader& shard = shards_.back();
+    if (shard.has_loss_mask() != manifest_.has_loss_mask)
+      fail("shard '{}': {} a loss mask, but the manifest says the dataset {}; run `exatrain data verify {}`",
+           shard.path(), shard.has_loss_mask() ? "has" : "has no", manifest_.has_loss_mask ? "has one" : "has none", dir);
     if (shard.tokens() != entry.tokens || shard.documents() != entry.documents || shard.dtype() != manifest_.dtype ||
         shard.header().vocab_size != manifest_.vocab_size)
       fail("shard '{}': holds {} {} tokens and {} documents (vocabulary {}), the manifest says {} {} tokens and {} "
@@ -37,17 +40,32 @@ size_t TokenDataset::shard_of(uint64_t position) const {
   return static_cast<size_t>(it - shard_begin_.begin()) - 1;
 }
 
-void TokenDataset::read(uint64_t begin, uint64_t count, int32_t* out) const {
+// Calls fn(shard, local begin, count) for each shard's part of stream tokens [begin, begin + count).
+template <class Fn>
+void TokenDataset::for_each_piece(uint64_t begin, uint64_t count, const char* what, Fn&& fn) const {
   if (begin > total_tokens_ || count > total_tokens_ - begin)
-    fail("dataset '{}': read of tokens [{}, {}) past its {} tokens", dir_, begin, begin + count, total_tokens_);
+    fail("dataset '{}': read of {} [{}, {}) past its {} tokens", dir_, what, begin, begin + count, total_tokens_);
   for (size_t s = shard_of(begin); count > 0; ++s) {
     const uint64_t local = begin - shard_begin_[s];
     const uint64_t take = std::min(count, shards_[s].tokens() - local);
-    shards_[s].copy_tokens(local, take, out);
-    out += take;
+    fn(shards_[s], local, take);
     begin += take;
     count -= take;
   }
+}
+
+void TokenDataset::read(uint64_t begin, uint64_t count, int32_t* out) const {
+  for_each_piece(begin, count, "tokens", [&](const ShardReader& shard, uint64_t local, uint64_t take) {
+    shard.copy_tokens(local, take, out);
+    out += take;
+  });
+}
+
+void TokenDataset::read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const {
+  for_each_piece(begin, count, "loss mask", [&](const ShardReader& shard, uint64_t local, uint64_t take) {
+    shard.copy_loss_mask(local, take, out);
+    out += take;
+  });
 }
 
 void TokenDataset::document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const {

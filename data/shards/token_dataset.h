@@ -24,11 +24,16 @@ class TokenDataset {
 
   // Tokens [begin, begin + count) of the stream, widened to int32.
   void read(uint64_t begin, uint64_t count, int32_t* out) const;
+  // Loss-mask values of tokens [begin, begin + count) as 0/1; all 1 for a dataset without a mask.
+  void read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const;
+  bool has_loss_mask() const { return manifest_.has_loss_mask; }
   // Appends p - begin for every document start p in [begin, begin + count).
   void document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const;
 
  private:
   size_t shard_of(uint64_t position) const;  // the shard holding stream position `position`
+  template <class Fn>
+  void for_each_piece(uint64_t begin, uint64_t count, const char* what, Fn&& fn) const;
   std::string dir_;
   DatasetManifest manifest_;
   std::vector<ShardReader> shards_;

@@ -58,6 +58,18 @@ ShardCheck check_shard(const fs::path& dir, const ManifestShard& entry, const Da
     problem(fmt::format("{} ids, the manifest says {}", dtype_name(shard->dtype()), dtype_name(m.dtype)));
   if (shard->header().vocab_size != m.vocab_size)
     problem(fmt::format("vocabulary size {} in the header, the manifest says {}", shard->header().vocab_size, m.vocab_size));
+  if (shard->header().version != m.shard_format_version)
+    problem(fmt::format("shard format version {}, the manifest says {}", shard->header().version, m.shard_format_version));
+  if (shard->has_loss_mask() != m.has_loss_mask)
+    problem(fmt::format("{} a loss mask, the manifest says the dataset {}", shard->has_loss_mask() ? "has" : "has no",
+                        m.has_loss_mask ? "has one" : "has none"));
+  try {
+    const uint64_t ones = shard->count_loss_mask_tokens();
+    if (ones != entry.loss_mask_tokens)
+      problem(fmt::format("{} tokens have loss-mask bit 1, the manifest says {}", ones, entry.loss_mask_tokens));
+  } catch (const Error& e) {
+    out.problems.push_back(e.what());
+  }
   try {
     shard->check_token_ids();
   } catch (const Error& e) {
@@ -87,15 +99,23 @@ void check_manifest(const DatasetManifest& m, const std::string& expected_tokeni
   if (m.vocab_size > 0 && dtype_for_vocab(m.vocab_size) != m.dtype)
     problem(fmt::format("dtype {} does not match vocabulary size {}", dtype_name(m.dtype), m.vocab_size));
   if (m.eos_id >= m.vocab_size) problem(fmt::format("EOS id {} outside the vocabulary ({})", m.eos_id, m.vocab_size));
-  if (m.shard_format_version != kShardFormatVersion)
-    problem(fmt::format("shard format version {}, this exatrain reads {}", m.shard_format_version, kShardFormatVersion));
+  if (m.shard_format_version < kOldestShardFormatVersion || m.shard_format_version > kShardFormatVersion)
+    problem(fmt::format("shard format version {}, this exatrain reads versions {} to {}", m.shard_format_version,
+                        kOldestShardFormatVersion, kShardFormatVersion));
+  if (m.has_loss_mask && m.shard_format_version < 2)
+    problem(fmt::format("has a loss mask, which needs shard format version 2, not {}", m.shard_format_version));
+  if (m.input_format == "chat" && !m.has_loss_mask) problem("chat data without a loss mask");
   if (m.shards.empty()) problem("lists no shards");
-  uint64_t tokens = 0, documents = 0, input_bytes = 0, input_documents = 0;
+  uint64_t tokens = 0, documents = 0, input_bytes = 0, input_documents = 0, mask_tokens = 0;
   std::set<std::string> names;
   for (size_t i = 0; i < m.shards.size(); ++i) {
     const auto& s = m.shards[i];
     tokens += s.tokens;
     documents += s.documents;
+    mask_tokens += s.loss_mask_tokens;
+    if (s.loss_mask_tokens > s.tokens)
+      problem(fmt::format("shard {} ({}) has {} loss-mask tokens, more than its {} tokens", i, s.file, s.loss_mask_tokens,
+                          s.tokens));
     if (!names.insert(s.file).second) problem(fmt::format("shard {} ({}) is listed twice", i, s.file));
     if (s.file.find('/') != std::string::npos || s.file == "..")
       problem(fmt::format("shard {} file name '{}' is not a plain file name", i, s.file));
@@ -113,6 +133,8 @@ void check_manifest(const DatasetManifest& m, const std::string& expected_tokeni
   if (tokens != m.total_tokens) problem(fmt::format("total_tokens {}, the shards add up to {}", m.total_tokens, tokens));
   if (documents != m.total_documents)
     problem(fmt::format("total_documents {}, the shards add up to {}", m.total_documents, documents));
+  if (mask_tokens != m.loss_mask_tokens)
+    problem(fmt::format("loss_mask_tokens {}, the shards add up to {}", m.loss_mask_tokens, mask_tokens));
   if (input_bytes != m.input_bytes)
     problem(fmt::format("input_bytes {}, the input files add up to {}", m.input_bytes, input_bytes));
   if (input_documents != m.total_documents)

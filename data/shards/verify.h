@@ -3,7 +3,8 @@
 // manifest.pb: readable, right magic and version, internally consistent (totals, dtype for the
 // vocabulary, shard sizes); manifest.txtpb says the same; the tokenizer hash is the expected
 // one (when one is given). Every shard: present, its sha256 and size as recorded, a valid
-// header and document index, counts as recorded, every id inside the vocabulary, and EOS
+// header and document index, counts as recorded, the loss mask as the manifest says (present or
+// not, its count of 1 bits, no stray bits), every id inside the vocabulary, and EOS
 // before every document start and at the very end. No stray shard or temporary file.
 // Shards are checked in parallel; the problems come back in a fixed order.
 #pragma once

@@ -365,9 +365,13 @@ expect_fail "train: bad --set" "--set train.stpes=3:" -- \
   "$EXATRAIN" train base.yaml --run-dir "$T/run_bad_set" --set train.stpes=3
 expect_absent "train: bad --set leaves no run dir" "$T/run_bad_set"
 
-expect_fail "train: data.path not set" "data.path is not set" -- \
+expect_fail "train: device cuda without a GPU" "train.device: cuda, but this machine has no usable CUDA device" -- \
+  "$EXATRAIN" train base.yaml --run-dir "$T/run_cuda" --set train.device=cuda --set data.path=x.txt
+expect_absent "train: device cuda leaves no run dir" "$T/run_cuda"
+
+expect_fail "train: no data" "no training data: list prepared datasets" -- \
   "$EXATRAIN" train base.yaml --run-dir "$T/run_no_data"
-expect_absent "train: data.path not set leaves no run dir" "$T/run_no_data"
+expect_absent "train: no data leaves no run dir" "$T/run_no_data"
 
 expect_fail "train: tp=2 on one rank" "parallel.tp (2) x parallel.pp (1) = 2 does not divide the job's 1 ranks" \
   "launch a multiple of 2 ranks" -- \

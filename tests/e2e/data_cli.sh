@@ -115,8 +115,8 @@ for path in inputs:
 ids, got_starts = [], []
 for f in sorted(glob.glob(ds + "/shard-*.bin")):
     b = open(f, "rb").read()
-    magic, version, width, n, docs, vocab = struct.unpack_from("<8sIIQQQ", b, 0)
-    assert magic == b"EXASHARD" and version == 1, (f, magic, version)
+    magic, version, width, n, docs, vocab, flags = struct.unpack_from("<8sIIQQQI", b, 0)
+    assert magic == b"EXASHARD" and version == 2 and flags == 0, (f, magic, version, flags)  # no loss mask
     a = array("H" if width == 2 else "I")
     a.frombytes(b[64:64 + n * width])
     index = (64 + n * width + 7) // 8 * 8
@@ -197,6 +197,33 @@ rm ds_missing/shard-00000.bin
 expect_fail "missing shard" "shard-00000.bin: missing" -- "$EXATRAIN" data verify ds_missing
 expect_fail "not a dataset" "no manifest.pb" -- "$EXATRAIN" data verify "$T"
 expect_fail "info of a non-dataset" "no manifest.pb" -- "$EXATRAIN" data info "$T"
+
+# ---- chat data (the fixture tokenizer has the EXAONE-4 special tokens; ids and mask are judged
+# by tests/parity/check_chat.py, here the CLI around it) -------------------------------------------
+CHAT_TOK=$SRC/tests/parity/tokenizer/genesis-bpe.json
+chat=(--tokenizer "$CHAT_TOK" --format chat --name sft --license CC0-1.0 --source "data_cli.sh")
+cat >chat.jsonl <<'EOF2'
+{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who made the light?"}, {"role": "assistant", "content": "God."}]}
+
+{"messages": [{"role": "user", "content": "대한민국의 주권은?"}, {"role": "assistant", "content": "<think>\n제1조\n</think>\n\n국민에게 있다."}]}
+EOF2
+expect_ok "prepare chat" "2 documents" "EOS id 2;" "loss mask:" "are training targets" -- \
+  "$EXATRAIN" data prepare "${chat[@]}" --input chat.jsonl --output chat_ds
+expect_ok "verify chat" "chat_ds: ok:" -- "$EXATRAIN" data verify chat_ds
+expect_ok "info chat" 'input_format: "chat"' "has_loss_mask: true" 'chat_template: "exaone4"' "skipped_empty_documents: 1" \
+  "shard_format_version: 2" -- "$EXATRAIN" data info chat_ds
+printf '%s\n' '{"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "a"}]}' >chat_bad.jsonl
+expect_fail "chat: unknown role" "chat_bad.jsonl:1: message 2: unknown role 'robot'" "--skip-bad" -- \
+  "$EXATRAIN" data prepare "${chat[@]}" --input chat_bad.jsonl --output chat_out1
+printf '%s\n' '{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}' >chat_bad2.jsonl
+expect_fail "chat: missing content" "chat_bad2.jsonl:1: message 1 (user): no \"content\"" -- \
+  "$EXATRAIN" data prepare "${chat[@]}" --input chat_bad2.jsonl --output chat_out2
+expect_fail "chat: EOS other than [|endofturn|]" "chat conversations end with [|endofturn|]" "--eos '[|endofturn|]'" -- \
+  "$EXATRAIN" data prepare "${chat[@]}" --eos '[BOS]' --input chat.jsonl --output chat_out3
+expect_fail "chat: tokenizer without the EXAONE tokens" "chat data needs an EXAONE-4 tokenizer" "has no [|endofturn|]" -- \
+  "$EXATRAIN" data prepare --tokenizer "$TOK" --format chat --name x --license MIT --source s --input chat.jsonl --output chat_out4
+expect_fail "keep-reasoning without chat" "--keep-reasoning is for --format chat" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --keep-reasoning --input en.txt --output chat_out5
 
 if ((failures > 0)); then
   echo "$failures failure(s)"

@@ -2,7 +2,7 @@
 """Judge for communication accounting: the bytes handed to each collective in one training step
 (logged by rank 0 in metrics.jsonl as comm_bytes) must equal the analytical values.
 
-comm_bytes.py RUN_DIR --tp T --dp D --zero Z --micro-batch B --rows-per-rank R --seq-len S
+comm_bytes.py RUN_DIR --tp T --dp D --zero Z --micro-batch B --rows-per-rank R --seq-len S [--sp]
 Model shape comes from RUN/config.resolved.yaml. fp32 everywhere (4 bytes), no recomputation.
 Per step on one rank, with L layers, hidden H, head_dim Dh, M = R / B micro-batches:
   tp.all_reduce   = M * ((4L + 2) * B*S*H * 4 + 3 * B*S * 4) + 2L * Dh * 4
@@ -10,6 +10,12 @@ Per step on one rank, with L layers, hidden H, head_dim Dh, M = R / B micro-batc
                     each attention/MLP input and the lm_head input in backward; three [B*S]
                     reductions in the vocab-parallel cross-entropy; per step the q_norm and
                     k_norm gradient sums)
+  with sequence parallelism (--sp) the activation all-reduces become, per micro-batch,
+  tp.reduce_scatter = (4L + 2) * B*S*H * 4        (forward: the embedding and each attention/MLP
+                      output; backward: each attention/MLP input and the lm_head input)
+  tp.all_gather     = (4L + 2) * B*S/T*H * 4      (the mirror images, on sequence shards)
+  and tp.all_reduce keeps the cross-entropy's 3 * B*S * 4 per micro-batch plus, per step, the
+  norm gradients: q/k norms 2L * Dh * 4 and the sequence-split norms (2L + 1) * H * 4
   dp.all_reduce   = P_pad * 4                      (zero 0: the flat gradient bucket)
   dp.reduce_scatter = P_pad * 4, dp.all_gather = P_pad / D * 4   (zero 1)
   world.all_reduce = 16                            (global grad norm and mean loss, fp64)
@@ -40,6 +46,7 @@ def main():
     ap.add_argument("run")
     for k in ("tp", "dp", "zero", "micro_batch", "rows_per_rank", "seq_len"):
         ap.add_argument("--" + k.replace("_", "-"), type=int, required=True)
+    ap.add_argument("--sp", action="store_true", help="sequence parallelism")
     a = ap.parse_args()
     m = resolved(a.run)
     V, H, I, L = (int(m[k]) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_layers"))
@@ -53,8 +60,12 @@ def main():
     padded = -(-local // a.dp) * a.dp
     B, S, M = a.micro_batch, a.seq_len, a.rows_per_rank // a.micro_batch
     expected = {"world.all_reduce": 16}
-    if tp > 1:
+    if tp > 1 and not a.sp:
         expected["tp.all_reduce"] = M * ((4 * L + 2) * B * S * H * 4 + 3 * B * S * 4) + 2 * L * Dh * 4
+    if tp > 1 and a.sp:
+        expected["tp.reduce_scatter"] = M * (4 * L + 2) * B * S * H * 4
+        expected["tp.all_gather"] = M * (4 * L + 2) * B * (S // tp) * H * 4
+        expected["tp.all_reduce"] = M * 3 * B * S * 4 + 2 * L * Dh * 4 + (2 * L + 1) * H * 4
     if a.dp > 1 and a.zero == 0:
         expected["dp.all_reduce"] = padded * 4
     if a.dp > 1 and a.zero == 1:

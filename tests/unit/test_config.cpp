@@ -46,6 +46,66 @@ TEST(Config, ResolvedYamlRoundTrips) {
   EXPECT_EQ(resolved_yaml(load_run_config(again)), yaml);
 }
 
+TEST(Config, DatasetListAndLayerList) {
+  const auto dir = testing::TempDir();
+  const auto path = write_file("ds.yaml",
+                               "model: {preset: tiny}\n"
+                               "parallel: {pp: 2, pipeline_layers: [1, 3]}\n"
+                               "data:\n"
+                               "  tokenizer: tok.json\n"
+                               "  datasets:\n"
+                               "    - path: a\n"
+                               "      weight: 3\n"
+                               "      validation_sequences: 4\n"
+                               "    - {path: /abs/b, validation_fraction: 0.1}\n");
+  RunConfig c = load_run_config(path);
+  ASSERT_EQ(c.data.datasets.size(), 2u);
+  EXPECT_EQ(c.data.datasets[0].path, std::filesystem::path(dir + "/a").lexically_normal().string());
+  EXPECT_DOUBLE_EQ(c.data.datasets[0].weight, 3.0);
+  EXPECT_EQ(c.data.datasets[0].validation_sequences, 4);
+  EXPECT_EQ(c.data.datasets[1].path, "/abs/b");
+  EXPECT_DOUBLE_EQ(c.data.datasets[1].weight, 1.0);  // default
+  EXPECT_DOUBLE_EQ(c.data.datasets[1].validation_fraction, 0.1);
+  EXPECT_EQ(c.data.tokenizer, std::filesystem::path(dir + "/tok.json").lexically_normal().string());
+  EXPECT_EQ(c.parallel.pipeline_layers, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(c.locations.where("data.datasets[0].weight"), path + ":7:15: data.datasets[0].weight");
+  // The resolved config reads back to the same config.
+  const std::string yaml = resolved_yaml(c);
+  EXPECT_EQ(resolved_yaml(load_run_config(write_file("ds2.yaml", yaml))), yaml);
+}
+
+TEST(Config, DatasetListErrors) {
+  auto err = [](const std::string& name, const std::string& text) {
+    const auto p = write_file(name, "model: {preset: tiny}\n" + text);
+    return error_of([&] { load_run_config(p); });
+  };
+  EXPECT_NE(err("l1.yaml", "data: {datasets: [{path: a, wieght: 2}]}\n").find(
+                "unknown key 'data.datasets[0].wieght' (did you mean 'weight'?)"),
+            std::string::npos);
+  EXPECT_NE(err("l2.yaml", "data: {datasets: a}\n").find("data.datasets: expected a list of sections"),
+            std::string::npos);
+  EXPECT_NE(err("l3.yaml", "data: {datasets: [a]}\n").find("data.datasets[0]: expected a section"),
+            std::string::npos);
+  EXPECT_NE(err("l4.yaml", "data: {datasets: [{path: a, weight: 0}]}\n").find("data.datasets[0].weight: expected a number > 0"),
+            std::string::npos);
+  EXPECT_NE(err("l5.yaml", "data: {path: x.txt, datasets: [{path: a}]}\n").find("not both"), std::string::npos);
+  EXPECT_NE(err("l6.yaml", "data: {datasets: [{weight: 2}]}\n").find("data.datasets[0].path (default): is not set"),
+            std::string::npos);
+  EXPECT_NE(err("l7.yaml", "parallel: {pp: 2, pipeline_layers: [1, 2]}\n").find("1 + 2 = 3 layers, but the model has 4"),
+            std::string::npos);
+  EXPECT_NE(err("l8.yaml", "parallel: {pp: 3, pipeline_layers: [2, 2]}\n").find("lists 2 stages but pp is 3"),
+            std::string::npos);
+  EXPECT_NE(err("l9.yaml", "parallel: {pp: 2, pipeline_layers: [4, 0]}\n").find("pipeline_layers[1]: expected an integer >= 1, found 0"),
+            std::string::npos);
+  EXPECT_NE(err("l10.yaml", "parallel: {pp: 2, pipeline_layers: [2, two]}\n").find("pipeline_layers[1]: expected an integer, found 'two'"),
+            std::string::npos);
+  EXPECT_NE(err("l11.yaml", "parallel: {tp: 2, sequence_parallel: true}\ntrain: {seq_len: 63}\n").find(
+                "63 is not divisible by tp (2)"),
+            std::string::npos);
+  EXPECT_NE(err("l12.yaml", "data: {path: x.txt}\ntrain: {eval_every: 5}\n").find("validation needs data.datasets"),
+            std::string::npos);
+}
+
 TEST(Config, UnknownKeySuggestsClosest) {
   const auto path = write_file("typo.yaml", "model: {preset: tiny}\ntrain:\n  stpes: 5\n");
   const std::string msg = error_of([&] { load_run_config(path); });

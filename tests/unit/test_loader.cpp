@@ -13,22 +13,12 @@
 #include "data/shards/prepare.h"
 #include "data/shards/testing.h"
 #include "trainer/core/error.h"
+#include "tests/unit/expect_error.h"
 
 namespace exatrain {
 namespace {
 
 using testing::TempDir;
-
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what() << "\nmissing: " << p;
-  }
-}
 
 // A prepared dataset and the token stream it must hold, computed without the library.
 struct Reference {

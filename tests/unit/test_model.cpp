@@ -146,6 +146,42 @@ TEST(Model, Bf16AutocastCloseToFp32) {
   EXPECT_NEAR(causal_lm_loss(logits, ids).item<float>(), fp32, 2e-2);
 }
 
+TEST(Model, WeightedLossIsTheMaskedMean) {
+  // weights = mask / count: the loss is the mean cross-entropy over the masked positions only.
+  at::manual_seed(3);
+  at::Tensor logits = at::randn({2, 5, 11});
+  at::Tensor targets = at::randint(0, 11, {2, 5}, at::kLong);
+  at::Tensor mask = at::tensor({1, 1, 0, 0, 1, 0, 0, 1, 1, 0}, at::kFloat).view({2, 5});
+  const double got = token_cross_entropy(logits, targets, mask / mask.sum()).item<double>();
+  double want = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 5; ++t)
+      if (mask[b][t].item<float>() > 0) {
+        at::Tensor row = logits[b][t];
+        want += (at::logsumexp(row, 0) - row[targets[b][t].item<int64_t>()]).item<double>();
+      }
+  EXPECT_NEAR(got, want / 5.0, 1e-6);
+  // All ones: the plain mean.
+  at::Tensor ones = at::ones({2, 5}) / 10.0;
+  EXPECT_NEAR(token_cross_entropy(logits, targets, ones).item<double>(),
+              token_cross_entropy(logits, targets).item<double>(), 1e-6);
+}
+
+TEST(Model, ExplicitPipelineLayers) {
+  const std::vector<int64_t> split{1, 3, 2};
+  const PipelineStage s0 = pipeline_stage(split, 0), s1 = pipeline_stage(split, 1), s2 = pipeline_stage(split, 2);
+  EXPECT_EQ(s0.first_layer, 0);
+  EXPECT_EQ(s0.end_layer, 1);
+  EXPECT_TRUE(s0.first);
+  EXPECT_FALSE(s0.last);
+  EXPECT_EQ(s1.first_layer, 1);
+  EXPECT_EQ(s1.end_layer, 4);
+  EXPECT_FALSE(s1.first || s1.last);
+  EXPECT_EQ(s2.first_layer, 4);
+  EXPECT_EQ(s2.end_layer, 6);
+  EXPECT_TRUE(s2.last);
+}
+
 TEST(Model, MetaDeviceAllocatesNothing) {
   ModelConfig c = tiny_config();
   c.vocab_size = 102400;

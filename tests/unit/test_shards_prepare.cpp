@@ -16,23 +16,13 @@
 #include "data/shards/token_dataset.h"
 #include "data/shards/verify.h"
 #include "trainer/core/error.h"
+#include "tests/unit/expect_error.h"
 
 namespace exatrain {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::TempDir;
-
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what() << "\nmissing: " << p;
-  }
-}
 
 // The documents of a byte-tokenized dataset, read back through the shards: each document's
 // bytes, without its EOS (checked to be there).

@@ -1,7 +1,7 @@
-// exatrain data prepare --tokenizer T --input FILES... --format text|lines|jsonl [--field F]
+// exatrain data prepare --tokenizer T --input FILES... --format text|lines|jsonl|chat [--field F]
 //                       --output DIR --name NAME --license SPDX --source TEXT [--eos TOKEN]
 //                       [--shard-tokens N] [--threads N] [--skip-bad] [--invalid-utf8 P]
-//                       [--max-document-bytes N]
+//                       [--max-document-bytes N] [--keep-reasoning]
 // exatrain data verify DIR [--tokenizer T | --tokenizer-sha256 HEX] [--threads N]
 // exatrain data info DIR
 // exatrain data bench DIR... [--seq-len T] [--batch B] [--dp N] [--batches K]
@@ -10,6 +10,7 @@
 // data/shards (no protobuf and no spdlog in the headers it includes: this file is compiled
 // next to LibTorch's own copies of both).
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "data/chat/chat_template.h"
 #include "data/shards/loader_bench.h"
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
@@ -45,9 +47,11 @@ struct DataOptions {
   LoaderBenchOptions bench;
 };
 
-// The end-of-document token: --eos, else tokenizer_config.json's eos_token next to the tokenizer.
+// The end-of-document token: --eos, else [|endofturn|] for chat data (the EXAONE-4 template ends
+// every turn with it), else tokenizer_config.json's eos_token next to the tokenizer.
 std::string eos_token_name(const DataOptions& o) {
   if (!o.eos.empty()) return o.eos;
+  if (o.format == "chat") return kChatEndOfTurn;
   const fs::path config = fs::path(o.tokenizer).parent_path() / "tokenizer_config.json";
   if (fs::exists(config)) {
     std::ifstream in(config);
@@ -66,6 +70,9 @@ TokenizerInfo load_tokenizer(const DataOptions& o) {
   auto tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_file(o.tokenizer));
   const std::string eos = eos_token_name(o);
   const auto eos_id = tokenizer->token_to_id(eos);
+  if (!eos_id && o.format == "chat" && o.eos.empty())
+    fail("prepare: chat data needs an EXAONE-4 tokenizer, with the special tokens {}; '{}' has no {}",
+         fmt::join(chat_special_tokens(), " "), o.tokenizer, kChatEndOfTurn);
   if (!eos_id) fail("prepare: the EOS token '{}' is not in the vocabulary of '{}'", eos, o.tokenizer);
   TokenizerInfo info;
   info.sha256 = tokenizer->content_sha256();
@@ -88,7 +95,10 @@ TokenizerInfo load_tokenizer(const DataOptions& o) {
 
 void run_prepare(DataOptions& o) {
   PrepareOptions& p = o.prepare;
-  p.format = o.format == "jsonl" ? InputFormat::Jsonl : o.format == "lines" ? InputFormat::Lines : InputFormat::Text;
+  p.format = o.format == "jsonl"   ? InputFormat::Jsonl
+             : o.format == "chat"  ? InputFormat::Chat
+             : o.format == "lines" ? InputFormat::Lines
+                                   : InputFormat::Text;
   p.invalid_utf8 = o.invalid_utf8 == "skip"    ? InvalidUtf8Policy::Skip
                    : o.invalid_utf8 == "error" ? InvalidUtf8Policy::Error
                                                : InvalidUtf8Policy::Replace;
@@ -99,6 +109,9 @@ void run_prepare(DataOptions& o) {
               p.output_dir.c_str(), static_cast<unsigned long long>(m.total_documents),
               static_cast<unsigned long long>(m.total_tokens), m.shards.size(), dtype_name(m.dtype), m.eos_id,
               m.tokenizer_sha256.c_str(), p.output_dir.c_str(), kManifestFile);
+  if (m.has_loss_mask)
+    std::printf("%s: loss mask: %llu of %llu tokens are training targets (assistant tokens)\n", p.output_dir.c_str(),
+                static_cast<unsigned long long>(m.loss_mask_tokens), static_cast<unsigned long long>(m.total_tokens));
 }
 
 void run_verify(const DataOptions& o) {
@@ -126,18 +139,23 @@ void register_data_command(CLI::App& app) {
   prepare->add_option("--tokenizer", o.tokenizer, "tokenizer.json")->required()->check(CLI::ExistingFile);
   prepare->add_option("--input", o.prepare.inputs, "input files")->required()->expected(1, -1);
   prepare->add_option("--format", o.format,
-                      "text: blank-line separated paragraphs; lines: one document per line; jsonl: one JSON object per line")
-      ->check(CLI::IsMember({"text", "lines", "jsonl"}));
+                      "text: blank-line separated paragraphs; lines: one document per line; jsonl: one JSON object per line; "
+                      "chat: one {\"messages\": [...]} conversation per line, EXAONE-4 template, loss mask on the assistant")
+      ->check(CLI::IsMember({"text", "lines", "jsonl", "chat"}));
   prepare->add_option("--field", o.prepare.jsonl_field, "jsonl: the string field with the text")->default_val("text");
   prepare->add_option("--output", o.prepare.output_dir, "dataset directory (new or empty)")->required();
   prepare->add_option("--name", o.prepare.name, "dataset name")->required();
   prepare->add_option("--license", o.prepare.license, "SPDX license expression of the text, e.g. CC0-1.0")->required();
   prepare->add_option("--source", o.prepare.source, "where the text came from")->required();
-  prepare->add_option("--eos", o.eos, "end-of-document token (default: eos_token of tokenizer_config.json next to it)");
+  prepare->add_option("--eos", o.eos,
+                      "end-of-document token (default: [|endofturn|] for chat, else eos_token of tokenizer_config.json next to it)");
+  prepare->add_flag("--keep-reasoning", o.prepare.chat_keep_reasoning,
+                    "chat: keep the last assistant message's reasoning (<think>...</think>; the template's skip_think=false)");
   prepare->add_option("--shard-tokens", o.prepare.shard_tokens, "tokens per shard")
       ->default_val(o.prepare.shard_tokens)->check(CLI::PositiveNumber);
   prepare->add_option("--threads", o.threads, "encoding threads (0: all cores)")->check(CLI::NonNegativeNumber);
-  prepare->add_flag("--skip-bad", o.prepare.skip_bad, "skip and count malformed JSONL lines and oversized documents");
+  prepare->add_flag("--skip-bad", o.prepare.skip_bad,
+                    "skip and count malformed JSONL lines (chat: also bad conversations) and oversized documents");
   prepare->add_option("--invalid-utf8", o.invalid_utf8, "documents with invalid UTF-8: replace (U+FFFD), skip, or error")
       ->check(CLI::IsMember({"replace", "skip", "error"}));
   prepare->add_option("--max-document-bytes", o.prepare.max_document_bytes, "longest document accepted")

@@ -99,6 +99,37 @@ void RunConfig::validate() const {
   if (model.num_heads % parallel.tp != 0)
     config_error(locations, "parallel.tp",
                  fmt::format("num_heads ({}) is not divisible by tp ({})", model.num_heads, parallel.tp));
+  if (parallel.sequence_parallel && train.seq_len % parallel.tp != 0)
+    config_error2(locations, "train.seq_len", "parallel.sequence_parallel",
+                  fmt::format("{} is not divisible by tp ({}): sequence parallelism splits the sequence over TP",
+                              train.seq_len, parallel.tp));
+  if (!parallel.pipeline_layers.empty()) {
+    int64_t sum = 0;
+    std::string parts;
+    for (int64_t n : parallel.pipeline_layers) sum += n, parts += (parts.empty() ? "" : " + ") + std::to_string(n);
+    if (static_cast<int64_t>(parallel.pipeline_layers.size()) != parallel.pp)
+      config_error2(locations, "parallel.pipeline_layers", "parallel.pp",
+                    fmt::format("lists {} stages but pp is {}; give one layer count per stage",
+                                parallel.pipeline_layers.size(), parallel.pp));
+    if (sum != model.num_layers)
+      config_error2(locations, "parallel.pipeline_layers", "model.num_layers",
+                    fmt::format("{} = {} layers, but the model has {}", parts, sum, model.num_layers));
+  }
+  if (!data.datasets.empty() && !data.path.empty())
+    config_error2(locations, "data.path", "data.datasets",
+                  "give either data.datasets (prepared shards) or data.path (one raw file), not both");
+  for (size_t i = 0; i < data.datasets.size(); ++i) {
+    const auto& d = data.datasets[i];
+    const std::string key = fmt::format("data.datasets[{}]", i);
+    if (d.path.empty()) config_error(locations, key + ".path", "is not set: name a prepared dataset directory");
+    if (d.validation_sequences > 0 && d.validation_fraction > 0)
+      config_error2(locations, key + ".validation_sequences", key + ".validation_fraction",
+                    "set one of validation_sequences and validation_fraction, not both");
+  }
+  if (train.eval_every > 0 && data.datasets.empty())
+    config_error2(locations, "train.eval_every", "data.path",
+                  "validation needs data.datasets with a validation split (validation_sequences or "
+                  "validation_fraction)");
 }
 
 std::vector<std::string> preset_names() {
@@ -174,14 +205,19 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   config.visit(reader);
   reader.finish();
   config.validate();
-  // A relative data.path is relative to the file that wrote it (from --set: to the working
+  // A relative data path is relative to the file that wrote it (from --set: to the working
   // directory); stored absolute so that config.resolved.yaml works from anywhere.
-  if (!config.data.path.empty()) {
-    fs::path p(config.data.path);
-    const SourceLoc* loc = config.locations.find("data.path");
+  auto absolute = [&](std::string& path, const std::string& key) {
+    if (path.empty()) return;
+    fs::path p(path);
+    const SourceLoc* loc = config.locations.find(key);
     if (p.is_relative() && loc && !loc->origin.starts_with("--set")) p = fs::path(loc->origin).parent_path() / p;
-    config.data.path = fs::absolute(p).lexically_normal().string();
-  }
+    path = fs::absolute(p).lexically_normal().string();
+  };
+  absolute(config.data.path, "data.path");
+  absolute(config.data.tokenizer, "data.tokenizer");
+  for (size_t i = 0; i < config.data.datasets.size(); ++i)
+    absolute(config.data.datasets[i].path, fmt::format("data.datasets[{}].path", i));
   return config;
 }
 

@@ -93,11 +93,17 @@ struct ModelConfig {
 struct ParallelConfig {
   int64_t tp = 1, pp = 1, dp = 0;
   int64_t zero = 0;
+  bool sequence_parallel = false;
+  std::vector<int64_t> pipeline_layers;  // layers per stage; empty: even split
   double timeout_s = 300;
   template <class V>
   void visit(V& v) {
     v.field("tp", tp, "tensor-parallel ranks (within a node)", Bounds::at_least(1));
+    v.field("sequence_parallel", sequence_parallel,
+            "split norms and residuals along the sequence over TP (all-gather/reduce-scatter)");
     v.field("pp", pp, "pipeline stages", Bounds::at_least(1));
+    v.field("pipeline_layers", pipeline_layers, "decoder layers per stage, first to last; [] = even split",
+            Bounds::at_least(1));
     v.field("dp", dp, "data-parallel replicas; 0 = auto (world / (tp * pp))", Bounds::at_least(0));
     v.field("zero", zero, "0: DP all-reduce; 1: ZeRO-1 (optimizer state partitioned over DP)", Bounds::between(0, 1));
     v.field("timeout_s", timeout_s, "a collective slower than this aborts the job", Bounds::above(0));
@@ -105,6 +111,7 @@ struct ParallelConfig {
 };
 
 enum class Precision { FP32, BF16 };
+enum class DeviceKind { Auto, Cpu, Cuda };
 enum class Recompute { None, Full };
 
 struct TrainConfig {
@@ -116,6 +123,9 @@ struct TrainConfig {
   Precision precision = Precision::FP32;
   Recompute recompute = Recompute::None;
   int64_t threads = 0;  // 0: all cores
+  DeviceKind device = DeviceKind::Auto;
+  int64_t eval_every = 0;    // validation loss every N steps; 0: never
+  int64_t eval_batches = 0;  // validation batches per dataset; 0: all
   template <class V>
   void visit(V& v) {
     v.field("steps", steps, "optimizer steps", Bounds::at_least(1));
@@ -128,6 +138,12 @@ struct TrainConfig {
     v.choice("recompute", recompute, ChoiceNames<Recompute>{{"none", Recompute::None}, {"full", Recompute::Full}},
              "activation recomputation per decoder layer");
     v.field("threads", threads, "compute threads; 0 = all cores", Bounds::at_least(0));
+    v.choice("device", device,
+             ChoiceNames<DeviceKind>{{"auto", DeviceKind::Auto}, {"cpu", DeviceKind::Cpu}, {"cuda", DeviceKind::Cuda}},
+             "auto: a GPU per rank (node-local rank) if CUDA devices exist, else the CPU");
+    v.field("eval_every", eval_every, "validation loss every N steps (data.datasets); 0 = never", Bounds::at_least(0));
+    v.field("eval_batches", eval_batches, "validation batches per dataset and evaluation; 0 = all",
+            Bounds::at_least(0));
   }
 };
 
@@ -171,14 +187,37 @@ struct ScheduleConfig {
 
 enum class DataFormat { Text, Tokens };
 
+// One prepared dataset (`exatrain data prepare`) in the training blend.
+struct DatasetConfig {
+  std::string path;
+  double weight = 1.0;
+  int64_t validation_sequences = 0;
+  double validation_fraction = 0;
+  template <class V>
+  void visit(V& v) {
+    v.field("path", path, "a prepared dataset directory (relative paths: from the config file)");
+    v.field("weight", weight, "relative share of the training sequences", Bounds::above(0));
+    v.field("validation_sequences", validation_sequences, "hold out this dataset's last N sequences",
+            Bounds::at_least(0));
+    v.field("validation_fraction", validation_fraction, "or hold out this fraction of them", Bounds::between(0, 0.5));
+  }
+};
+
+// Either prepared datasets (the streaming loader) or one raw file (quick experiments).
 struct DataConfig {
+  std::vector<DatasetConfig> datasets;
+  std::string tokenizer;
+  int64_t prefetch = 4;
   std::string path;
   DataFormat format = DataFormat::Text;
   template <class V>
   void visit(V& v) {
-    v.field("path", path, "training data file (relative paths: from the config file)");
+    v.list("datasets", datasets, "prepared datasets, blended by weight (or data.path for one raw file)");
+    v.field("tokenizer", tokenizer, "the run's tokenizer.json: datasets must have been made with it; used for samples");
+    v.field("prefetch", prefetch, "batches the loader thread prepares ahead; 0 = none", Bounds::at_least(0));
+    v.field("path", path, "one raw training file instead of datasets (relative paths: from the config file)");
     v.choice("format", format, ChoiceNames<DataFormat>{{"text", DataFormat::Text}, {"tokens", DataFormat::Tokens}},
-             "text: UTF-8 read as bytes (ids 0-255); tokens: uint32 little-endian ids");
+             "data.path: text = UTF-8 read as bytes (ids 0-255); tokens = uint32 little-endian ids");
   }
 };
 

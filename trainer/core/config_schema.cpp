@@ -129,6 +129,28 @@ void ConfigReader::field(const char* name, std::vector<std::string>& value, cons
   }
 }
 
+void ConfigReader::field(const char* name, std::vector<int64_t>& value, const char*, Bounds bounds) {
+  const ConfigNode* n = take(name);
+  if (!n) return;
+  value.clear();
+  if (n->kind == ConfigNode::Kind::Null) return;
+  const std::string expected = "a list of integers " + bounds.describe();
+  if (n->kind != ConfigNode::Kind::Sequence)
+    fail("{}: {}: expected {} (e.g. [3, 4, 4, 3]), found {}", n->loc.str(), child_path(name), expected, n->kind_name());
+  for (size_t i = 0; i < n->items.size(); ++i) {
+    const ConfigNode& item = n->items[i];
+    errno = 0;
+    char* end = nullptr;
+    const long long v = item.kind == ConfigNode::Kind::Scalar ? std::strtoll(item.scalar.c_str(), &end, 10) : 0;
+    if (item.kind != ConfigNode::Kind::Scalar || item.quoted || item.scalar.empty() || *end != '\0' || errno == ERANGE)
+      fail("{}: {}[{}]: expected an integer, found {}", item.loc.str(), child_path(name), i,
+           item.kind == ConfigNode::Kind::Scalar ? "'" + item.scalar + "'" : std::string(item.kind_name()));
+    if (!bounds.contains(static_cast<double>(v)))
+      fail("{}: {}[{}]: expected an integer {}, found {}", item.loc.str(), child_path(name), i, bounds.describe(), v);
+    value.push_back(v);
+  }
+}
+
 void ConfigReader::finish() {
   if (!node_) return;
   for (const auto& e : node_->entries) {
@@ -175,6 +197,18 @@ void ConfigWriter::field(const char* name, const std::vector<std::string>& v, co
   node.set(name, n, SourceLoc{});
 }
 
+void ConfigWriter::field(const char* name, const std::vector<int64_t>& v, const char*, Bounds) {
+  ConfigNode n;
+  n.kind = ConfigNode::Kind::Sequence;
+  for (int64_t x : v) {
+    ConfigNode item;
+    item.kind = ConfigNode::Kind::Scalar;
+    item.scalar = std::to_string(x);
+    n.items.push_back(item);
+  }
+  node.set(name, n, SourceLoc{});
+}
+
 void ConfigDocWriter::add(const char* name, const std::string& type, const std::string& current, const char* doc) {
   lines.push_back(fmt::format("{:<42} {:<30} {:<12} {}", prefix_ + name, type, current, doc));
 }
@@ -190,6 +224,9 @@ void ConfigDocWriter::field(const char* name, const std::string& v, const char* 
 }
 void ConfigDocWriter::field(const char* name, const std::vector<std::string>& v, const char* doc) {
   add(name, "list of strings", v.empty() ? "[]" : fmt::format("[{} items]", v.size()), doc);
+}
+void ConfigDocWriter::field(const char* name, const std::vector<int64_t>& v, const char* doc, Bounds b) {
+  add(name, "list of int " + b.describe(), v.empty() ? "[]" : fmt::format("[{} items]", v.size()), doc);
 }
 
 }  // namespace exatrain

@@ -4,6 +4,7 @@
 //     v.field("lr", lr, "peak learning rate", Bounds::above(0));
 //     v.choice("precision", precision, kPrecisionNames, "compute precision");
 //     v.section("rope_scaling", rope_scaling, "RoPE frequency scaling");
+//     v.list("datasets", datasets, "training datasets");   // a list of sections
 //   }
 //
 // ConfigReader walks that description over a ConfigNode (type checks, bounds, unknown keys with
@@ -67,6 +68,7 @@ class ConfigReader {
   void field(const char* name, bool& value, const char* doc);
   void field(const char* name, std::string& value, const char* doc);
   void field(const char* name, std::vector<std::string>& value, const char* doc);
+  void field(const char* name, std::vector<int64_t>& value, const char* doc, Bounds bounds = {});
 
   template <class E>
   void choice(const char* name, E& value, const ChoiceNames<E>& names, const char* doc) {
@@ -99,6 +101,30 @@ class ConfigReader {
     nested.finish();
   }
 
+  // A list of sections ("- path: a\n  weight: 2"); item i's keys are reported as name[i].key.
+  template <class S>
+  void list(const char* name, std::vector<S>& value, const char* doc) {
+    (void)doc;
+    const ConfigNode* n = take(name);
+    if (!n) return;
+    value.clear();
+    if (n->kind == ConfigNode::Kind::Null) return;
+    if (n->kind != ConfigNode::Kind::Sequence)
+      fail("{}: {}: expected a list of sections (lines starting with '- key: value'), found {}", n->loc.str(),
+           child_path(name), n->kind_name());
+    for (size_t i = 0; i < n->items.size(); ++i) {
+      const ConfigNode& item = n->items[i];
+      const std::string path = fmt::format("{}[{}]", child_path(name), i);
+      if (!item.is_map())
+        fail("{}: {}: expected a section (a mapping of keys), found {}", item.loc.str(), path, item.kind_name());
+      S s;
+      ConfigReader nested(&item, path, locs_);
+      s.visit(nested);
+      nested.finish();
+      value.push_back(std::move(s));
+    }
+  }
+
   // Every key in the mapping must have been read by now; reports the first unknown one.
   void finish();
 
@@ -129,6 +155,7 @@ class ConfigWriter {
   void field(const char* name, const bool& v, const char*);
   void field(const char* name, const std::string& v, const char*);
   void field(const char* name, const std::vector<std::string>& v, const char*);
+  void field(const char* name, const std::vector<int64_t>& v, const char*, Bounds = {});
   template <class E>
   void choice(const char* name, const E& value, const ChoiceNames<E>& names, const char*) {
     for (const auto& [label, v] : names)
@@ -140,6 +167,17 @@ class ConfigWriter {
     ConfigWriter nested;
     const_cast<S&>(value).visit(nested);
     node.set(name, nested.node, SourceLoc{});
+  }
+  template <class S>
+  void list(const char* name, const std::vector<S>& value, const char*) {
+    ConfigNode seq;
+    seq.kind = ConfigNode::Kind::Sequence;
+    for (const S& item : value) {
+      ConfigWriter nested;
+      const_cast<S&>(item).visit(nested);
+      seq.items.push_back(nested.node);
+    }
+    node.set(name, seq, SourceLoc{});
   }
 
  private:
@@ -157,6 +195,7 @@ class ConfigDocWriter {
   void field(const char* name, const bool& v, const char* doc);
   void field(const char* name, const std::string& v, const char* doc);
   void field(const char* name, const std::vector<std::string>& v, const char* doc);
+  void field(const char* name, const std::vector<int64_t>& v, const char* doc, Bounds b = {});
   template <class E>
   void choice(const char* name, const E& value, const ChoiceNames<E>& names, const char* doc) {
     std::string labels, current;
@@ -170,6 +209,15 @@ class ConfigDocWriter {
   void section(const char* name, const S& value, const char*) {
     ConfigDocWriter nested(prefix_ + name + ".");
     const_cast<S&>(value).visit(nested);
+    lines.insert(lines.end(), nested.lines.begin(), nested.lines.end());
+  }
+  // "data.datasets  list of sections", then each key of one item as "data.datasets[].path".
+  template <class S>
+  void list(const char* name, const std::vector<S>&, const char* doc) {
+    add(name, "list of sections", "[]", doc);
+    ConfigDocWriter nested(prefix_ + name + "[].");
+    S item;
+    item.visit(nested);
     lines.insert(lines.end(), nested.lines.begin(), nested.lines.end());
   }
 

@@ -28,8 +28,11 @@ at::Tensor attention_mask(int64_t seq_len, int64_t window, const at::Device& dev
   return allowed;  // [seq, seq]
 }
 
-at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
+  const at::Tensor flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
+  if (!weights.defined()) return at::cross_entropy_loss(flat, targets.reshape({-1}));
+  const at::Tensor each = at::cross_entropy_loss(flat, targets.reshape({-1}), {}, at::Reduction::None);
+  return (each * weights.reshape({-1}).to(at::kFloat)).sum();
 }
 
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
@@ -46,10 +49,21 @@ PipelineStage pipeline_stage(int64_t layers, int stages, int stage) {
   return s;
 }
 
+PipelineStage pipeline_stage(const std::vector<int64_t>& layers_per_stage, int stage) {
+  PipelineStage s;
+  s.first_layer = 0;
+  for (int i = 0; i < stage; ++i) s.first_layer += layers_per_stage[static_cast<size_t>(i)];
+  s.end_layer = s.first_layer + layers_per_stage[static_cast<size_t>(stage)];
+  s.first = stage == 0;
+  s.last = stage + 1 == static_cast<int>(layers_per_stage.size());
+  return s;
+}
+
 Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups,
                            PipelineStage stage)
     : config_(std::move(config)), groups_(groups), stage_(stage), layer_kinds_(config_.layer_kinds()) {
   if (stage_.end_layer < 0) stage_.end_layer = config_.num_layers;
+  device_ = options.device();
   for (auto& spec : build_param_specs(config_)) {  // this stage's parameters, in model order
     const bool mine = spec.kind == ParamKind::Embedding ? stage_.first || (stage_.last && config_.tie_embeddings)
                       : spec.layer < 0 || spec.layer >= config_.num_layers
@@ -105,8 +119,10 @@ void Exaone4Model::set_requires_grad(bool requires_grad) {
 
 at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
 
-Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device) const {
+Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device,
+                                                        bool sequence_parallel) const {
   LayerContext ctx;
+  ctx.sequence_parallel = sequence_parallel && tp_size_ > 1;
   ctx.rope = rope_tables(inv_freq_, seq_len);
   // A window at least as long as the sequence is plain causal attention.
   if (config_.sliding_window > 0 && config_.sliding_window < seq_len)
@@ -116,9 +132,9 @@ Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at:
 
 at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at::Tensor& x,
                                    const LayerContext& ctx) const {
-  const int64_t B = x.size(0), T = x.size(1), D = config_.resolved_head_dim();
+  const at::Tensor xt = enter_tp(x, ctx.sequence_parallel);  // [B, T, H]
+  const int64_t B = xt.size(0), T = xt.size(1), D = config_.resolved_head_dim();
   const int64_t nh = heads_, nkv = kv_heads_;  // this rank's heads
-  const at::Tensor xt = groups_.tp ? copy_to_tp(x, *groups_.tp) : x;
   const double eps = config_.rms_norm_eps;
   at::Tensor q = at::linear(xt, p.q_proj).view({B, T, nh, D}).transpose(1, 2);  // [B, nh/tp, T, D]
   at::Tensor k = at::linear(xt, p.k_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
@@ -142,16 +158,26 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale, /*enable_gqa=*/true);
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
-  return groups_.tp ? reduce_from_tp(out, *groups_.tp) : out;
+  return leave_tp(out, ctx.sequence_parallel);
+}
+
+at::Tensor Exaone4Model::enter_tp(const at::Tensor& x, bool sequence_parallel) const {
+  if (!groups_.tp) return x;
+  return sequence_parallel ? gather_from_sp(x, *groups_.tp, 1) : copy_to_tp(x, *groups_.tp);
+}
+
+at::Tensor Exaone4Model::leave_tp(const at::Tensor& x, bool sequence_parallel) const {
+  if (!groups_.tp) return x;
+  return sequence_parallel ? reduce_scatter_to_sp(x, *groups_.tp, 1) : reduce_from_tp(x, *groups_.tp);
 }
 
 at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const {
   const LayerParams& p = layers_[static_cast<size_t>(layer - stage_.first_layer)];
   const double eps = config_.rms_norm_eps;
   at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
-  const at::Tensor ht = groups_.tp ? copy_to_tp(h, *groups_.tp) : h;
+  const at::Tensor ht = enter_tp(h, ctx.sequence_parallel);
   at::Tensor mlp = at::linear(at::silu(at::linear(ht, p.gate_proj)) * at::linear(ht, p.up_proj), p.down_proj);
-  if (groups_.tp) mlp = reduce_from_tp(mlp, *groups_.tp);
+  mlp = leave_tp(mlp, ctx.sequence_parallel);
   return h + rms_norm(mlp, p.post_feedforward_norm, eps);
 }
 
@@ -162,13 +188,14 @@ namespace {
 // directly into the (leaf) parameters, so only the input's gradient is returned.
 struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
-                            int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask) {
+                            int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask, bool sequence_parallel) {
     const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
     ctx->save_for_backward({x, cos, sin, mask});
     ctx->saved_data["model"] = model_address;
     ctx->saved_data["layer"] = layer;
+    ctx->saved_data["sp"] = sequence_parallel;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, mask};
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, mask, sequence_parallel};
     return model->layer_forward(layer, x, lc);
   }
 
@@ -184,36 +211,41 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, saved[3]};
+      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, saved[3], ctx->saved_data["sp"].toBool()};
       y = model->layer_forward(layer, x, lc);
     }
     at::autocast::set_autocast_enabled(device, was_autocast);
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute) const {
+at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, bool sequence_parallel) const {
   if (stage_.first) EXATRAIN_CHECK(input.dim() == 2, "token ids must be [batch, seq], got {} dimensions", input.dim());
-  const LayerContext ctx = make_context(input.size(1), input.device());
-  at::Tensor h = stage_.first ? embed(input) : input;  // [B, T, H]
+  const bool sp = sequence_parallel && tp_size_ > 1;
+  const int64_t seq_len = input.size(1) * (sp && !stage_.first ? tp_size_ : 1);
+  EXATRAIN_CHECK(!sp || seq_len % tp_size_ == 0, "sequence parallelism: sequence length {} is not divisible by tp {}",
+                 seq_len, tp_size_);
+  const LayerContext ctx = make_context(seq_len, input.device(), sp);
+  at::Tensor h = stage_.first ? embed(input, sp) : input;  // [B, T, H], or [B, T / tp, H] with sp
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     if (recompute && at::GradMode::is_enabled())
-      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask);
+      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask,
+                                 sp);
     else
       h = layer_forward(l, h, ctx);
   }
   if (!stage_.last) return h;
   h = rms_norm(h, final_norm_, config_.rms_norm_eps);
-  if (groups_.tp) h = copy_to_tp(h, *groups_.tp);
-  return at::linear(h, lm_head_);  // [B, T, vocab/tp]
+  return at::linear(enter_tp(h, sp), lm_head_);  // [B, T, vocab/tp]
 }
 
 // Vocab-parallel embedding: each rank looks up the ids in its rows, zeroes the others, and the
-// all-reduce assembles the full embedding.
-at::Tensor Exaone4Model::embed(const at::Tensor& ids) const {
+// all-reduce (with sequence parallelism: reduce-scatter over the sequence) assembles the full
+// embedding.
+at::Tensor Exaone4Model::embed(const at::Tensor& ids, bool sequence_parallel) const {
   if (tp_size_ == 1) return at::embedding(embed_, ids, config_.pad_token_id);
   at::Tensor local = ids - vocab_start_;
   at::Tensor mine = (local >= 0).logical_and(local < vocab_local_);
@@ -221,7 +253,7 @@ at::Tensor Exaone4Model::embed(const at::Tensor& ids) const {
   const int64_t pad = config_.pad_token_id - vocab_start_;
   at::Tensor h = at::embedding(embed_, local, pad >= 0 && pad < vocab_local_ ? pad : -1);
   h = h * mine.unsqueeze(-1).to(h.scalar_type());
-  return reduce_from_tp(h, *groups_.tp);
+  return leave_tp(h, sequence_parallel);
 }
 
 at::Tensor Exaone4Model::forward(const at::Tensor& ids, bool recompute) const {
@@ -239,10 +271,12 @@ at::Tensor Exaone4Model::loss(const at::Tensor& inputs, const at::Tensor& target
   return loss_from_logits(forward(inputs, recompute), targets);
 }
 
-at::Tensor Exaone4Model::loss_from_logits(const at::Tensor& logits, const at::Tensor& targets) const {
-  if (tp_size_ == 1) return token_cross_entropy(logits, targets);
-  return vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), vocab_start_,
-                                      *groups_.tp);
+at::Tensor Exaone4Model::loss_from_logits(const at::Tensor& logits, const at::Tensor& targets,
+                                          const at::Tensor& weights) const {
+  if (tp_size_ == 1) return token_cross_entropy(logits, targets, weights);
+  const at::Tensor each = vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
+                                                       vocab_start_, *groups_.tp);
+  return weights.defined() ? (each * weights.reshape({-1}).to(at::kFloat)).sum() : each.mean();
 }
 
 at::Tensor Exaone4Model::gather_param(size_t i) const {

@@ -33,8 +33,8 @@ inline int64_t kv_head_of(int64_t query_head, int64_t num_heads, int64_t num_kv_
 }
 
 // Mean cross-entropy over all positions: logits [batch, seq, vocab], targets [batch, seq].
-// Computed in fp32.
-at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
+// Computed in fp32. With `weights` [batch, seq]: sum over positions of weight x cross-entropy.
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights = {});
 // The causal-LM objective on one sequence set: logits[:, t] predicts ids[:, t + 1]
 // (as transformers' ForCausalLMLoss with labels = input ids).
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids);
@@ -56,6 +56,9 @@ struct PipelineStage {
 };
 // Even split of `layers` over `stages` (earlier stages take the remainder).
 PipelineStage pipeline_stage(int64_t layers, int stages, int stage);
+// An explicit split: `layers_per_stage[s]` decoder layers on stage s (e.g. lighter first and
+// last stages, which also hold the embedding and the lm_head).
+PipelineStage pipeline_stage(const std::vector<int64_t>& layers_per_stage, int stage);
 
 class Exaone4Model {
  public:
@@ -73,12 +76,16 @@ class Exaone4Model {
   const std::vector<ShardSlice>& shards() const { return shards_; }
   const TensorParallelGroups& groups() const { return groups_; }
   int tp_size() const { return tp_size_; }
+  at::Device device() const { return device_; }
   const PipelineStage& stage() const { return stage_; }
   // The stage's computation: ids (first stage) or the previous stage's hidden states
   // [batch, seq, hidden] -> hidden states, or local logits [batch, seq, vocab/tp] on the last.
-  at::Tensor stage_forward(const at::Tensor& input, bool recompute = false) const;
-  // The loss from this stage's logits (last stage).
-  at::Tensor loss_from_logits(const at::Tensor& logits, const at::Tensor& targets) const;
+  // With sequence_parallel (and tp > 1) the hidden states between layers and stages are this
+  // rank's part of the sequence, [batch, seq / tp, hidden]; ids and logits stay whole.
+  at::Tensor stage_forward(const at::Tensor& input, bool recompute = false, bool sequence_parallel = false) const;
+  // The loss from this stage's logits (last stage): the mean over positions, or with `weights`
+  // [batch, seq] the weighted sum (a loss mask divided by the batch's count of counted tokens).
+  at::Tensor loss_from_logits(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights = {}) const;
   // The full (unsharded) value of parameter i, gathered over the TP group.
   at::Tensor gather_param(size_t i) const;
   // Mean cross-entropy of predicting `targets` [batch, seq] from `inputs` [batch, seq]; with TP
@@ -97,9 +104,10 @@ class Exaone4Model {
   struct LayerContext {
     RopeTables rope;
     at::Tensor sliding_mask;  // undefined when the model has no sliding layers
+    bool sequence_parallel = false;  // x is [batch, seq / tp, hidden]
   };
   at::Tensor layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
-  LayerContext make_context(int64_t seq_len, const at::Device& device) const;
+  LayerContext make_context(int64_t seq_len, const at::Device& device, bool sequence_parallel = false) const;
 
  private:
   struct LayerParams {
@@ -107,12 +115,17 @@ class Exaone4Model {
     at::Tensor gate_proj, up_proj, down_proj, post_feedforward_norm;
   };
   at::Tensor attention(const LayerParams& p, int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
+  // Into a TP region (copy, or all-gather of the sequence) and out of it (all-reduce, or
+  // reduce-scatter of the sequence).
+  at::Tensor enter_tp(const at::Tensor& x, bool sequence_parallel) const;
+  at::Tensor leave_tp(const at::Tensor& x, bool sequence_parallel) const;
 
-  at::Tensor embed(const at::Tensor& ids) const;
+  at::Tensor embed(const at::Tensor& ids, bool sequence_parallel = false) const;
 
   ModelConfig config_;
   TensorParallelGroups groups_;
   PipelineStage stage_;
+  at::Device device_ = at::kCPU;
   int tp_size_ = 1, tp_rank_ = 0;
   int64_t heads_ = 0, kv_heads_ = 0;          // local to this TP rank
   int64_t vocab_start_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows

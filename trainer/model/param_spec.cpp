@@ -53,13 +53,13 @@ std::vector<ParamSpec> build_param_specs(const ModelConfig& c) {
     // heads, so the partial gradients must be summed.
     add(p + "self_attn.q_norm.weight", {D}, ParamKind::HeadNorm, TpSplit::None, TpGradReduce::Sum, i);
     add(p + "self_attn.k_norm.weight", {D}, ParamKind::HeadNorm, TpSplit::None, TpGradReduce::Sum, i);
-    add(p + "post_attention_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::None, i);
+    add(p + "post_attention_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, i);
     add(p + "mlp.gate_proj.weight", {I, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i);
     add(p + "mlp.up_proj.weight", {I, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i);
     add(p + "mlp.down_proj.weight", {H, I}, ParamKind::Linear, TpSplit::Columns, TpGradReduce::None, i);
-    add(p + "post_feedforward_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::None, i);
+    add(p + "post_feedforward_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, i);
   }
-  add("model.norm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::None, c.num_layers);
+  add("model.norm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, c.num_layers);
   if (!c.tie_embeddings)
     add("lm_head.weight", {c.vocab_size, H}, ParamKind::LmHead, TpSplit::Rows, TpGradReduce::None, c.num_layers);
   return specs;

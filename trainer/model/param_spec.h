@@ -24,6 +24,8 @@ enum class TpSplit {
 enum class TpGradReduce {
   None,  // every rank computes the same full gradient
   Sum,   // each rank sees part of the data (q_norm / k_norm see different heads): sum over TP
+  SumIfSequenceParallel,  // norms outside the TP regions: with sequence parallelism each rank
+                          // sees part of the sequence, so sum over TP; else as None
 };
 
 struct ParamSpec {

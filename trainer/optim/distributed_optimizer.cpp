@@ -11,8 +11,8 @@
 namespace exatrain {
 
 DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config,
-                                           OptimizerGroups groups, int zero_stage)
-    : model_(model), config_(config), groups_(groups), zero_(zero_stage) {
+                                           OptimizerGroups groups, int zero_stage, bool sequence_parallel)
+    : model_(model), config_(config), groups_(groups), zero_(zero_stage), sequence_parallel_(sequence_parallel) {
   const auto& params = model.params();
   for (const auto& p : params) {
     offsets_.push_back(total_);
@@ -31,7 +31,8 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   // Which elements this rank counts in the global norm: a TP-split shard counts on its rank
   // (replicated units once per unit), a TP-replicated parameter only on TP rank 0.
   const int tp_rank = groups_.tp ? groups_.tp->rank() : 0;
-  at::Tensor mask = at::zeros({padded_}, at::kFloat);
+  const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(model.device());  // the bucket lives with the parameters
+  at::Tensor mask = at::zeros({padded_}, fp32);
   for (size_t i = 0; i < params.size(); ++i) {
     const ShardSlice& s = model.shards()[i];
     bool counts = s.dim >= 0 ? tp_rank % s.replicas == 0 : tp_rank == 0;
@@ -41,14 +42,14 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   }
   owned_mask_ = mask.narrow(0, lo_, hi_ - lo_).clone();
 
-  at::Tensor flat = at::zeros({padded_}, at::kFloat);
+  at::Tensor flat = at::zeros({padded_}, fp32);
   for (size_t i = 0; i < params.size(); ++i) {
     flat.narrow(0, offsets_[i], params[i].numel()).copy_(params[i].detach().reshape({-1}));
     const int64_t a = std::max(offsets_[i], lo_), b = std::min(offsets_[i] + params[i].numel(), hi_);
     if (a >= b) continue;
     segments_.push_back(Segment{i, a - offsets_[i], a - lo_, b - a});
     segment_decay_.push_back(applies_weight_decay(model.specs()[i], config_));
-    steps_.push_back(at::zeros({}, at::kFloat));
+    steps_.push_back(at::zeros({}, fp32));
   }
   master_ = flat.narrow(0, lo_, hi_ - lo_).clone();
   exp_avg_ = at::zeros_like(master_);
@@ -59,11 +60,13 @@ double DistributedOptimizer::reduce_gradients(double max_norm) {
   at::NoGradGuard no_grad;
   const auto& params = model_.params();
   const auto& specs = model_.specs();
-  at::Tensor flat = at::zeros({padded_}, at::kFloat);
+  at::Tensor flat = at::zeros({padded_}, at::TensorOptions().dtype(at::kFloat).device(model_.device()));
   for (size_t i = 0; i < params.size(); ++i) {
     at::Tensor g = params[i].grad();
     if (!g.defined()) continue;  // never used in this step: zero gradient
-    if (groups_.tp && specs[i].tp_grad_reduce == TpGradReduce::Sum) groups_.tp->all_reduce(g);
+    const TpGradReduce reduce = specs[i].tp_grad_reduce;
+    if (groups_.tp && (reduce == TpGradReduce::Sum || (sequence_parallel_ && reduce == TpGradReduce::SumIfSequenceParallel)))
+      groups_.tp->all_reduce(g);
     if (model_.shards()[i].replicas > 1 && model_.groups().kv_replicas) model_.groups().kv_replicas->all_reduce(g);
     flat.narrow(0, offsets_[i], params[i].numel()).copy_(g.reshape({-1}));
   }

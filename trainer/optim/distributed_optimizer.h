@@ -1,7 +1,7 @@
 // The optimizer of every layout, ZeRO-1 included, in one place (llm.c style):
 //
-//   gradients -> TP reductions the specs ask for (q_norm/k_norm: sum over TP; replicated KV
-//   heads: sum over their replicas) -> one flat fp32 bucket -> over DP:
+//   gradients -> TP reductions the specs ask for (q_norm/k_norm: sum over TP; with sequence
+//   parallelism also the other norms; replicated KV heads: sum over their replicas) -> one flat fp32 bucket -> over DP:
 //     zero 0: all-reduce; every rank owns the whole bucket
 //     zero 1: reduce-scatter; rank r owns bucket slice r (fp32 master weights and Adam moments
 //             only for that slice)
@@ -30,7 +30,8 @@ struct OptimizerGroups {
 
 class DistributedOptimizer {
  public:
-  DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config, OptimizerGroups groups, int zero_stage);
+  DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config, OptimizerGroups groups, int zero_stage,
+                       bool sequence_parallel = false);
 
   // After backward: reduces the gradients as above and clips them; returns the global norm
   // before clipping.
@@ -53,6 +54,7 @@ class DistributedOptimizer {
   OptimizerConfig config_;
   OptimizerGroups groups_;
   int zero_;
+  bool sequence_parallel_;
   std::vector<int64_t> offsets_;  // of each parameter in the bucket
   int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;
   std::vector<Segment> segments_;

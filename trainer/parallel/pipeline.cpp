@@ -10,15 +10,31 @@
 
 namespace exatrain {
 
-PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, const std::vector<at::Tensor>& inputs,
-                            const std::vector<at::Tensor>& targets, bool recompute,
-                            const std::function<at::Tensor(const std::function<at::Tensor()>&)>& run) {
+namespace {
+
+// The activation exchanged between stages for micro-batch `ids`: [b, T, H] or [b, T / tp, H].
+std::vector<int64_t> activation_shape(const Exaone4Model& model, const at::Tensor& ids, bool sequence_parallel) {
+  const int64_t split = sequence_parallel ? model.tp_size() : 1;
+  return {ids.size(0), ids.size(1) / split, model.config().hidden_size};
+}
+
+at::Tensor run_stage(const StageOptions& options, const std::function<at::Tensor()>& fn) {
+  return options.run ? options.run(fn) : fn();
+}
+
+}  // namespace
+
+PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, const MicroBatches& batches,
+                            const StageOptions& options) {
   const int stages = pp.size(), stage = pp.rank();
   const int prev = stage > 0 ? stage - 1 : -1, next = stage + 1 < stages ? stage + 1 : -1;
+  const auto& inputs = batches.inputs;
+  const auto& targets = batches.targets;
+  const bool weighted = !batches.weights.empty();
   const int M = static_cast<int>(inputs.size());
-  const auto& cfg = model.config();
-  const std::vector<int64_t> act_shape{inputs[0].size(0), inputs[0].size(1), cfg.hidden_size};  // [b, T, H]
-  auto empty_act = [&] { return at::empty(act_shape, at::kFloat); };
+  const std::vector<int64_t> act_shape = activation_shape(model, inputs[0], options.sequence_parallel);
+  const at::TensorOptions act_options = at::TensorOptions().dtype(at::kFloat).device(model.device());
+  auto empty_act = [&] { return at::empty(act_shape, act_options); };
 
   struct InFlight {
     at::Tensor input, output;  // output: activation (mid) or scaled loss (last)
@@ -31,9 +47,12 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   auto forward = [&](at::Tensor input) {
     if (!model.stage().first) input.requires_grad_(true);
     const int i = forwarded++;
-    at::Tensor out = run([&] { return model.stage_forward(model.stage().first ? inputs[i] : input, recompute); });
+    at::Tensor out = run_stage(options, [&] {
+      return model.stage_forward(model.stage().first ? inputs[i] : input, options.recompute, options.sequence_parallel);
+    });
     if (model.stage().last) {
-      at::Tensor loss = model.loss_from_logits(out, targets[i]) / static_cast<double>(M);
+      at::Tensor loss = weighted ? model.loss_from_logits(out, targets[i], batches.weights[i])
+                                 : model.loss_from_logits(out, targets[i]) / static_cast<double>(M);
       result.loss += loss.item<double>();
       out = loss;
     }
@@ -85,17 +104,43 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   return result;
 }
 
+std::vector<double> pipeline_forward_loss(const Exaone4Model& model, const Communicator& pp,
+                                          const MicroBatches& batches, const StageOptions& options) {
+  at::NoGradGuard no_grad;
+  const int stage = pp.rank();
+  std::vector<double> losses;
+  at::Tensor none;
+  for (size_t i = 0; i < batches.inputs.size(); ++i) {
+    const at::Tensor& ids = batches.inputs[i];
+    at::Tensor h = model.stage().first
+                       ? ids
+                       : at::empty(activation_shape(model, ids, options.sequence_parallel),
+                                   at::TensorOptions().dtype(at::kFloat).device(model.device()));
+    if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
+    at::Tensor out = run_stage(options, [&] { return model.stage_forward(h, false, options.sequence_parallel); });
+    if (model.stage().last) {
+      losses.push_back(model.loss_from_logits(out, batches.targets[i], batches.weights[i]).item<double>());
+    } else {
+      pp.send_recv(out.to(at::kFloat).contiguous(), stage + 1, none, -1);
+      losses.push_back(0.0);
+    }
+  }
+  return losses;
+}
+
 at::Tensor pipeline_last_logits(const Exaone4Model& model, const Communicator& pp, const at::Tensor& ids) {
   at::NoGradGuard no_grad;
   const int stage = pp.rank(), stages = pp.size();
-  at::Tensor h = model.stage().first ? ids : at::empty({ids.size(0), ids.size(1), model.config().hidden_size});
+  at::Tensor h = model.stage().first ? ids
+                                     : at::empty({ids.size(0), ids.size(1), model.config().hidden_size},
+                                                 at::TensorOptions().dtype(at::kFloat).device(model.device()));
   at::Tensor none;
   if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
-  at::Tensor logits = at::empty({model.config().vocab_size});
+  at::Tensor logits = at::empty({model.config().vocab_size});  // on the CPU: broadcast through MPI
   if (model.stage().last) {
     at::Tensor local = model.stage_forward(h);
     logits = (model.tp_size() == 1 ? local : model.groups().tp->all_gather(local, -1))
-                 .select(1, ids.size(1) - 1).squeeze(0).to(at::kFloat).contiguous();
+                 .select(1, ids.size(1) - 1).squeeze(0).to(at::kFloat).to(at::kCPU).contiguous();
   } else {
     pp.send_recv(model.stage_forward(h), stage + 1, none, -1);
   }

@@ -22,12 +22,29 @@ struct PipelineStepResult {
   int max_in_flight = 0;    // most micro-batches holding activations at once on this stage
 };
 
+// The micro-batches of one step: `inputs[i]` / `targets[i]` are [micro_batch, seq] token ids;
+// `weights[i]` [micro_batch, seq] the loss weight of each target (a loss mask over the step's
+// count of counted targets); without weights the loss is the mean over targets and micro-batches.
+struct MicroBatches {
+  std::vector<at::Tensor> inputs, targets, weights;
+};
+
+struct StageOptions {
+  bool recompute = false;
+  bool sequence_parallel = false;  // activations between stages are [b, seq / tp, hidden]
+  // Wraps each stage computation (for autocast); null: run it as is.
+  std::function<at::Tensor(const std::function<at::Tensor()>&)> run;
+};
+
 // Runs forward and backward of all micro-batches of one step; gradients accumulate in the
-// model's parameters. `inputs[i]` / `targets[i]`: [micro_batch, seq] token ids. `run` wraps each
-// stage computation (for autocast).
-PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, const std::vector<at::Tensor>& inputs,
-                            const std::vector<at::Tensor>& targets, bool recompute,
-                            const std::function<at::Tensor(const std::function<at::Tensor()>&)>& run);
+// model's parameters.
+PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, const MicroBatches& batches,
+                            const StageOptions& options);
+
+// Forward only, no gradients: the weighted loss sum of each micro-batch (last stage; zeros
+// elsewhere), one micro-batch after another. For validation.
+std::vector<double> pipeline_forward_loss(const Exaone4Model& model, const Communicator& pp,
+                                          const MicroBatches& batches, const StageOptions& options);
 
 // Forward only, no gradients: ids -> full-vocabulary logits of the last position [vocab],
 // valid on every rank of the pipeline (broadcast from the last stage). For sampling.

@@ -58,6 +58,12 @@ Topology make_topology(const RunConfig& c, int world_size, int world_rank, CommC
     return std::make_unique<Communicator>(name, reinterpret_cast<intptr_t>(comm), context);
   };
   t.world = std::make_unique<Communicator>("world", reinterpret_cast<intptr_t>(MPI_COMM_WORLD), context);
+  // This node's ranks (under mpirun and srun alike): the GPU index and the memory check use them.
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &t.local_rank);
+  MPI_Comm_size(node, &t.local_size);
+  MPI_Comm_free(&node);
   t.tp_group = split("tp", t.dp_rank + t.dp * t.pp_rank, t.tp_rank);
   t.dp_group = split("dp", t.tp_rank + t.tp * t.pp_rank, t.dp_rank);
   t.pp_group = split("pp", t.tp_rank + t.tp * t.dp_rank, t.pp_rank);

@@ -16,6 +16,7 @@ struct Topology {
   int world_size = 1, world_rank = 0;
   int tp = 1, pp = 1, dp = 1;
   int tp_rank = 0, pp_rank = 0, dp_rank = 0;
+  int local_rank = 0, local_size = 1;  // among the ranks on this node (MPI shared-memory split)
   std::unique_ptr<Communicator> world, tp_group, pp_group, dp_group;
 
   std::string describe() const;  // "tp 2 x pp 1 x dp 2 = 4 ranks; this is tp 1, pp 0, dp 1"

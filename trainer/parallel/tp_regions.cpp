@@ -64,6 +64,28 @@ struct ScatterToTp : torch::autograd::Function<ScatterToTp> {
   }
 };
 
+struct GatherFromSp : torch::autograd::Function<GatherFromSp> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t comm, int64_t dim) {
+    ctx->saved_data["comm"] = comm;
+    ctx->saved_data["dim"] = dim;
+    return reinterpret_cast<const Communicator*>(comm)->all_gather(x, dim);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    return {comm_of(ctx)->reduce_scatter(g[0], ctx->saved_data["dim"].toInt()), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct ReduceScatterToSp : torch::autograd::Function<ReduceScatterToSp> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t comm, int64_t dim) {
+    ctx->saved_data["comm"] = comm;
+    ctx->saved_data["dim"] = dim;
+    return reinterpret_cast<const Communicator*>(comm)->reduce_scatter(x, dim);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    return {comm_of(ctx)->all_gather(g[0].contiguous(), ctx->saved_data["dim"].toInt()), at::Tensor(), at::Tensor()};
+  }
+};
+
 // loss_i = log(sum_v exp(z_iv - max_i)) - (z_i,target - max_i), reduced over the vocabulary
 // slices with three all-reduces of [rows] (max, sum of exp, target logit).
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
@@ -83,7 +105,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     at::Tensor safe_target = at::where(mine, local_target, at::zeros_like(local_target));
     at::Tensor target_logit = shifted.gather(1, safe_target.unsqueeze(1)).squeeze(1) * mine.to(at::kFloat);
     comm.all_reduce(target_logit);
-    at::Tensor loss = (sum_exp.log() - target_logit).mean();
+    at::Tensor loss = sum_exp.log() - target_logit;  // [rows]
     at::Tensor softmax = exp / sum_exp.unsqueeze(1);
     ctx->save_for_backward({softmax, safe_target, mine});
     ctx->saved_data["dtype"] = static_cast<int64_t>(logits_in.scalar_type());
@@ -93,7 +115,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     auto saved = ctx->get_saved_variables();
     at::Tensor grad = saved[0].clone();  // softmax - onehot(target) on the owning rank
     grad.scatter_add_(1, saved[1].unsqueeze(1), -saved[2].to(at::kFloat).unsqueeze(1));
-    grad.mul_(g[0] / static_cast<double>(grad.size(0)));
+    grad.mul_(g[0].unsqueeze(1));
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.to(dtype), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -112,6 +134,13 @@ at::Tensor gather_from_tp(const at::Tensor& x, const Communicator& tp, int64_t d
 }
 at::Tensor scatter_to_tp(const at::Tensor& x, const Communicator& tp, int64_t dim) {
   return tp.size() == 1 ? x : ScatterToTp::apply(x, address(tp), dim);
+}
+
+at::Tensor gather_from_sp(const at::Tensor& x, const Communicator& tp, int64_t dim) {
+  return tp.size() == 1 ? x : GatherFromSp::apply(x, address(tp), dim);
+}
+at::Tensor reduce_scatter_to_sp(const at::Tensor& x, const Communicator& tp, int64_t dim) {
+  return tp.size() == 1 ? x : ReduceScatterToSp::apply(x, address(tp), dim);
 }
 
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& local_logits, const at::Tensor& targets, int64_t vocab_start,

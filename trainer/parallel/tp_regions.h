@@ -4,6 +4,9 @@
 //   reduce_from_tp: forward all-reduce,           backward identity     (leave a row-parallel layer)
 //   gather_from_tp: forward all-gather(dim),      backward take own part
 //   scatter_to_tp:  forward take own part(dim),   backward all-gather
+// and, for sequence parallelism (activations outside the TP regions split along the sequence):
+//   gather_from_sp:       forward all-gather(dim),      backward reduce-scatter(dim)  (enter)
+//   reduce_scatter_to_sp: forward reduce-scatter(dim),  backward all-gather(dim)      (leave)
 // and the vocab-parallel cross-entropy, which never gathers full-vocabulary logits.
 #pragma once
 
@@ -18,7 +21,10 @@ at::Tensor reduce_from_tp(const at::Tensor& x, const Communicator& tp);
 at::Tensor gather_from_tp(const at::Tensor& x, const Communicator& tp, int64_t dim);
 at::Tensor scatter_to_tp(const at::Tensor& x, const Communicator& tp, int64_t dim);
 
-// Mean cross-entropy over rows: `local_logits` [rows, vocab/tp] hold this rank's vocabulary
+at::Tensor gather_from_sp(const at::Tensor& x, const Communicator& tp, int64_t dim);
+at::Tensor reduce_scatter_to_sp(const at::Tensor& x, const Communicator& tp, int64_t dim);
+
+// Cross-entropy of each row [rows]: `local_logits` [rows, vocab/tp] hold this rank's vocabulary
 // slice [vocab_start, vocab_start + vocab/tp); `targets` [rows] are global ids. fp32.
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& local_logits, const at::Tensor& targets,
                                         int64_t vocab_start, const Communicator& tp);

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <c10/cuda/CUDAFunctions.h>
 
 #include <chrono>
 #include <filesystem>
@@ -16,9 +17,10 @@
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
-#include "trainer/train/data_source.h"
 #include "trainer/train/flops.h"
 #include "trainer/train/generate.h"
+#include "trainer/train/memory_tracker.h"
+#include "trainer/train/train_data.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/pipeline.h"
 #include "trainer/parallel/topology.h"
@@ -53,8 +55,7 @@ void check_memory_fits(int64_t parameters, const Topology& topo) {
     if (key == "MemAvailable:") available_kib = value;
   }
   if (available_kib < 0) return;  // not Linux: nothing to check against
-  const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  const int ranks_here = local_size ? std::max(1, std::atoi(local_size)) : 1;
+  const int ranks_here = topo.local_size;
   const double local = static_cast<double>(parameters) / topo.tp;
   const double need = ranks_here * (8.0 * local + 12.0 * local / (topo.dp > 1 ? topo.dp : 1));
   const double have = 1024.0 * static_cast<double>(available_kib);
@@ -64,12 +65,34 @@ void check_memory_fits(int64_t parameters, const Topology& topo) {
          "shard it over more ranks", parameters, need / (1 << 30), ranks_here, have / (1 << 30));
 }
 
+// This rank's device: the CPU, or the GPU of its node-local rank (one rank per GPU).
+at::Device choose_device(const RunConfig& config, const Topology& topo) {
+  const DeviceKind kind = config.train.device;
+  const int gpus = kind == DeviceKind::Cpu || !at::hasCUDA() ? 0 : static_cast<int>(c10::cuda::device_count());
+  if (kind == DeviceKind::Cpu || (kind == DeviceKind::Auto && gpus == 0)) return at::Device(at::kCPU);
+  if (gpus == 0)
+    config_error(config.locations, "train.device",
+                 "cuda, but this machine has no usable CUDA device; use train.device: cpu (or auto)");
+  if (topo.local_size > gpus)
+    fail("{} ranks run on this node but it has {} GPUs; start one rank per GPU (srun --ntasks-per-node={} or "
+         "mpirun -n), or use train.device: cpu", topo.local_size, gpus, gpus);
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(topo.local_rank));
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(topo.local_rank));
+}
+
+// Stage s's layers: the explicit parallel.pipeline_layers, or an even split.
+PipelineStage stage_of(const RunConfig& config, int pp, int s) {
+  return config.parallel.pipeline_layers.empty() ? pipeline_stage(config.model.num_layers, pp, s)
+                                                 : pipeline_stage(config.parallel.pipeline_layers, s);
+}
+
 // Gathers the full weights onto world rank 0 and writes a Hugging Face directory there: TP
 // shards are gathered within each stage, then each stage's (dp 0, tp 0) rank sends its tensors
 // to stage 0, in spec order.
-void save_final(const Exaone4Model& model, const Topology& topo, const std::string& dir) {
+void save_final(const RunConfig& config, const Exaone4Model& model, const Topology& topo, const std::string& dir) {
   std::vector<std::pair<std::string, at::Tensor>> full;
-  for (size_t i = 0; i < model.specs().size(); ++i) full.emplace_back(model.specs()[i].name, model.gather_param(i));
+  for (size_t i = 0; i < model.specs().size(); ++i)
+    full.emplace_back(model.specs()[i].name, model.gather_param(i).to(at::kCPU));  // saved through MPI
   if (topo.dp_rank != 0 || topo.tp_rank != 0) return;
   if (topo.pp_rank > 0) {
     for (size_t i = 0; i < full.size(); ++i)
@@ -78,7 +101,7 @@ void save_final(const Exaone4Model& model, const Topology& topo, const std::stri
   }
   at::Tensor none;
   for (int s = 1; s < topo.pp; ++s) {
-    const PipelineStage other = pipeline_stage(model.config().num_layers, topo.pp, s);
+    const PipelineStage other = stage_of(config, topo.pp, s);
     Exaone4Model shapes(model.config(), at::TensorOptions().device(at::kMeta), {}, other);
     for (const auto& spec : shapes.specs()) {
       if (spec.kind == ParamKind::Embedding) continue;  // stage 0 holds the tied copy
@@ -123,6 +146,43 @@ class AutocastScope {
 };
 
 
+// Splits this rank's rows into micro-batches of `micro` rows (the last may be short): inputs,
+// targets and, with a mask, loss weights = mask / per_rank_count.
+MicroBatches split_micro_batches(const RankBatch& batch, int64_t micro, double per_rank_count) {
+  MicroBatches out;
+  const int64_t rows = batch.tokens.size(0), seq = batch.tokens.size(1) - 1;
+  for (int64_t r = 0; r < rows; r += micro) {
+    const int64_t n = std::min(micro, rows - r);
+    at::Tensor window = batch.tokens.narrow(0, r, n);
+    out.inputs.push_back(window.narrow(1, 0, seq));
+    out.targets.push_back(window.narrow(1, 1, seq));
+    if (batch.mask.defined()) out.weights.push_back(batch.mask.narrow(0, r, n) / per_rank_count);
+  }
+  return out;
+}
+
+// Validation loss of each set: the mean cross-entropy over its masked targets, over all DP
+// ranks' rows. Forward only; every rank takes part (one world all-reduce per set).
+std::vector<double> evaluate(const Exaone4Model& model, const Topology& topo, TrainData& data,
+                             const StageOptions& options, int64_t micro) {
+  std::vector<double> losses;
+  const bool reports = topo.tp_rank == 0 && model.stage().last;
+  for (const auto& set : data.validation_sets()) {
+    double sum = 0, count = 0;
+    for (int64_t i = 0; i < set.batches; ++i) {
+      const RankBatch batch = data.validation_batch(set, i).to(model.device());
+      if (batch.tokens.size(0) == 0) continue;
+      const MicroBatches mb = split_micro_batches(batch, micro, 1.0);
+      for (double l : pipeline_forward_loss(model, *topo.pp_group, mb, options)) sum += l;
+      count += batch.mask.sum().item<double>();
+    }
+    at::Tensor totals = at::tensor({reports ? sum : 0.0, reports ? count : 0.0}, at::kDouble);
+    topo.world->all_reduce(totals);
+    losses.push_back(totals[0].item<double>() / std::max(totals[1].item<double>(), 1.0));
+  }
+  return losses;
+}
+
 }  // namespace
 
 TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo) {
@@ -130,8 +190,12 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   const bool rank0 = topo.world_rank == 0;
   const int64_t rows_per_rank = t.global_batch / topo.dp;  // this DP rank's slice of each global batch
   const int64_t accumulation = rows_per_rank / t.micro_batch;
+  const bool sequence_parallel = config.parallel.sequence_parallel && topo.tp > 1;
+  CpuMemoryTracker::install();
   // Everything that can be checked is checked before the run directory is touched.
-  TokenFileSource data(config.data.path, config.data.format, config.model.vocab_size, t.seq_len + 1);
+  const at::Device device_of_rank = choose_device(config, topo);
+  const int cuda_index = device_of_rank.is_cuda() ? device_of_rank.index() : -1;
+  TrainData data(config, topo);
   if (rank0 && fs::exists(run_dir + "/metrics.jsonl"))
     fail("run directory '{}' already holds a run (metrics.jsonl); choose another --run-dir or remove it", run_dir);
   check_memory_fits(count_params(build_param_specs(config.model)).total, topo);
@@ -142,15 +206,15 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
                 /*console=*/rank0);
   if (t.threads > 0) at::set_num_threads(static_cast<int>(t.threads));
   if (rank0) write_text_file(run_dir + "/config.resolved.yaml", resolved_yaml(config));
-  log_info("layout: {}", topo.describe());
-  log_info("data: {} ({} tokens)", config.data.path, data.size());
+  log_info("layout: {}; device {}", topo.describe(), device_of_rank.str());
+  for (const auto& line : data.describe()) log_info("{}", line);
 
   // The groups of TP ranks that hold the same replicated KV head (num_kv_heads < tp).
   std::unique_ptr<Communicator> kv_replicas;
   if (topo.tp > config.model.num_kv_heads)
     kv_replicas = topo.tp_group->split("kv", topo.tp_rank / (topo.tp / config.model.num_kv_heads), topo.tp_rank);
-  const PipelineStage stage = pipeline_stage(config.model.num_layers, topo.pp, topo.pp_rank);
-  Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat),
+  const PipelineStage stage = stage_of(config, topo.pp, topo.pp_rank);
+  Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat).device(device_of_rank),
                      TensorParallelGroups{topo.tp > 1 ? topo.tp_group.get() : nullptr, kv_replicas.get()}, stage);
   // Tied embeddings under PP: the first and last stage each hold a copy; their gradients are
   // summed over this two-rank group so the copies stay equal.
@@ -167,7 +231,7 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   const ParamCounts counts = count_params(model.specs());
   DistributedOptimizer optimizer(model, config.optimizer,
                                  OptimizerGroups{topo.tp_group.get(), topo.dp_group.get(), topo.world.get()},
-                                 static_cast<int>(config.parallel.zero));
+                                 static_cast<int>(config.parallel.zero), sequence_parallel);
 
   const double flops_per_token = train_flops_per_token(config.model, t.seq_len);
   const double peak = measure_gemm_peak_flops(0.3);
@@ -178,8 +242,9 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   log_info("memory on this rank: parameters {} MiB, gradients {} MiB, optimizer state {} MiB (zero {})",
            4 * local_params >> 20, 4 * local_params >> 20, optimizer.state_bytes() >> 20, config.parallel.zero);
   log_info("train: {} steps x {} sequences x {} tokens ({} per DP rank, {} micro-batches of {}), precision {}, "
-           "recompute {}", t.steps, t.global_batch, t.seq_len, rows_per_rank, accumulation, t.micro_batch,
-           t.precision == Precision::BF16 ? "bf16" : "fp32", t.recompute == Recompute::Full ? "full" : "none");
+           "recompute {}{}", t.steps, t.global_batch, t.seq_len, rows_per_rank, accumulation, t.micro_batch,
+           t.precision == Precision::BF16 ? "bf16" : "fp32", t.recompute == Recompute::Full ? "full" : "none",
+           sequence_parallel ? ", sequence parallel" : "");
 
   std::ofstream metrics;
   if (rank0) {
@@ -192,31 +257,41 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   const auto start = Clock::now();
   auto interval_start = start;
   int64_t interval_tokens = 0;
+  double interval_eval_s = 0;
   const int64_t tokens_per_step = t.global_batch * t.seq_len;
   const at::DeviceType device = model.params().front().device().type();
   CommContext& comm = topo.world->context();
   int max_in_flight = 0;
+  int64_t peak_activation_bytes = 0;
+  const StageOptions stage_options{t.recompute == Recompute::Full, sequence_parallel,
+                                   [&](const std::function<at::Tensor()>& fn) {
+                                     AutocastScope autocast(t.precision == Precision::BF16, device);
+                                     return fn();
+                                   }};
 
   for (int64_t step = 0; step < t.steps; ++step) {
     comm.step = step + 1;
     comm.reset_bytes();
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, t.steps);
-    for (const auto& p : model.params()) p.mutable_grad() = at::Tensor();
-    // The global batch depends only on (seed, step); this DP rank takes its rows.
-    at::Tensor global = data.batch(static_cast<uint64_t>(t.seed), static_cast<uint64_t>(step), t.global_batch);
-    at::Tensor mine = global.narrow(0, topo.dp_rank * rows_per_rank, rows_per_rank);
-    std::vector<at::Tensor> inputs, targets;
-    for (int64_t micro = 0; micro < accumulation; ++micro) {
-      at::Tensor window = mine.narrow(0, micro * t.micro_batch, t.micro_batch);
-      inputs.push_back(window.narrow(1, 0, t.seq_len));
-      targets.push_back(window.narrow(1, 1, t.seq_len));
+    {
+      at::NoGradGuard no_grad;  // gradients exist before the step, so the peak below is activations
+      for (const auto& p : model.params()) p.mutable_grad() = at::zeros_like(p);
     }
+    const RankBatch batch = data.next(step).to(device_of_rank);
+    // With a loss mask the step's loss is the mean over the global batch's counted targets:
+    // weights = mask / (count / dp), as DP averages gradients over its ranks.
+    double per_rank_count = 1.0;
+    if (batch.mask.defined()) {
+      at::Tensor count = at::full({1}, batch.mask.sum().item<double>(), at::kDouble);
+      if (topo.dp > 1) topo.dp_group->all_reduce(count);
+      per_rank_count = std::max(count.item<double>(), 1.0) / topo.dp;
+    }
+    const MicroBatches micro_batches = split_micro_batches(batch, t.micro_batch, per_rank_count);
+    const int64_t baseline = CpuMemoryTracker::allocated(cuda_index);
+    CpuMemoryTracker::reset_peak(cuda_index);
     // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
-    const PipelineStepResult pipe = run_1f1b(model, *topo.pp_group, inputs, targets, t.recompute == Recompute::Full,
-                                             [&](const std::function<at::Tensor()>& fn) {
-                                               AutocastScope autocast(t.precision == Precision::BF16, device);
-                                               return fn();
-                                             });
+    const PipelineStepResult pipe = run_1f1b(model, *topo.pp_group, micro_batches, stage_options);
+    peak_activation_bytes = std::max(peak_activation_bytes, CpuMemoryTracker::peak(cuda_index) - baseline);
     double step_loss = pipe.loss;
     max_in_flight = std::max(max_in_flight, pipe.max_in_flight);
     if (tied_embedding && (stage.first || stage.last)) {
@@ -235,29 +310,70 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
     interval_tokens += tokens_per_step;
     if (step == 0) summary.first_loss = step_loss;
     summary.final_loss = step_loss;
-    if ((step + 1) % config.log.every == 0 || step == 0 || step + 1 == t.steps) {
+    const std::map<std::string, int64_t> step_bytes = comm.bytes;  // this step's, before any evaluation
+    const bool eval_now = t.eval_every > 0 && ((step + 1) % t.eval_every == 0 || step + 1 == t.steps);
+    std::vector<double> val_losses;
+    if (eval_now) {
+      const auto eval_start = Clock::now();
+      val_losses = evaluate(model, topo, data, stage_options, t.micro_batch);
+      interval_eval_s += std::chrono::duration<double>(Clock::now() - eval_start).count();
+    }
+    if ((step + 1) % config.log.every == 0 || step == 0 || step + 1 == t.steps || eval_now) {
       const auto now = Clock::now();
       const double elapsed = std::chrono::duration<double>(now - start).count();
-      const double dt = std::chrono::duration<double>(now - interval_start).count();
+      const double dt = std::chrono::duration<double>(now - interval_start).count() - interval_eval_s;
       const double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
+      const double data_wait_share = data.take_wait_seconds() / std::max(dt, 1e-9);
       // Per-rank MFU: the job's model FLOPs over all ranks' peaks.
       const double mfu = tokens_per_s * flops_per_token / (peak * topo.world_size);
       const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(t.steps - step - 1);
+      std::string val_text;
+      nlohmann::json val_json = nlohmann::json::object();
+      for (size_t v = 0; v < val_losses.size(); ++v) {
+        const std::string& name = data.validation_sets()[v].name;
+        val_json[name] = val_losses[v];
+        val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
+      }
       if (rank0) {
         nlohmann::json m = {{"step", step + 1}, {"loss", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
                             {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
-                            {"comm_bytes", comm.bytes}, {"optimizer_state_bytes", optimizer.state_bytes()},
-                            {"max_micro_batches_in_flight", max_in_flight}};
+                            {"data_wait_share", data_wait_share}, {"comm_bytes", step_bytes},
+                            {"optimizer_state_bytes", optimizer.state_bytes()},
+                            {"max_micro_batches_in_flight", max_in_flight},
+                            {"peak_activation_bytes", peak_activation_bytes}};
+        if (!val_losses.empty()) m["val_loss"] = val_json;
         metrics << m.dump() << "\n" << std::flush;
       }
       std::string bytes;
-      for (const auto& [key, n] : comm.bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
-      log_info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | eta {}{}",
-               step + 1, std::to_string(t.steps).size(), t.steps, step_loss, lr, grad_norm, tokens_per_s, 100 * mfu,
-               format_duration(eta), bytes.empty() ? "" : " |" + bytes);
+      for (const auto& [key, n] : step_bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
+      log_info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | "
+               "data wait {:.1f}% | eta {}{}",
+               step + 1, std::to_string(t.steps).size(), t.steps, step_loss, val_text, lr, grad_norm, tokens_per_s,
+               100 * mfu, 100 * data_wait_share, format_duration(eta), bytes.empty() ? "" : " |" + bytes);
       interval_start = now;
       interval_tokens = 0;
+      interval_eval_s = 0;
     }
+  }
+  // Activation memory per stage: every rank's peak, gathered once at the end (after the
+  // per-step byte counts).
+  {
+    at::Tensor mine = at::tensor({static_cast<int64_t>(topo.pp_rank), peak_activation_bytes,
+                                  static_cast<int64_t>(max_in_flight)}, at::kLong);
+    at::Tensor all = topo.world->all_gather(mine, 0).view({topo.world_size, 3});
+    if (rank0) {
+      nlohmann::json ranks = nlohmann::json::array();
+      for (int r = 0; r < topo.world_size; ++r)
+        ranks.push_back({{"rank", r}, {"stage", all[r][0].item<int64_t>()},
+                         {"peak_activation_bytes", all[r][1].item<int64_t>()},
+                         {"max_micro_batches_in_flight", all[r][2].item<int64_t>()}});
+      write_text_file(run_dir + "/memory.json", nlohmann::json{{"micro_batches", accumulation},
+                                                               {"micro_batch", t.micro_batch},
+                                                               {"ranks", ranks}}.dump(1) + "\n");
+    }
+    log_info("peak activation memory on this rank (stage {}): {:.2f} MiB with at most {} of {} micro-batches in "
+             "flight", topo.pp_rank, static_cast<double>(peak_activation_bytes) / (1 << 20), max_in_flight,
+             accumulation);
   }
   summary.steps = t.steps;
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -265,21 +381,17 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
                summary.first_loss, summary.final_loss);
 
   if (config.checkpoint.save_final) {
-    save_final(model, topo, run_dir + "/final");
+    save_final(config, model, topo, run_dir + "/final");
     log_info("saved weights: {}/final (Hugging Face format)", run_dir);
   }
   if (config.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
-    std::vector<int64_t> prompt = config.data.format == DataFormat::Text ? text_to_byte_ids(config.log.sample_prompt)
-                                                                         : std::vector<int64_t>{};
+    std::vector<int64_t> prompt = data.encode_prompt(config.log.sample_prompt);
     if (prompt.empty()) prompt.push_back(config.model.bos_token_id);
     const size_t prompt_len = prompt.size();
     auto out = generate(model, prompt, config.log.sample_tokens, config.log.sample_temperature, t.seq_len,
                         static_cast<uint64_t>(t.seed), topo.pp_group.get());
     std::vector<int64_t> continuation(out.begin() + static_cast<int64_t>(prompt_len), out.end());
-    if (config.data.format == DataFormat::Text)
-      log_info("sample: \"{}\" -> \"{}\"", config.log.sample_prompt, byte_ids_to_text(continuation));
-    else
-      log_info("sample ids: {}", fmt::join(continuation, " "));
+    log_info("sample: \"{}\" -> \"{}\"", config.log.sample_prompt, data.decode(continuation));
   }
   return summary;
 }

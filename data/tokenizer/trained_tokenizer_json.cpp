@@ -1,0 +1,133 @@
+// Step 3 of BPE training: the files a trained tokenizer is shipped as (see bpe_trainer.h).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "data/tokenizer/bpe_trainer.h"
+#include "trainer/core/error.h"
+
+namespace exatrain {
+
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+
+std::string temp_path_for(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+}  // namespace
+
+std::string trained_tokenizer_json(const TrainedBpe& bpe, const BpeTrainerOptions& options) {
+  // Keys in the order `tokenizers` writes them.
+  ordered_json j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  ordered_json added = ordered_json::array();
+  for (const auto& s : bpe.special_tokens) {
+    uint32_t id = 0;
+    while (bpe.vocab[id] != s) ++id;
+    added.push_back(ordered_json{{"id", id},
+                                 {"content", s},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
+  }
+  j["added_tokens"] = added;
+  j["normalizer"] = options.nfc ? ordered_json{{"type", "NFC"}} : ordered_json(nullptr);
+  j["pre_tokenizer"] = ordered_json{
+      {"type", "Sequence"},
+      {"pretokenizers",
+       ordered_json::array({ordered_json{{"type", "Split"},
+                                         {"pattern", ordered_json{{"Regex", options.split_pattern}}},
+                                         {"behavior", "Isolated"},
+                                         {"invert", false}},
+                            ordered_json{{"type", "ByteLevel"},
+                                         {"add_prefix_space", false},
+                                         {"trim_offsets", false},
+                                         {"use_regex", false}}})}};
+  j["post_processor"] = nullptr;
+  j["decoder"] = ordered_json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  // The model is written by hand: an ordered_json object inserts in linear time per key, far too
+  // slow for a vocabulary of 100k+ tokens.
+  auto quoted = [](const std::string& text) { return nlohmann::json(text).dump(); };
+  std::string model =
+      R"({"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,)"
+      R"("fuse_unk":false,"byte_fallback":false,"ignore_merges":false,"vocab":{)";
+  for (uint32_t id = 0; id < bpe.vocab.size(); ++id) {
+    if (id) model += ',';
+    model += quoted(bpe.vocab[id]);
+    model += ':';
+    model += std::to_string(id);
+  }
+  model += R"(},"merges":[)";
+  for (size_t i = 0; i < bpe.merges.size(); ++i) {
+    if (i) model += ',';
+    model += '[' + quoted(bpe.merges[i].first) + ',' + quoted(bpe.merges[i].second) + ']';
+  }
+  model += "]}";
+  std::string text = j.dump();
+  text.pop_back();  // the closing brace
+  return text + R"(,"model":)" + model + "}";
+}
+
+std::string trained_tokenizer_config_json(const TrainedBpe& bpe, const std::string& bos, const std::string& eos,
+                                          const std::string& pad) {
+  ordered_json j;
+  ordered_json decoder = ordered_json::object();
+  for (const auto& s : bpe.special_tokens) {
+    uint32_t id = 0;
+    while (bpe.vocab[id] != s) ++id;
+    decoder[std::to_string(id)] = ordered_json{{"content", s},   {"lstrip", false}, {"normalized", false},
+                                               {"rstrip", false}, {"single_word", false}, {"special", true}};
+  }
+  j["added_tokens_decoder"] = decoder;
+  if (!bos.empty()) j["bos_token"] = bos;
+  if (!eos.empty()) j["eos_token"] = eos;
+  if (!pad.empty()) j["pad_token"] = pad;
+  j["clean_up_tokenization_spaces"] = false;
+  j["tokenizer_class"] = "PreTrainedTokenizerFast";
+  return j.dump(2) + "\n";
+}
+
+void check_output_writable(const std::string& path) {
+  if (path.empty()) fail("tokenizer train: --output is empty");
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("tokenizer train: --output '{}' is a directory; name a file", path);
+  const std::string tmp = temp_path_for(path);
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f)
+    fail("tokenizer train: cannot write next to --output '{}': {} (check that the directory exists and is writable)",
+         path, std::strerror(errno));
+  std::fclose(f);
+  std::remove(tmp.c_str());
+}
+
+void write_file_atomically(const std::string& path, std::string_view text) {
+  const std::string tmp = temp_path_for(path);
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail("cannot create '{}': {}", tmp, std::strerror(errno));
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = (std::fflush(f) == 0) && ok;
+  ok = (::fsync(::fileno(f)) == 0) && ok;
+  const int saved = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    fail("cannot write '{}': {} (disk full?)", path, std::strerror(saved));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    fail("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(err));
+  }
+}
+
+}  // namespace exatrain
