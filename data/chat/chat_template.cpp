@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "trainer/core/error.h"
+#include "trainer/core/utf8.h"
 
 namespace exatrain {
 
@@ -23,18 +24,6 @@ constexpr std::string_view kTurnMarkers[] = {"[|system|]", "[|user|]", "[|assist
 
 // ---- Python string semantics on (valid) UTF-8 ------------------------------------------------
 
-size_t utf8_length(uint8_t lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
-
-char32_t decode_at(std::string_view s, size_t pos) {
-  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[pos + k]); };
-  switch (utf8_length(b(0))) {
-    case 1: return b(0);
-    case 2: return char32_t(b(0) & 0x1F) << 6 | (b(1) & 0x3F);
-    case 3: return char32_t(b(0) & 0x0F) << 12 | char32_t(b(1) & 0x3F) << 6 | (b(2) & 0x3F);
-    default: return char32_t(b(0) & 0x07) << 18 | char32_t(b(1) & 0x3F) << 12 | char32_t(b(2) & 0x3F) << 6 | (b(3) & 0x3F);
-  }
-}
-
 // Python's str.isspace().
 bool is_python_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
@@ -44,21 +33,16 @@ bool is_python_space(char32_t c) {
 // Python's str.strip().
 std::string python_strip(std::string_view s) {
   size_t begin = 0;
-  while (begin < s.size() && is_python_space(decode_at(s, begin))) begin += utf8_length(static_cast<uint8_t>(s[begin]));
+  for (size_t next = 0; begin < s.size() && is_python_space(utf8::next_code_point(s, next = begin));) begin = next;
   size_t end = s.size();
-  while (end > begin) {
-    size_t start = end - 1;
-    while (start > begin && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
-    if (!is_python_space(decode_at(s, start))) break;
-    end = start;
-  }
+  for (size_t prev = end; end > begin && is_python_space(utf8::previous_code_point(s, prev = end));) end = prev;
   return std::string(s.substr(begin, end - begin));
 }
 
 // Python's s[n:] (n counts code points).
 std::string python_slice_from(std::string_view s, size_t n) {
   size_t pos = 0;
-  for (size_t k = 0; k < n && pos < s.size(); ++k) pos += utf8_length(static_cast<uint8_t>(s[pos]));
+  for (size_t k = 0; k < n && pos < s.size(); ++k) pos += utf8::sequence_length(static_cast<uint8_t>(s[pos]));
   return std::string(s.substr(std::min(pos, s.size())));
 }
 

@@ -17,7 +17,7 @@
 #include "data/shards/bounded_queue.h"
 #include "data/shards/shard_writer.h"
 #include "data/shards/spdx.h"
-#include "data/shards/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/config.h"  // version_string, git_commit
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
@@ -130,7 +130,7 @@ class ChunkEncoder {
       return bad_record(doc, fmt::format("document longer than {} bytes (--max-document-bytes)", options_.max_document_bytes), out);
     std::string_view bytes = doc.bytes;
     std::string repaired;
-    if (const size_t bad = find_invalid_utf8(bytes); bad != std::string_view::npos) {
+    if (const size_t bad = utf8::valid_prefix_length(bytes); bad != bytes.size()) {
       ++out.invalid_utf8;
       switch (options_.invalid_utf8) {
         case InvalidUtf8Policy::Error:
@@ -139,7 +139,7 @@ class ChunkEncoder {
           return false;
         case InvalidUtf8Policy::Skip: return true;
         case InvalidUtf8Policy::Replace:
-          repaired = repair_utf8(bytes);
+          utf8::append_replacing_invalid(bytes, repaired);
           bytes = repaired;
           break;
       }

@@ -7,7 +7,7 @@
 #include <set>
 
 #include "data/tokenizer/normalizer.h"
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 
 namespace exatrain::tok {

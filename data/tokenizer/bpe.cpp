@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 
 namespace exatrain::tok {

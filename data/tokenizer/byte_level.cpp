@@ -2,7 +2,7 @@
 
 #include <array>
 
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 
 namespace exatrain::byte_level {
 

@@ -4,7 +4,7 @@
 
 #include <mutex>
 
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 
 namespace exatrain::tok {

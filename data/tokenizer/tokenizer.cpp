@@ -10,7 +10,7 @@
 #include "data/tokenizer/byte_level.h"
 #include "trainer/core/sha256.h"
 #include "data/tokenizer/tokenizer_impl.h"
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {

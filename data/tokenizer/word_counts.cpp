@@ -13,7 +13,7 @@
 #include "data/tokenizer/bpe_trainer.h"
 #include "data/tokenizer/normalizer.h"
 #include "data/tokenizer/pre_tokenizer.h"
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 

@@ -14,7 +14,7 @@
 #include "data/shards/shard_writer.h"
 #include "data/shards/spdx.h"
 #include "data/shards/testing.h"
-#include "data/shards/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 #include "tests/unit/expect_error.h"
 
@@ -95,10 +95,12 @@ TEST(Utf8, RepairMatchesPythonReplace) {
     {std::string("\xef\xbb\xbf\xed\x9f\xbf\xee\x80\x80", 9), std::string("\xef\xbb\xbf\xed\x9f\xbf\xee\x80\x80", 9), -1},
   };
   for (const auto& c : cases) {
-    EXPECT_EQ(repair_utf8(c.in), c.repaired) << "input " << ::testing::PrintToString(c.in);
-    const size_t bad = find_invalid_utf8(c.in);
-    EXPECT_EQ(bad == std::string_view::npos ? -1 : static_cast<int>(bad), c.first_bad) << ::testing::PrintToString(c.in);
-    EXPECT_TRUE(is_valid_utf8(repair_utf8(c.in)));
+    std::string repaired;
+    utf8::append_replacing_invalid(c.in, repaired);
+    EXPECT_EQ(repaired, c.repaired) << "input " << ::testing::PrintToString(c.in);
+    const size_t bad = utf8::valid_prefix_length(c.in);
+    EXPECT_EQ(bad == c.in.size() ? -1 : static_cast<int>(bad), c.first_bad) << ::testing::PrintToString(c.in);
+    EXPECT_TRUE(utf8::is_valid(repaired));
   }
 }
 

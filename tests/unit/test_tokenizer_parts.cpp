@@ -12,7 +12,7 @@
 #include "data/tokenizer/onig_regex.h"
 #include "data/tokenizer/pre_tokenizer.h"
 #include "trainer/core/sha256.h"
-#include "data/tokenizer/utf8.h"
+#include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
