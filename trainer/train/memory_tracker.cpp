@@ -68,7 +68,7 @@ class CountingAllocator final : public c10::Allocator {
 
 }  // namespace
 
-void CpuMemoryTracker::install() {
+void MemoryTracker::install() {
   static std::once_flag once;
   std::call_once(once, [] {
     c10::Allocator* inner = c10::GetCPUAllocator();
@@ -82,7 +82,7 @@ void CpuMemoryTracker::install() {
   });
 }
 
-bool CpuMemoryTracker::installed() { return g_installed; }
+bool MemoryTracker::installed() { return g_installed; }
 namespace {
 const c10::CachingAllocator::Stat& cuda_allocated(int device) {
   static thread_local c10::CachingDeviceAllocator::DeviceStats stats;
@@ -91,13 +91,13 @@ const c10::CachingAllocator::Stat& cuda_allocated(int device) {
 }
 }  // namespace
 
-int64_t CpuMemoryTracker::allocated(int cuda_device) {
+int64_t MemoryTracker::allocated(int cuda_device) {
   return cuda_device < 0 ? g_allocated.load() : cuda_allocated(cuda_device).current;
 }
-int64_t CpuMemoryTracker::peak(int cuda_device) {
+int64_t MemoryTracker::peak(int cuda_device) {
   return cuda_device < 0 ? g_peak.load() : cuda_allocated(cuda_device).peak;
 }
-void CpuMemoryTracker::reset_peak(int cuda_device) {
+void MemoryTracker::reset_peak(int cuda_device) {
   if (cuda_device < 0)
     g_peak.store(g_allocated.load());
   else

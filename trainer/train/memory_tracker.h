@@ -1,5 +1,5 @@
-// Counts the bytes of CPU tensor storage: a wrapper around ATen's CPU allocator that keeps the
-// bytes currently allocated and their peak. The trainer measures each step's peak activation
+// Counts the bytes of tensor storage. On the CPU: a wrapper around ATen's CPU allocator that
+// keeps the bytes currently allocated and their peak. The trainer measures each step's peak activation
 // memory as (peak during the step) - (allocated at its start, with gradients already allocated).
 // On a GPU the same figures come from the CUDA caching allocator's statistics.
 #pragma once
@@ -8,7 +8,7 @@
 
 namespace exatrain {
 
-class CpuMemoryTracker {
+class MemoryTracker {
  public:
   // Installs the counting allocator once per process (later calls do nothing). Storage that
   // existed before is not counted.

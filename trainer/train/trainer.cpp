@@ -191,7 +191,7 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
   const int64_t rows_per_rank = t.global_batch / topo.dp;  // this DP rank's slice of each global batch
   const int64_t accumulation = rows_per_rank / t.micro_batch;
   const bool sequence_parallel = config.parallel.sequence_parallel && topo.tp > 1;
-  CpuMemoryTracker::install();
+  MemoryTracker::install();
   // Everything that can be checked is checked before the run directory is touched.
   const at::Device device_of_rank = choose_device(config, topo);
   const int cuda_index = device_of_rank.is_cuda() ? device_of_rank.index() : -1;
@@ -274,8 +274,14 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
     comm.reset_bytes();
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, t.steps);
     {
-      at::NoGradGuard no_grad;  // gradients exist before the step, so the peak below is activations
-      for (const auto& p : model.params()) p.mutable_grad() = at::zeros_like(p);
+      // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
+      at::NoGradGuard no_grad;
+      for (const auto& p : model.params()) {
+        if (p.grad().defined())
+          p.mutable_grad().zero_();
+        else
+          p.mutable_grad() = at::zeros_like(p);
+      }
     }
     const RankBatch batch = data.next(step).to(device_of_rank);
     // With a loss mask the step's loss is the mean over the global batch's counted targets:
@@ -287,11 +293,11 @@ TrainSummary run_training(const RunConfig& config, const std::string& run_dir, T
       per_rank_count = std::max(count.item<double>(), 1.0) / topo.dp;
     }
     const MicroBatches micro_batches = split_micro_batches(batch, t.micro_batch, per_rank_count);
-    const int64_t baseline = CpuMemoryTracker::allocated(cuda_index);
-    CpuMemoryTracker::reset_peak(cuda_index);
+    const int64_t baseline = MemoryTracker::allocated(cuda_index);
+    MemoryTracker::reset_peak(cuda_index);
     // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
     const PipelineStepResult pipe = run_1f1b(model, *topo.pp_group, micro_batches, stage_options);
-    peak_activation_bytes = std::max(peak_activation_bytes, CpuMemoryTracker::peak(cuda_index) - baseline);
+    peak_activation_bytes = std::max(peak_activation_bytes, MemoryTracker::peak(cuda_index) - baseline);
     double step_loss = pipe.loss;
     max_in_flight = std::max(max_in_flight, pipe.max_in_flight);
     if (tied_embedding && (stage.first || stage.last)) {
