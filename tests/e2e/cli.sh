@@ -66,7 +66,8 @@ else
 fi
 
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
-  "bench" "bench train"; do
+  "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
+  "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
