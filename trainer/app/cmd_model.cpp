@@ -65,7 +65,14 @@ void model_info(const ModelInfoOptions& o) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  auto gib = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); };
+  // Bytes in the largest binary unit that keeps the figure >= 1 (KiB .. TiB).
+  auto size = [](int64_t bytes) {
+    static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(bytes);
+    size_t u = 0;
+    while (v >= 1024.0 && u + 1 < std::size(units)) v /= 1024.0, ++u;
+    return fmt::format("{:>12.2f} {}", v, units[u]);
+  };
   std::cout << fmt::format("parameters:               {:>16}\n", with_commas(total));
   std::cout << fmt::format("non-embedding parameters: {:>16}\n", with_commas(counts.non_embedding()));
   std::cout << fmt::format("layers:                   {:>16}  (hidden {}, heads {}/{} kv, head_dim {})\n", c.num_layers,
@@ -75,9 +82,9 @@ void model_info(const ModelInfoOptions& o) {
   std::cout << fmt::format("attention:                {} sliding (window {}), {} full\n", sliding, c.sliding_window,
                            c.num_layers - sliding);
   for (int64_t i = 0; i < c.num_layers; ++i) std::cout << fmt::format("  layer {:>3}: {}\n", i, kinds[static_cast<size_t>(i)]);
-  std::cout << fmt::format("bf16 weights:             {:>12.2f} GiB\n", gib(bf16));
-  std::cout << fmt::format("fp32 master weights:      {:>12.2f} GiB\n", gib(fp32));
-  std::cout << fmt::format("Adam moments (fp32 x2):   {:>12.2f} GiB\n", gib(adam));
+  std::cout << fmt::format("bf16 weights:             {}\n", size(bf16));
+  std::cout << fmt::format("fp32 master weights:      {}\n", size(fp32));
+  std::cout << fmt::format("Adam moments (fp32 x2):   {}\n", size(adam));
 }
 
 }  // namespace
