@@ -6,6 +6,7 @@
 #   EXATRAIN_SOURCE_DIR=/path/to/repo bash tests/e2e/bad_input.sh /path/to/exatrain
 #
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)  # before any cd: lib.sh lives here
 
 EXATRAIN=$(realpath "${1:?usage: bad_input.sh /path/to/exatrain}")
 SRC=$(realpath "${EXATRAIN_SOURCE_DIR:?set EXATRAIN_SOURCE_DIR to the repository root}")
@@ -16,58 +17,8 @@ trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 ulimit -c 0   # a crash shows up as a signal exit code, not as a core file in the temp dir
 
-failures=0
-pass() { echo "ok - $1"; }
-fail() {
-  local details=${2//$'\n'/ | }
-  ((${#details} > 500)) && details="${details:0:500}..."
-  echo "FAIL - $1: $details"
-  failures=$((failures + 1))
-}
-
-# Runs CMD with a timeout; sets $rc and leaves output in $T/stdout, $T/stderr.
-run() {
-  rc=0
-  timeout -k 10 "$TIMEOUT" "$@" >"$T/stdout" 2>"$T/stderr" || rc=$?
-}
-
-# expect_fail NAME SUBSTRING... -- CMD...
-#   exit code 1, stderr exactly one line "exatrain: error: ..." containing every SUBSTRING.
-expect_fail() {
-  local name=$1 subs=() err lines s
-  shift
-  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
-  shift
-  run "$@"
-  err=$(<"$T/stderr")
-  lines=$(grep -c '' "$T/stderr")
-  if ((rc == 124)); then fail "$name" "timed out after ${TIMEOUT}s"; return; fi
-  if ((rc > 128)); then fail "$name" "killed by signal $((rc - 128)); stderr: $err"; return; fi
-  if ((rc != 1)); then fail "$name" "exit code $rc, expected 1; stderr: $err"; return; fi
-  if ((lines != 1)); then fail "$name" "stderr has $lines lines, expected 1: $err"; return; fi
-  if [[ $err != "exatrain: error: "* ]]; then fail "$name" "stderr does not start with 'exatrain: error: ': $err"; return; fi
-  for s in "internal error" "terminate called" "Exception raised from" "core dumped"; do
-    if grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr has '$s': $err"; return; fi
-  done
-  for s in "${subs[@]}"; do
-    if ! grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr lacks '$s': $err"; return; fi
-  done
-  pass "$name"
-}
-
-# expect_ok NAME -- CMD...
-expect_ok() {
-  local name=$1
-  shift 2
-  run "$@"
-  if ((rc != 0)); then fail "$name" "exit code $rc; stderr: $(tail -n 5 "$T/stderr")"; return 1; fi
-  pass "$name"
-}
-
-# expect_absent NAME PATH: a failed command wrote nothing there.
-expect_absent() {
-  if [[ -e $2 ]]; then fail "$1" "$2 exists: $(ls -A "$2" 2>/dev/null | tr '\n' ' ')"; else pass "$1"; fi
-}
+# Shared helpers: pass/fail/run/expect_ok/expect_fail/expect_absent.
+source "$HERE/lib.sh"
 
 # A run config: the tiny preset, 2 tiny steps, then whatever lines are piped in.
 # Usage: run_config FILE <<'EOF' ... EOF

@@ -4,6 +4,7 @@
 #
 #   EXATRAIN_SOURCE_DIR=/path/to/repo bash tests/e2e/cli.sh /path/to/exatrain
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)  # before any cd: lib.sh lives here
 
 EXATRAIN=$(realpath "${1:?usage: cli.sh /path/to/exatrain}")
 SRC=$(realpath "${EXATRAIN_SOURCE_DIR:?set EXATRAIN_SOURCE_DIR to the repository root}")
@@ -15,35 +16,8 @@ trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 ulimit -c 0
 
-failures=0
-pass() { echo "ok - $1"; }
-fail() {
-  local details=${2//$'\n'/ | }
-  ((${#details} > 500)) && details="${details:0:500}..."
-  echo "FAIL - $1: $details"
-  failures=$((failures + 1))
-}
-
-# Runs CMD with a timeout; sets $rc and leaves output in $T/stdout, $T/stderr.
-run() {
-  rc=0
-  timeout -k 10 "$TIMEOUT" "$@" >"$T/stdout" 2>"$T/stderr" || rc=$?
-}
-
-# expect_ok NAME [SUBSTRING...] -- CMD...
-#   exit code 0 and stdout contains every SUBSTRING (grep -F). Returns 1 on failure.
-expect_ok() {
-  local name=$1 subs=() s
-  shift
-  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
-  shift
-  run "$@"
-  if ((rc != 0)); then fail "$name" "exit code $rc; stderr: $(tail -n 5 "$T/stderr")"; return 1; fi
-  for s in "${subs[@]}"; do
-    if ! grep -qF -- "$s" "$T/stdout"; then fail "$name" "stdout lacks '$s': $(head -c 400 "$T/stdout")"; return 1; fi
-  done
-  pass "$name"
-}
+# Shared helpers: pass/fail/run/expect_ok/expect_fail/expect_absent.
+source "$HERE/lib.sh"
 
 # json_check PYTHON_EXPR: true when the expression holds for `d`, the JSON on stdin (system python3).
 json_check() {

@@ -7,6 +7,7 @@
 #
 # Needs ../shared/data/tokenizers/qwen3 (skips with a message when it is absent).
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)  # before any cd: lib.sh lives here
 
 EXATRAIN=$(realpath "${1:?usage: data_cli.sh /path/to/exatrain}")
 SRC=$(realpath "${EXATRAIN_SOURCE_DIR:?set EXATRAIN_SOURCE_DIR to the repository root}")
@@ -23,48 +24,8 @@ trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 ulimit -c 0
 
-failures=0
-pass() { echo "ok - $1"; }
-fail() {
-  local details=${2//$'\n'/ | }
-  ((${#details} > 600)) && details="${details:0:600}..."
-  echo "FAIL - $1: $details"
-  failures=$((failures + 1))
-}
-run() {
-  rc=0
-  timeout -k 10 "$TIMEOUT" "$@" >"$T/stdout" 2>"$T/stderr" || rc=$?
-}
-# expect_fail NAME SUBSTRING... -- CMD...: exit 1, stderr exactly one "exatrain: error: " line with each SUBSTRING.
-expect_fail() {
-  local name=$1 subs=() err lines s
-  shift
-  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
-  shift
-  run "$@"
-  err=$(<"$T/stderr")
-  lines=$(grep -c '' "$T/stderr")
-  if ((rc != 1)); then fail "$name" "exit code $rc, expected 1; stderr: $err"; return; fi
-  if ((lines != 1)); then fail "$name" "stderr has $lines lines, expected 1: $err"; return; fi
-  if [[ $err != "exatrain: error: "* ]]; then fail "$name" "stderr does not start with 'exatrain: error: ': $err"; return; fi
-  for s in "${subs[@]}"; do
-    if ! grep -qF -- "$s" "$T/stderr"; then fail "$name" "stderr lacks '$s': $err"; return; fi
-  done
-  pass "$name"
-}
-# expect_ok NAME SUBSTRING... -- CMD...: exit 0 and stdout holds each SUBSTRING.
-expect_ok() {
-  local name=$1 subs=() s
-  shift
-  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
-  shift
-  run "$@"
-  if ((rc != 0)); then fail "$name" "exit code $rc; stderr: $(<"$T/stderr")"; return; fi
-  for s in "${subs[@]}"; do
-    if ! grep -qF -- "$s" "$T/stdout"; then fail "$name" "stdout lacks '$s': $(<"$T/stdout")"; return; fi
-  done
-  pass "$name"
-}
+# Shared helpers: pass/fail/run/expect_ok/expect_fail/expect_absent.
+source "$HERE/lib.sh"
 
 # ---- inputs: the bundled KJV slice, and Korean text when the shared corpora are there --------
 cp "$SRC/data/corpora/kjv-genesis.txt" en.txt
