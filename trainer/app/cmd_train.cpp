@@ -1,4 +1,4 @@
-// exatrain train CONFIG [--run-dir DIR] [--set k=v]...
+// exatrain train CONFIG [--run-dir DIR] [--resume [CKPT]] [--set k=v]...
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 
@@ -18,8 +18,9 @@ namespace exatrain {
 namespace {
 
 struct TrainOptions {
-  std::string config, run_dir;
+  std::string config, run_dir, resume_from;
   std::vector<std::string> overrides;
+  CLI::Option* resume = nullptr;
 };
 
 std::string default_run_dir(const std::string& config_path) {
@@ -38,6 +39,10 @@ void register_train_command(CLI::App& app) {
   static TrainOptions o;
   cmd->add_option("CONFIG", o.config, "run config YAML (see configs/train/)")->required();
   cmd->add_option("--run-dir", o.run_dir, "where logs, metrics and weights go (default: runs/NAME-TIME)");
+  o.resume = cmd->add_option("--resume", o.resume_from,
+                             "continue from checkpoint CKPT, or without CKPT from RUN/checkpoints/latest (a run "
+                             "directory without checkpoints starts fresh); the layout may differ from the saved one")
+                 ->expected(0, 1);
   cmd->add_option("--set", o.overrides, "override a key: --set train.steps=100 (repeatable)");
   cmd->callback([] {
     const RunConfig config = load_run_config(o.config, o.overrides);
@@ -47,6 +52,9 @@ void register_train_command(CLI::App& app) {
     context.world_rank = mpi.world_rank();
     context.timeout_s = config.parallel.timeout_s;
     Topology topology = make_topology(config, mpi.world_size(), mpi.world_rank(), &context);
+    ResumeOptions resume{o.resume->count() > 0, o.resume_from};
+    if (resume.enabled && o.run_dir.empty() && resume.from.empty())
+      throw CLI::ValidationError("--resume", "give --run-dir RUN (continue its latest checkpoint) or --resume CKPT");
     std::string run_dir = o.run_dir.empty() ? default_run_dir(o.config) : o.run_dir;
     if (o.run_dir.empty() && mpi.world_size() > 1) {  // every rank must agree on the name
       at::Tensor stamp = at::zeros({64}, at::kByte);
@@ -55,7 +63,7 @@ void register_train_command(CLI::App& app) {
       run_dir = reinterpret_cast<const char*>(stamp.data_ptr());
     }
     try {
-      run_training(config, run_dir, topology);
+      run_training(config, run_dir, topology, resume);
     } catch (const std::exception& e) {
       // One rank failing must end the whole job, not leave the others waiting in a collective.
       if (mpi.world_size() == 1) throw;

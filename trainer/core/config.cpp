@@ -1,5 +1,7 @@
 #include "trainer/core/config.h"
 
+#include "checkpoints/hf_config.h"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -195,6 +197,45 @@ ModelConfig load_model_preset(const std::string& name_or_path, const std::string
   return m;
 }
 
+namespace {
+
+void flatten_node(const ConfigNode& node, const std::string& path, std::map<std::string, std::string>& out) {
+  switch (node.kind) {
+    case ConfigNode::Kind::Map:
+      for (const auto& e : node.entries) flatten_node(e.value, path + "." + e.key, out);
+      break;
+    case ConfigNode::Kind::Sequence: {
+      std::string s;
+      for (const auto& item : node.items) s += (s.empty() ? "" : ", ") + item.scalar;
+      out[path] = "[" + s + "]";
+      break;
+    }
+    case ConfigNode::Kind::Scalar: out[path] = node.scalar; break;
+    case ConfigNode::Kind::Null: out[path] = ""; break;
+  }
+}
+
+// init.from_hf: the model is the directory's config.json. Model keys written in the run config
+// (or its preset, or --set) must agree with it; the rest is taken from it.
+void adopt_hf_model(RunConfig& config) {
+  const std::string& dir = config.init.from_hf;
+  ModelConfig hf = read_hf_config(dir);
+  hf.preset = config.model.preset;
+  hf.init_std = config.model.init_std;  // unused when starting from weights
+  const auto given = model_key_values(config.model), from_hf = model_key_values(hf);
+  for (const auto& [key, value] : given) {
+    if (key == "model.preset" || key == "model.init_std" || !config.locations.find(key)) continue;
+    auto it = from_hf.find(key);
+    if (it != from_hf.end() && it->second != value)
+      config_error2(config.locations, key, "init.from_hf",
+                    fmt::format("{}, but {}/config.json says {}; remove {} or make the two agree", value, dir,
+                                it->second, key));
+  }
+  config.model = hf;
+}
+
+}  // namespace
+
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
   ConfigNode root = load_yaml_file(path);
   for (const auto& o : overrides) apply_override(root, o);
@@ -204,7 +245,6 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   ConfigReader reader(&root, "", config.locations);
   config.visit(reader);
   reader.finish();
-  config.validate();
   // A relative data path is relative to the file that wrote it (from --set: to the working
   // directory); stored absolute so that config.resolved.yaml works from anywhere.
   auto absolute = [&](std::string& path, const std::string& key) {
@@ -214,6 +254,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     if (p.is_relative() && loc && !loc->origin.starts_with("--set")) p = fs::path(loc->origin).parent_path() / p;
     path = fs::absolute(p).lexically_normal().string();
   };
+  absolute(config.init.from_hf, "init.from_hf");
+  if (!config.init.from_hf.empty()) adopt_hf_model(config);
+  config.validate();
   absolute(config.data.path, "data.path");
   absolute(config.data.tokenizer, "data.tokenizer");
   for (size_t i = 0; i < config.data.datasets.size(); ++i)
@@ -239,6 +282,14 @@ ModelConfig load_model_config(const std::string& path, const std::vector<std::st
   reader.finish();
   m.validate(locs);
   return m;
+}
+
+std::map<std::string, std::string> model_key_values(const ModelConfig& config) {
+  ConfigWriter w;
+  const_cast<ModelConfig&>(config).visit(w);
+  std::map<std::string, std::string> out;
+  flatten_node(w.node, "model", out);
+  return out;
 }
 
 std::string resolved_yaml(const RunConfig& config) {

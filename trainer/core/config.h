@@ -222,10 +222,28 @@ struct DataConfig {
 };
 
 struct CheckpointConfig {
+  int64_t every = 0;
+  int64_t keep = 2;
+  bool async = false;
   bool save_final = true;
   template <class V>
   void visit(V& v) {
+    v.field("every", every, "save a resumable checkpoint every N steps (RUN/checkpoints/step_N); 0 = never",
+            Bounds::at_least(0));
+    v.field("keep", keep, "keep the newest K checkpoints; 0 = keep all", Bounds::at_least(0));
+    v.field("async", async, "write checkpoints beside training (state copied to host, one save in flight)");
     v.field("save_final", save_final, "write the trained weights as a Hugging Face directory (RUN/final)");
+  }
+};
+
+// Where the weights start: a fresh initialisation (init_std, seed), or released weights.
+struct InitConfig {
+  std::string from_hf;
+  template <class V>
+  void visit(V& v) {
+    v.field("from_hf", from_hf,
+            "start from a Hugging Face EXAONE-4 directory (config.json + safetensors); the model shape comes from "
+            "its config.json, and model.* keys given as well must agree");
   }
 };
 
@@ -252,6 +270,7 @@ struct RunConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   DataConfig data;
+  InitConfig init;
   CheckpointConfig checkpoint;
   LogConfig log;
   std::string source_path;  // the run config file (for relative paths)
@@ -265,7 +284,8 @@ struct RunConfig {
     v.section("optimizer", optimizer, "AdamW");
     v.section("schedule", schedule, "learning-rate schedule");
     v.section("data", data, "training data");
-    v.section("checkpoint", checkpoint, "what to save");
+    v.section("init", init, "where the weights start");
+    v.section("checkpoint", checkpoint, "checkpoints and the final weights");
     v.section("log", log, "logging and sampling");
   }
   void validate() const;
@@ -286,6 +306,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 // The resolved config as YAML (every key, defaults included).
 std::string resolved_yaml(const RunConfig& config);
 std::string resolved_yaml(const ModelConfig& config);
+// Every model key with its value as text, flattened: "model.hidden_size" -> "64",
+// "model.rope_scaling.factor" -> "8.0", "model.layer_types" -> "[sliding_attention, ...]".
+std::map<std::string, std::string> model_key_values(const ModelConfig& config);
 // All keys with type, default and description.
 std::vector<std::string> config_key_docs();
 

@@ -17,7 +17,7 @@ void setup_logging(const std::string& level, int rank, const std::string& log_fi
   if (console) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   if (!log_file.empty()) {
     try {
-      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, true));
+      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, /*truncate=*/false));
     } catch (const spdlog::spdlog_ex& e) {
       fail("cannot open log file '{}': {}", log_file, e.what());
     }

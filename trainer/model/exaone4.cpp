@@ -1,5 +1,7 @@
 #include "trainer/model/exaone4.h"
 
+#include <map>
+
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -83,26 +85,35 @@ Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, Tensor
     shards_.push_back(tp_shard(spec, tp_rank_, tp_size_));
     params_.push_back(at::empty(local_shape(spec, shards_.back()), options));
   }
-  size_t i = 0;
-  if (stage_.first || (stage_.last && config_.tie_embeddings)) embed_ = params_[i++];
+  // Bound by spec name, never by position: gate_proj and up_proj have the same shape, so a
+  // reordered spec list must fail here rather than swap them.
+  std::map<std::string, size_t> index;
+  for (size_t k = 0; k < specs_.size(); ++k) index[specs_[k].name] = k;
+  auto bind = [&](const std::string& name) {
+    auto it = index.find(name);
+    EXATRAIN_CHECK(it != index.end(), "internal: the parameter registry has no '{}' for this stage", name);
+    return params_[it->second];
+  };
+  if (stage_.first || (stage_.last && config_.tie_embeddings)) embed_ = bind("model.embed_tokens.weight");
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
+    const std::string n = "model.layers." + std::to_string(l) + ".";
     LayerParams p;
-    p.q_proj = params_[i++];
-    p.k_proj = params_[i++];
-    p.v_proj = params_[i++];
-    p.o_proj = params_[i++];
-    p.q_norm = params_[i++];
-    p.k_norm = params_[i++];
-    p.post_attention_norm = params_[i++];
-    p.gate_proj = params_[i++];
-    p.up_proj = params_[i++];
-    p.down_proj = params_[i++];
-    p.post_feedforward_norm = params_[i++];
+    p.q_proj = bind(n + "self_attn.q_proj.weight");
+    p.k_proj = bind(n + "self_attn.k_proj.weight");
+    p.v_proj = bind(n + "self_attn.v_proj.weight");
+    p.o_proj = bind(n + "self_attn.o_proj.weight");
+    p.q_norm = bind(n + "self_attn.q_norm.weight");
+    p.k_norm = bind(n + "self_attn.k_norm.weight");
+    p.post_attention_norm = bind(n + "post_attention_layernorm.weight");
+    p.gate_proj = bind(n + "mlp.gate_proj.weight");
+    p.up_proj = bind(n + "mlp.up_proj.weight");
+    p.down_proj = bind(n + "mlp.down_proj.weight");
+    p.post_feedforward_norm = bind(n + "post_feedforward_layernorm.weight");
     layers_.push_back(p);
   }
   if (stage_.last) {
-    final_norm_ = params_[i++];
-    lm_head_ = config_.tie_embeddings ? embed_ : params_[i++];
+    final_norm_ = bind("model.norm.weight");
+    lm_head_ = config_.tie_embeddings ? embed_ : bind("lm_head.weight");
   }
   if (options.device().type() != at::kMeta) inv_freq_ = rope_inverse_frequencies(config_).to(options.device());
 }
@@ -290,6 +301,14 @@ at::Tensor Exaone4Model::gather_param(size_t i) const {
   for (int r = 0; r < tp_size_; r += s.replicas) units.push_back(chunks[static_cast<size_t>(r)]);
   return at::cat(units, s.dim);
 }
+
+bool Exaone4Model::canonical(size_t i) const {
+  if (specs_[i].kind == ParamKind::Embedding && !stage_.first) return false;  // the tied copy on the last stage
+  const ShardSlice& s = shards_[i];
+  return s.dim >= 0 ? tp_rank_ % s.replicas == 0 : tp_rank_ == 0;
+}
+
+TensorSlice Exaone4Model::slice(size_t i) const { return tp_slice(specs_[i], shards_[i]); }
 
 void init_parameters(Exaone4Model& model, uint64_t seed) {
   at::NoGradGuard no_grad;

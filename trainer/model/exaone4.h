@@ -92,6 +92,12 @@ class Exaone4Model {
   // it is the vocab-parallel loss on the local logits.
   at::Tensor loss(const at::Tensor& inputs, const at::Tensor& targets, bool recompute = false) const;
   at::Tensor param(const std::string& name) const;
+  // Whether this rank's copy of parameter i is the one counted once over the layout (in the
+  // global gradient norm, in checkpoints): a TP shard on the first rank of its replica group,
+  // a TP-replicated parameter on TP rank 0, the tied embedding on the first stage only.
+  bool canonical(size_t i) const;
+  // The part of the global tensor that parameter i's local shard is.
+  TensorSlice slice(size_t i) const;
   void set_requires_grad(bool requires_grad);
 
   // ids [batch, seq] int64 -> logits [batch, seq, vocab / tp] (this rank's vocabulary slice).

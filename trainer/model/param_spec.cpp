@@ -33,6 +33,15 @@ std::vector<int64_t> local_shape(const ParamSpec& spec, const ShardSlice& slice)
   return shape;
 }
 
+TensorSlice tp_slice(const ParamSpec& spec, const ShardSlice& slice) {
+  TensorSlice t = TensorSlice::whole(spec.shape);
+  if (slice.dim >= 0) {
+    t.start[static_cast<size_t>(slice.dim)] = slice.start;
+    t.length[static_cast<size_t>(slice.dim)] = slice.length;
+  }
+  return t;
+}
+
 std::vector<ParamSpec> build_param_specs(const ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.resolved_head_dim();
   const int64_t q_out = c.num_heads * D, kv_out = c.num_kv_heads * D;

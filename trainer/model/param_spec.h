@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "trainer/core/config.h"
+#include "trainer/core/tensor_slice.h"
 
 namespace exatrain {
 
@@ -52,6 +53,8 @@ struct ShardSlice {
 };
 ShardSlice tp_shard(const ParamSpec& spec, int tp_rank, int tp);
 std::vector<int64_t> local_shape(const ParamSpec& spec, const ShardSlice& slice);
+// The same part as a box of the global tensor (for checkpoints and imports).
+TensorSlice tp_slice(const ParamSpec& spec, const ShardSlice& slice);
 
 // In model order: embedding, then per layer q,k,v,o, q_norm,k_norm, post_attention_layernorm,
 // gate, up, down, post_feedforward_layernorm; final norm; lm_head unless embeddings are tied.

@@ -28,18 +28,13 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
     hi_ = padded_;
   }
 
-  // Which elements this rank counts in the global norm: a TP-split shard counts on its rank
-  // (replicated units once per unit), a TP-replicated parameter only on TP rank 0.
-  const int tp_rank = groups_.tp ? groups_.tp->rank() : 0;
+  // Which elements this rank counts in the global norm: those of parameters whose copy here is
+  // the canonical one (Exaone4Model::canonical: a TP shard once per replica group, a replicated
+  // parameter on TP rank 0, a tied embedding on the first stage).
   const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(model.device());  // the bucket lives with the parameters
   at::Tensor mask = at::zeros({padded_}, fp32);
-  for (size_t i = 0; i < params.size(); ++i) {
-    const ShardSlice& s = model.shards()[i];
-    bool counts = s.dim >= 0 ? tp_rank % s.replicas == 0 : tp_rank == 0;
-    // A tied embedding also lives on the last pipeline stage; count the first stage's copy.
-    if (model.specs()[i].kind == ParamKind::Embedding && !model.stage().first) counts = false;
-    if (counts) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
-  }
+  for (size_t i = 0; i < params.size(); ++i)
+    if (model.canonical(i)) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
   owned_mask_ = mask.narrow(0, lo_, hi_ - lo_).clone();
 
   at::Tensor flat = at::zeros({padded_}, fp32);
@@ -49,6 +44,8 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
     if (a >= b) continue;
     segments_.push_back(Segment{i, a - offsets_[i], a - lo_, b - a});
     segment_decay_.push_back(applies_weight_decay(model.specs()[i], config_));
+    // zero 1: each DP rank stores its own slice; zero 0: every DP rank holds everything, DP rank 0 stores it.
+    segment_canonical_.push_back(model.canonical(i) && (zero_ == 1 || dp_rank == 0));
     steps_.push_back(at::zeros({}, fp32));
   }
   master_ = flat.narrow(0, lo_, hi_ - lo_).clone();
@@ -108,6 +105,11 @@ void DistributedOptimizer::step(double lr) {
     at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, s, lr, config_.beta1, config_.beta2,
                       decayed ? config_.weight_decay : 0.0, config_.eps, /*amsgrad=*/false, /*maximize=*/false);
   }
+  copy_master_to_params();
+}
+
+void DistributedOptimizer::copy_master_to_params() {
+  at::NoGradGuard no_grad;
   // Bring the model's parameters up to date from the (gathered) master weights.
   at::Tensor full = master_;
   const int dp = groups_.dp ? groups_.dp->size() : 1;
@@ -116,6 +118,25 @@ void DistributedOptimizer::step(double lr) {
   const auto& params = model_.params();
   for (size_t i = 0; i < params.size(); ++i)
     params[i].detach().view({-1}).copy_(full.narrow(0, offsets_[i] - base, params[i].numel()));
+}
+
+std::vector<DistributedOptimizer::StateSegment> DistributedOptimizer::state_segments() const {
+  std::vector<StateSegment> out;
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const Segment& seg = segments_[k];
+    out.push_back(StateSegment{seg.param, seg.param_offset, seg.length, master_.narrow(0, seg.slice_offset, seg.length),
+                               exp_avg_.narrow(0, seg.slice_offset, seg.length),
+                               exp_avg_sq_.narrow(0, seg.slice_offset, seg.length), segment_canonical_[k]});
+  }
+  return out;
+}
+
+int64_t DistributedOptimizer::step_count() const {
+  return steps_.empty() ? 0 : static_cast<int64_t>(steps_.front().item<float>());
+}
+
+void DistributedOptimizer::set_step_count(int64_t steps) {
+  for (auto& s : steps_) s.fill_(static_cast<double>(steps));
 }
 
 }  // namespace exatrain

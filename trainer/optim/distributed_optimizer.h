@@ -39,6 +39,24 @@ class DistributedOptimizer {
   // Updates the owned slice with learning rate `lr` and brings every parameter up to date.
   void step(double lr);
 
+  // What this rank holds of the optimizer state (the seam to checkpoints): per segment, the
+  // parameter, the flat range [param_offset, param_offset + length) of its local shard, and
+  // views of the fp32 master weights and both moments for it. `canonical`: this rank stores the
+  // segment in a checkpoint (one copy of each element among TP replicas, DP replicas under
+  // zero 0 and the tied embedding's two stages).
+  struct StateSegment {
+    size_t param;
+    int64_t param_offset, length;
+    at::Tensor master, exp_avg, exp_avg_sq;  // [length] fp32
+    bool canonical;
+  };
+  std::vector<StateSegment> state_segments() const;
+  // Optimizer steps taken (Adam's bias correction), the same on every segment.
+  int64_t step_count() const;
+  void set_step_count(int64_t steps);
+  // After the master weights were overwritten (a checkpoint load): the parameters from them.
+  void copy_master_to_params();
+
   int64_t owned_elements() const { return hi_ - lo_; }
   int64_t bucket_elements() const { return padded_; }
   // fp32 master weights plus both Adam moments held by this rank.
@@ -59,6 +77,7 @@ class DistributedOptimizer {
   int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;
   std::vector<Segment> segments_;
   std::vector<bool> segment_decay_;
+  std::vector<bool> segment_canonical_;
   at::Tensor owned_mask_;  // [hi - lo] 1 where this rank counts the element in the global norm
   at::Tensor master_, exp_avg_, exp_avg_sq_, grad_;  // owned slice
   std::vector<at::Tensor> steps_;                    // per segment, for the fused kernel

@@ -108,6 +108,14 @@ RankBatch TrainData::validation_batch(const ValidationSet& set, int64_t index) c
   return to_tensors(impl_->loader->validation_batch(set.dataset, index));
 }
 
+std::vector<uint8_t> TrainData::state() const { return impl_->loader ? impl_->loader->state() : std::vector<uint8_t>{}; }
+
+void TrainData::restore(const std::vector<uint8_t>& state) {
+  if (!impl_->loader) return;
+  if (state.empty()) fail("the checkpoint holds no loader position, but this run reads data.datasets");
+  impl_->loader->restore(state);
+}
+
 double TrainData::take_wait_seconds() {
   const double w = impl_->wait;
   impl_->wait = 0;

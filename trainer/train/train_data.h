@@ -44,6 +44,11 @@ class TrainData {
   const std::vector<ValidationSet>& validation_sets() const { return validation_; }
   RankBatch validation_batch(const ValidationSet& set, int64_t index) const;
 
+  // Where next() continues, as the loader's state bytes (empty for data.path: its batches
+  // depend only on the seed and the step). restore() takes a state saved under any DP size.
+  std::vector<uint8_t> state() const;
+  void restore(const std::vector<uint8_t>& state);
+
   // Seconds next() spent waiting for data (loader prefetch or file reads) since the last call.
   double take_wait_seconds();
 

@@ -9,9 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <fmt/ranges.h>
+#include <optional>
 #include <nlohmann/json.hpp>
 
+#include "checkpoints/dist_checkpoint.h"
+#include "checkpoints/hf_import.h"
 #include "checkpoints/hf_io.h"
+#include "data/tokenizer/tokenizer.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 #include "trainer/model/exaone4.h"
@@ -21,6 +25,7 @@
 #include "trainer/train/generate.h"
 #include "trainer/train/memory_tracker.h"
 #include "trainer/train/train_data.h"
+#include "trainer/train/train_state.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/pipeline.h"
 #include "trainer/parallel/topology.h"
@@ -185,221 +190,452 @@ std::vector<double> evaluate(const Exaone4Model& model, const Topology& topo, Tr
 
 }  // namespace
 
-TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo) {
-  const auto& t = config.train;
-  const bool rank0 = topo.world_rank == 0;
-  const int64_t rows_per_rank = t.global_batch / topo.dp;  // this DP rank's slice of each global batch
-  const int64_t accumulation = rows_per_rank / t.micro_batch;
-  const bool sequence_parallel = config.parallel.sequence_parallel && topo.tp > 1;
-  MemoryTracker::install();
-  // Everything that can be checked is checked before the run directory is touched.
-  const at::Device device_of_rank = choose_device(config, topo);
-  const int cuda_index = device_of_rank.is_cuda() ? device_of_rank.index() : -1;
-  TrainData data(config, topo);
-  if (rank0 && fs::exists(run_dir + "/metrics.jsonl"))
-    fail("run directory '{}' already holds a run (metrics.jsonl); choose another --run-dir or remove it", run_dir);
-  check_memory_fits(count_params(build_param_specs(config.model)).total, topo);
-  if (rank0) prepare_run_dir(run_dir);
-  topo.world->barrier();
-  setup_logging(config.log.level, topo.world_rank,
-                rank0 ? run_dir + "/train.log" : fmt::format("{}/train.rank{}.log", run_dir, topo.world_rank),
-                /*console=*/rank0);
-  if (t.threads > 0) at::set_num_threads(static_cast<int>(t.threads));
-  if (rank0) write_text_file(run_dir + "/config.resolved.yaml", resolved_yaml(config));
-  log_info("layout: {}; device {}", topo.describe(), device_of_rank.str());
-  for (const auto& line : data.describe()) log_info("{}", line);
+namespace {
 
+// The special token ids come from the run's tokenizer when it has one: the names its
+// tokenizer_config.json gives (bos_token, eos_token, pad_token), else EXAONE's [BOS],
+// [|endofturn|] and [PAD] if the vocabulary has them. A model id written in the run config (or
+// taken from init.from_hf's config.json) that disagrees is an error; a preset's default yields.
+void adopt_tokenizer_ids(RunConfig& config, const TrainData& data) {
+  const Tokenizer* tok = data.tokenizer();
+  if (!tok) return;
+  std::map<std::string, std::string> names = {{"bos", "[BOS]"}, {"eos", "[|endofturn|]"}, {"pad", "[PAD]"}};
+  const fs::path tokenizer_config = fs::path(config.data.tokenizer).parent_path() / "tokenizer_config.json";
+  if (fs::exists(tokenizer_config)) {
+    std::ifstream in(tokenizer_config);
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    for (auto& [key, name] : names) {
+      if (!j.is_object() || !j.contains(key + "_token")) continue;
+      const auto& v = j[key + "_token"];
+      if (v.is_string()) name = v.get<std::string>();
+      if (v.is_object() && v.contains("content") && v["content"].is_string()) name = v["content"].get<std::string>();
+    }
+  }
+  const std::map<std::string, int64_t*> ids = {{"bos", &config.model.bos_token_id},
+                                               {"eos", &config.model.eos_token_id},
+                                               {"pad", &config.model.pad_token_id}};
+  for (const auto& [key, name] : names) {
+    const auto id = tok->token_to_id(name);
+    if (!id) continue;
+    const std::string model_key = "model." + key + "_token_id";
+    int64_t& current = *ids.at(key);
+    if (current == static_cast<int64_t>(*id)) continue;
+    if (!config.init.from_hf.empty())
+      fail("{}/config.json says {}_token_id {}, but the run's tokenizer ({}) has {} = {}; use the tokenizer released "
+           "with the weights", config.init.from_hf, key, current, config.data.tokenizer, name, *id);
+    const SourceLoc* loc = config.locations.find(model_key);
+    if (loc && (loc->origin == config.source_path || loc->origin.starts_with("--set")))  // not a preset's default
+      config_error2(config.locations, model_key, "data.tokenizer",
+                    fmt::format("{}, but the tokenizer '{}' has {} = {}; remove {} (the tokenizer decides) or make "
+                                "them agree", current, config.data.tokenizer, name, *id, model_key));
+    current = static_cast<int64_t>(*id);
+  }
+}
+
+// init.from_hf: every rank reads the slices of the weights it holds from the directory.
+void load_hf_weights(Exaone4Model& model, const std::string& dir) {
+  const SafetensorsDir files(dir);
+  std::vector<std::string> expected;
+  for (const auto& spec : build_param_specs(model.config())) expected.push_back(spec.name);
+  const auto extra = unexpected_hf_tensors(files, expected);
+  if (!extra.empty())
+    fail("{}: holds {} tensor(s) this model has no place for, first '{}' ({}); is its config.json the one these "
+         "weights were saved with?", dir, extra.size(), extra.front(), files.describe_location(extra.front()));
+  std::vector<StatePiece> targets;
+  std::vector<std::pair<at::Tensor, at::Tensor>> staged;  // host copy, parameter (a GPU run)
+  for (size_t i = 0; i < model.params().size(); ++i) {
+    const at::Tensor& p = model.params()[i];
+    at::Tensor host = p.device().is_cpu() ? p.detach() : at::empty(p.sizes(), p.options().device(at::kCPU));
+    if (!p.device().is_cpu()) staged.emplace_back(host, p);
+    targets.push_back(StatePiece{model.specs()[i].name, model.specs()[i].shape, DType::F32, model.slice(i),
+                                 host.data_ptr()});
+  }
+  read_hf_slices(files, targets);
+  at::NoGradGuard no_grad;
+  for (auto& [host, p] : staged) p.detach().copy_(host);
+}
+
+// One run: set-up, steps, evaluation and saving around one TrainState.
+class Trainer {
+ public:
+  Trainer(const RunConfig& config, const std::string& run_dir, Topology& topo, const ResumeOptions& resume)
+      : config_(config), t_(config_.train), run_dir_(run_dir), topo_(topo), rank0_(topo.world_rank == 0) {
+    setup(resume);
+  }
+  TrainSummary run();
+
+ private:
+  void setup(const ResumeOptions& resume);
+  struct StepResult {
+    double loss = 0, grad_norm = 0, lr = 0;
+  };
+  StepResult step();
+  void log_step(const StepResult& r, const std::map<std::string, int64_t>& step_bytes, const std::vector<double>& val);
+  void save(const char* why);
+  void report_save(const std::optional<SaveReport>& report, const char* why);
+  void finish(TrainSummary& summary);
+
+  RunConfig config_;  // as given, with the special token ids the run's tokenizer names
+  const TrainConfig& t_;
+  std::string run_dir_;
+  Topology& topo_;
+  bool rank0_;
+  TrainState state_;
+  at::Device device_ = at::kCPU;
+  int cuda_index_ = -1;
+  int64_t rows_per_rank_ = 0, accumulation_ = 0;
+  bool sequence_parallel_ = false;
+  PipelineStage stage_;
+  std::unique_ptr<Communicator> kv_replicas_, tied_embedding_;
+  StageOptions stage_options_;
+  std::ofstream metrics_, checkpoint_log_;  // RUN/metrics.jsonl, RUN/checkpoints.jsonl
+  std::unique_ptr<CheckpointSaver> saver_;
+  double step_seconds_ = 0;  // training steps only, for the stall share
+  int64_t steps_timed_ = 0;
+  double flops_per_token_ = 0, peak_ = 1;
+  int64_t start_step_ = 0, last_saved_ = -1;
+  Clock::time_point start_, interval_start_;
+  int64_t interval_tokens_ = 0;
+  double interval_eval_s_ = 0;
+  int max_in_flight_ = 0;
+  int64_t peak_activation_bytes_ = 0;
+};
+
+// Keeps the lines of RUN/metrics.jsonl up to `step` (a resumed run appends from there; lines
+// of steps after the checkpoint, from the interrupted run, would otherwise repeat).
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step) break;
+    kept += line + "\n";
+  }
+  write_file_atomically(path, {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kept.data()), kept.size())});
+}
+
+void Trainer::setup(const ResumeOptions& resume) {
+  rows_per_rank_ = t_.global_batch / topo_.dp;  // this DP rank's slice of each global batch
+  accumulation_ = rows_per_rank_ / t_.micro_batch;
+  sequence_parallel_ = config_.parallel.sequence_parallel && topo_.tp > 1;
+  MemoryTracker::install();
+  if (t_.threads > 0) at::set_num_threads(static_cast<int>(t_.threads));
+  // Everything that can be checked is checked before the run directory is touched.
+  device_ = choose_device(config_, topo_);
+  cuda_index_ = device_.is_cuda() ? device_.index() : -1;
+  state_.data = std::make_unique<TrainData>(config_, topo_);
+  adopt_tokenizer_ids(config_, *state_.data);
+  const std::string tokenizer_sha = state_.data->tokenizer() ? state_.data->tokenizer()->content_sha256() : "";
+  std::unique_ptr<CheckpointReader> checkpoint;
+  std::string fresh_reason;
+  if (resume.enabled) {
+    const std::string dir = resume.from.empty() ? latest_checkpoint(run_dir_ + "/checkpoints") : resume.from;
+    if (dir.empty()) {
+      fresh_reason = fmt::format("--resume: '{}' holds no checkpoint yet; starting from step 0", run_dir_);
+    } else {
+      checkpoint = std::make_unique<CheckpointReader>(dir);
+      check_resumable(checkpoint->info(), config_, dir, tokenizer_sha);
+      if (checkpoint->info().step > t_.steps)
+        config_error(config_.locations, "train.steps",
+                     fmt::format("{}, but checkpoint '{}' is at step {}; raise train.steps to continue it", t_.steps,
+                                 dir, checkpoint->info().step));
+    }
+  } else if (rank0_ && fs::exists(run_dir_ + "/metrics.jsonl")) {
+    fail("run directory '{}' already holds a run (metrics.jsonl); continue it with --resume, or choose another "
+         "--run-dir", run_dir_);
+  }
+  check_memory_fits(count_params(build_param_specs(config_.model)).total, topo_);
   // The groups of TP ranks that hold the same replicated KV head (num_kv_heads < tp).
-  std::unique_ptr<Communicator> kv_replicas;
-  if (topo.tp > config.model.num_kv_heads)
-    kv_replicas = topo.tp_group->split("kv", topo.tp_rank / (topo.tp / config.model.num_kv_heads), topo.tp_rank);
-  const PipelineStage stage = stage_of(config, topo.pp, topo.pp_rank);
-  Exaone4Model model(config.model, at::TensorOptions().dtype(at::kFloat).device(device_of_rank),
-                     TensorParallelGroups{topo.tp > 1 ? topo.tp_group.get() : nullptr, kv_replicas.get()}, stage);
+  if (topo_.tp > config_.model.num_kv_heads)
+    kv_replicas_ = topo_.tp_group->split("kv", topo_.tp_rank / (topo_.tp / config_.model.num_kv_heads), topo_.tp_rank);
+  stage_ = stage_of(config_, topo_.pp, topo_.pp_rank);
+  state_.model = std::make_unique<Exaone4Model>(
+      config_.model, at::TensorOptions().dtype(at::kFloat).device(device_),
+      TensorParallelGroups{topo_.tp > 1 ? topo_.tp_group.get() : nullptr, kv_replicas_.get()}, stage_);
   // Tied embeddings under PP: the first and last stage each hold a copy; their gradients are
   // summed over this two-rank group so the copies stay equal.
-  std::unique_ptr<Communicator> tied_embedding;
-  if (config.model.tie_embeddings && topo.pp > 1) {
-    const bool member = stage.first || stage.last;
-    tied_embedding = topo.world->split("embedding", member ? topo.tp_rank + topo.tp * topo.dp_rank
-                                                           : topo.tp * topo.dp + topo.world_rank, topo.pp_rank);
+  if (config_.model.tie_embeddings && topo_.pp > 1) {
+    const bool member = stage_.first || stage_.last;
+    tied_embedding_ = topo_.world->split("embedding", member ? topo_.tp_rank + topo_.tp * topo_.dp_rank
+                                                             : topo_.tp * topo_.dp + topo_.world_rank, topo_.pp_rank);
   }
-  log_info("pipeline stage {} of {}: layers [{}, {}){}{}", topo.pp_rank, topo.pp, stage.first_layer, stage.end_layer,
-           stage.first ? ", embedding" : "", stage.last ? ", final norm, lm_head and loss" : "");
-  init_parameters(model, static_cast<uint64_t>(t.seed));
+  Exaone4Model& model = *state_.model;
+  if (!checkpoint && !config_.init.from_hf.empty())
+    load_hf_weights(model, config_.init.from_hf);
+  else if (!checkpoint)
+    init_parameters(model, static_cast<uint64_t>(t_.seed));
   model.set_requires_grad(true);
-  const ParamCounts counts = count_params(model.specs());
-  DistributedOptimizer optimizer(model, config.optimizer,
-                                 OptimizerGroups{topo.tp_group.get(), topo.dp_group.get(), topo.world.get()},
-                                 static_cast<int>(config.parallel.zero), sequence_parallel);
+  state_.optimizer = std::make_unique<DistributedOptimizer>(
+      model, config_.optimizer, OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get()},
+      static_cast<int>(config_.parallel.zero), sequence_parallel_);
+  // The checkpoint is read (every piece this rank needs, checksums checked) before the run
+  // directory is touched: a corrupt checkpoint costs nothing.
+  double load_seconds = 0;
+  if (checkpoint) {
+    const auto t0 = Clock::now();
+    load_checkpoint(state_, *checkpoint, topo_);
+    topo_.world->barrier();
+    load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    last_saved_ = state_.step;
+  }
+  if (rank0_) prepare_run_dir(run_dir_);
+  topo_.world->barrier();
+  setup_logging(config_.log.level, topo_.world_rank,
+                rank0_ ? run_dir_ + "/train.log" : fmt::format("{}/train.rank{}.log", run_dir_, topo_.world_rank),
+                /*console=*/rank0_);
+  if (rank0_) write_text_file(run_dir_ + "/config.resolved.yaml", resolved_yaml(config_));
+  log_info("layout: {}; device {}", topo_.describe(), device_.str());
+  for (const auto& line : state_.data->describe()) log_info("{}", line);
+  if (!fresh_reason.empty()) log_info("{}", fresh_reason);
 
-  const double flops_per_token = train_flops_per_token(config.model, t.seq_len);
-  const double peak = measure_gemm_peak_flops(0.3);
+  log_info("pipeline stage {} of {}: layers [{}, {}){}{}", topo_.pp_rank, topo_.pp, stage_.first_layer, stage_.end_layer,
+           stage_.first ? ", embedding" : "", stage_.last ? ", final norm, lm_head and loss" : "");
+  if (!checkpoint && !config_.init.from_hf.empty())
+    log_info("weights from {} (Hugging Face; each rank read its own slices)", config_.init.from_hf);
+  if (checkpoint) {
+    const CheckpointInfo& info = checkpoint->info();
+    log_info("resumed from {} (step {}, {} tokens; saved under {}) in {:.2f} s", checkpoint->dir(), info.step,
+             info.tokens, info.layout.describe(), load_seconds);
+  }
+  start_step_ = state_.step;
+
+  const ParamCounts counts = count_params(model.specs());
+  flops_per_token_ = train_flops_per_token(config_.model, t_.seq_len);
+  peak_ = measure_gemm_peak_flops(0.3);
   int64_t local_params = 0;
   for (const auto& p : model.params()) local_params += p.numel();
   log_info("model: {} parameters ({} non-embedding), {} layers; {} threads; fp32 GEMM peak {:.1f} GFLOP/s",
-           counts.total, counts.non_embedding(), config.model.num_layers, at::get_num_threads(), peak / 1e9);
+           counts.total, counts.non_embedding(), config_.model.num_layers, at::get_num_threads(), peak_ / 1e9);
   log_info("memory on this rank: parameters {} MiB, gradients {} MiB, optimizer state {} MiB (zero {})",
-           4 * local_params >> 20, 4 * local_params >> 20, optimizer.state_bytes() >> 20, config.parallel.zero);
+           4 * local_params >> 20, 4 * local_params >> 20, state_.optimizer->state_bytes() >> 20,
+           config_.parallel.zero);
   log_info("train: {} steps x {} sequences x {} tokens ({} per DP rank, {} micro-batches of {}), precision {}, "
-           "recompute {}{}", t.steps, t.global_batch, t.seq_len, rows_per_rank, accumulation, t.micro_batch,
-           t.precision == Precision::BF16 ? "bf16" : "fp32", t.recompute == Recompute::Full ? "full" : "none",
-           sequence_parallel ? ", sequence parallel" : "");
+           "recompute {}{}", t_.steps, t_.global_batch, t_.seq_len, rows_per_rank_, accumulation_, t_.micro_batch,
+           t_.precision == Precision::BF16 ? "bf16" : "fp32", t_.recompute == Recompute::Full ? "full" : "none",
+           sequence_parallel_ ? ", sequence parallel" : "");
+  if (config_.checkpoint.every > 0)
+    log_info("checkpoints: every {} steps into {}/checkpoints (keep {}{})", config_.checkpoint.every, run_dir_,
+             config_.checkpoint.keep, config_.checkpoint.async ? ", written beside training" : "");
 
-  std::ofstream metrics;
-  if (rank0) {
-    metrics.open(run_dir + "/metrics.jsonl", std::ios::trunc);
-    if (!metrics) fail("cannot write '{}/metrics.jsonl': {}", run_dir, std::strerror(errno));
+  if (rank0_) {
+    const std::string path = run_dir_ + "/metrics.jsonl";
+    if (checkpoint) truncate_metrics(path, state_.step);
+    metrics_.open(path, checkpoint ? std::ios::app : std::ios::trunc);
+    if (!metrics_) fail("cannot write '{}': {}", path, std::strerror(errno));
+    checkpoint_log_.open(run_dir_ + "/checkpoints.jsonl", std::ios::app);
   }
+  saver_ = std::make_unique<CheckpointSaver>(config_, topo_, run_dir_);
+  const at::DeviceType device_type = device_.type();
+  const bool bf16 = t_.precision == Precision::BF16;
+  stage_options_ = StageOptions{t_.recompute == Recompute::Full, sequence_parallel_,
+                                [bf16, device_type](const std::function<at::Tensor()>& fn) {
+                                  AutocastScope autocast(bf16, device_type);
+                                  return fn();
+                                }};
+}
 
-  TrainSummary summary;
-  summary.run_dir = run_dir;
+Trainer::StepResult Trainer::step() {
+  Exaone4Model& model = *state_.model;
+  const int64_t step = state_.step;  // 0-based index of the step being taken
+  StepResult r;
+  r.lr = learning_rate(config_.schedule, config_.optimizer.lr, step, t_.steps);
+  {
+    // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
+    at::NoGradGuard no_grad;
+    for (const auto& p : model.params()) {
+      if (p.grad().defined())
+        p.mutable_grad().zero_();
+      else
+        p.mutable_grad() = at::zeros_like(p);
+    }
+  }
+  const RankBatch batch = state_.data->next(step).to(device_);
+  // With a loss mask the step's loss is the mean over the global batch's counted targets:
+  // weights = mask / (count / dp), as DP averages gradients over its ranks.
+  double per_rank_count = 1.0;
+  if (batch.mask.defined()) {
+    at::Tensor count = at::full({1}, batch.mask.sum().item<double>(), at::kDouble);
+    if (topo_.dp > 1) topo_.dp_group->all_reduce(count);
+    per_rank_count = std::max(count.item<double>(), 1.0) / topo_.dp;
+  }
+  const MicroBatches micro_batches = split_micro_batches(batch, t_.micro_batch, per_rank_count);
+  const int64_t baseline = MemoryTracker::allocated(cuda_index_);
+  MemoryTracker::reset_peak(cuda_index_);
+  // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
+  const PipelineStepResult pipe = run_1f1b(model, *topo_.pp_group, micro_batches, stage_options_);
+  peak_activation_bytes_ = std::max(peak_activation_bytes_, MemoryTracker::peak(cuda_index_) - baseline);
+  max_in_flight_ = std::max(max_in_flight_, pipe.max_in_flight);
+  if (tied_embedding_ && (stage_.first || stage_.last)) {
+    at::Tensor g = model.param("model.embed_tokens.weight").grad();
+    tied_embedding_->all_reduce(g);
+  }
+  r.grad_norm = state_.optimizer->reduce_gradients(config_.optimizer.grad_clip);
+  state_.optimizer->step(r.lr);
+  // The mean loss over the global batch: every DP rank's share, counted once per TP group.
+  at::Tensor loss_sum = at::full({1}, topo_.tp_rank == 0 && stage_.last ? pipe.loss / topo_.dp : 0.0, at::kDouble);
+  topo_.world->all_reduce(loss_sum);
+  r.loss = loss_sum.item<double>();
+  if (!std::isfinite(r.loss))
+    fail("step {}: the loss is {}; lower optimizer.lr or use train.precision: fp32", step + 1, r.loss);
+  state_.step = step + 1;
+  state_.tokens += t_.global_batch * t_.seq_len;
+  if (step == 0) state_.first_loss = r.loss;
+  return r;
+}
+
+void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>& step_bytes,
+                       const std::vector<double>& val_losses) {
+  const int64_t step = state_.step;
+  const auto now = Clock::now();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double dt = std::chrono::duration<double>(now - interval_start_).count() - interval_eval_s_;
+  const double tokens_per_s = static_cast<double>(interval_tokens_) / std::max(dt, 1e-9);
+  const double data_wait_share = state_.data->take_wait_seconds() / std::max(dt, 1e-9);
+  // Per-rank MFU: the job's model FLOPs over all ranks' peaks.
+  const double mfu = tokens_per_s * flops_per_token_ / (peak_ * topo_.world_size);
+  const double eta = elapsed / static_cast<double>(step - start_step_) * static_cast<double>(t_.steps - step);
+  std::string val_text;
+  nlohmann::json val_json = nlohmann::json::object();
+  for (size_t v = 0; v < val_losses.size(); ++v) {
+    const std::string& name = state_.data->validation_sets()[v].name;
+    val_json[name] = val_losses[v];
+    val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
+  }
+  if (rank0_) {
+    nlohmann::json m = {{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
+                        {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
+                        {"data_wait_share", data_wait_share}, {"comm_bytes", step_bytes},
+                        {"optimizer_state_bytes", state_.optimizer->state_bytes()},
+                        {"max_micro_batches_in_flight", max_in_flight_},
+                        {"peak_activation_bytes", peak_activation_bytes_}};
+    if (!val_losses.empty()) m["val_loss"] = val_json;
+    metrics_ << m.dump() << "\n" << std::flush;
+  }
+  std::string bytes;
+  for (const auto& [key, n] : step_bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
+  log_info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | "
+           "data wait {:.1f}% | eta {}{}",
+           step, std::to_string(t_.steps).size(), t_.steps, r.loss, val_text, r.lr, r.grad_norm, tokens_per_s,
+           100 * mfu, 100 * data_wait_share, format_duration(eta), bytes.empty() ? "" : " |" + bytes);
+  interval_start_ = now;
+  interval_tokens_ = 0;
+  interval_eval_s_ = 0;
+}
+
+void Trainer::report_save(const std::optional<SaveReport>& report, const char* why) {
+  if (!report) return;
+  const double mib = static_cast<double>(report->bytes) / (1 << 20);
+  const double step_s = steps_timed_ > 0 ? step_seconds_ / static_cast<double>(steps_timed_) : 0.0;
+  log_info("saved checkpoint {} ({}{}): {:.1f} MiB in {:.2f} s ({:.0f} MiB/s); training stalled {:.3f} s{}",
+           report->dir, why, report->async ? ", async" : "", mib, report->seconds,
+           mib / std::max(report->seconds, 1e-9), report->stall,
+           step_s > 0 ? fmt::format(" ({:.1f}% of a {:.3f} s step)", 100 * report->stall / step_s, step_s) : "");
+  if (rank0_) {
+    nlohmann::json m = {{"checkpoint", report->step}, {"dir", report->dir}, {"bytes", report->bytes},
+                        {"seconds", report->seconds}, {"stall_s", report->stall}, {"async", report->async},
+                        {"step_s", step_s}};
+    checkpoint_log_ << m.dump() << "\n" << std::flush;
+  }
+}
+
+void Trainer::save(const char* why) {
   const auto start = Clock::now();
-  auto interval_start = start;
-  int64_t interval_tokens = 0;
-  double interval_eval_s = 0;
-  const int64_t tokens_per_step = t.global_batch * t.seq_len;
-  const at::DeviceType device = model.params().front().device().type();
-  CommContext& comm = topo.world->context();
-  int max_in_flight = 0;
-  int64_t peak_activation_bytes = 0;
-  const StageOptions stage_options{t.recompute == Recompute::Full, sequence_parallel,
-                                   [&](const std::function<at::Tensor()>& fn) {
-                                     AutocastScope autocast(t.precision == Precision::BF16, device);
-                                     return fn();
-                                   }};
+  report_save(saver_->save(state_), why);
+  last_saved_ = state_.step;
+  interval_eval_s_ += std::chrono::duration<double>(Clock::now() - start).count();  // not training time
+}
 
-  for (int64_t step = 0; step < t.steps; ++step) {
-    comm.step = step + 1;
+TrainSummary Trainer::run() {
+  TrainSummary summary;
+  summary.run_dir = run_dir_;
+  start_ = interval_start_ = Clock::now();
+  const int64_t tokens_per_step = t_.global_batch * t_.seq_len;
+  CommContext& comm = topo_.world->context();
+  while (state_.step < t_.steps) {
+    comm.step = state_.step + 1;
     comm.reset_bytes();
-    const double lr = learning_rate(config.schedule, config.optimizer.lr, step, t.steps);
-    {
-      // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
-      at::NoGradGuard no_grad;
-      for (const auto& p : model.params()) {
-        if (p.grad().defined())
-          p.mutable_grad().zero_();
-        else
-          p.mutable_grad() = at::zeros_like(p);
-      }
-    }
-    const RankBatch batch = data.next(step).to(device_of_rank);
-    // With a loss mask the step's loss is the mean over the global batch's counted targets:
-    // weights = mask / (count / dp), as DP averages gradients over its ranks.
-    double per_rank_count = 1.0;
-    if (batch.mask.defined()) {
-      at::Tensor count = at::full({1}, batch.mask.sum().item<double>(), at::kDouble);
-      if (topo.dp > 1) topo.dp_group->all_reduce(count);
-      per_rank_count = std::max(count.item<double>(), 1.0) / topo.dp;
-    }
-    const MicroBatches micro_batches = split_micro_batches(batch, t.micro_batch, per_rank_count);
-    const int64_t baseline = MemoryTracker::allocated(cuda_index);
-    MemoryTracker::reset_peak(cuda_index);
-    // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
-    const PipelineStepResult pipe = run_1f1b(model, *topo.pp_group, micro_batches, stage_options);
-    peak_activation_bytes = std::max(peak_activation_bytes, MemoryTracker::peak(cuda_index) - baseline);
-    double step_loss = pipe.loss;
-    max_in_flight = std::max(max_in_flight, pipe.max_in_flight);
-    if (tied_embedding && (stage.first || stage.last)) {
-      at::Tensor g = model.param("model.embed_tokens.weight").grad();
-      tied_embedding->all_reduce(g);
-    }
-    const double grad_norm = optimizer.reduce_gradients(config.optimizer.grad_clip);
-    optimizer.step(lr);
-    // The mean loss over the global batch: every DP rank's share, counted once per TP group.
-    at::Tensor loss_sum = at::full({1}, topo.tp_rank == 0 && stage.last ? step_loss / topo.dp : 0.0, at::kDouble);
-    topo.world->all_reduce(loss_sum);
-    step_loss = loss_sum.item<double>();
-    if (!std::isfinite(step_loss))
-      fail("step {}: the loss is {}; lower optimizer.lr or use train.precision: fp32", step + 1, step_loss);
-
-    interval_tokens += tokens_per_step;
-    if (step == 0) summary.first_loss = step_loss;
-    summary.final_loss = step_loss;
+    const auto step_start = Clock::now();
+    const StepResult r = step();
+    step_seconds_ += std::chrono::duration<double>(Clock::now() - step_start).count();
+    steps_timed_ += 1;
+    const int64_t step = state_.step;  // steps completed
+    interval_tokens_ += tokens_per_step;
+    summary.final_loss = r.loss;
     const std::map<std::string, int64_t> step_bytes = comm.bytes;  // this step's, before any evaluation
-    const bool eval_now = t.eval_every > 0 && ((step + 1) % t.eval_every == 0 || step + 1 == t.steps);
+    const bool eval_now = t_.eval_every > 0 && (step % t_.eval_every == 0 || step == t_.steps);
     std::vector<double> val_losses;
     if (eval_now) {
       const auto eval_start = Clock::now();
-      val_losses = evaluate(model, topo, data, stage_options, t.micro_batch);
-      interval_eval_s += std::chrono::duration<double>(Clock::now() - eval_start).count();
+      val_losses = evaluate(*state_.model, topo_, *state_.data, stage_options_, t_.micro_batch);
+      interval_eval_s_ += std::chrono::duration<double>(Clock::now() - eval_start).count();
     }
-    if ((step + 1) % config.log.every == 0 || step == 0 || step + 1 == t.steps || eval_now) {
-      const auto now = Clock::now();
-      const double elapsed = std::chrono::duration<double>(now - start).count();
-      const double dt = std::chrono::duration<double>(now - interval_start).count() - interval_eval_s;
-      const double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
-      const double data_wait_share = data.take_wait_seconds() / std::max(dt, 1e-9);
-      // Per-rank MFU: the job's model FLOPs over all ranks' peaks.
-      const double mfu = tokens_per_s * flops_per_token / (peak * topo.world_size);
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(t.steps - step - 1);
-      std::string val_text;
-      nlohmann::json val_json = nlohmann::json::object();
-      for (size_t v = 0; v < val_losses.size(); ++v) {
-        const std::string& name = data.validation_sets()[v].name;
-        val_json[name] = val_losses[v];
-        val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
-      }
-      if (rank0) {
-        nlohmann::json m = {{"step", step + 1}, {"loss", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                            {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
-                            {"data_wait_share", data_wait_share}, {"comm_bytes", step_bytes},
-                            {"optimizer_state_bytes", optimizer.state_bytes()},
-                            {"max_micro_batches_in_flight", max_in_flight},
-                            {"peak_activation_bytes", peak_activation_bytes}};
-        if (!val_losses.empty()) m["val_loss"] = val_json;
-        metrics << m.dump() << "\n" << std::flush;
-      }
-      std::string bytes;
-      for (const auto& [key, n] : step_bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
-      log_info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | "
-               "data wait {:.1f}% | eta {}{}",
-               step + 1, std::to_string(t.steps).size(), t.steps, step_loss, val_text, lr, grad_norm, tokens_per_s,
-               100 * mfu, 100 * data_wait_share, format_duration(eta), bytes.empty() ? "" : " |" + bytes);
-      interval_start = now;
-      interval_tokens = 0;
-      interval_eval_s = 0;
+    if (step % config_.log.every == 0 || step == start_step_ + 1 || step == t_.steps || eval_now)
+      log_step(r, step_bytes, val_losses);
+    if (saver_->in_flight()) {
+      const auto poll_start = Clock::now();
+      report_save(saver_->poll(), "checkpoint.every");
+      interval_eval_s_ += std::chrono::duration<double>(Clock::now() - poll_start).count();
     }
+    if (config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0) save("checkpoint.every");
   }
+  finish(summary);
+  return summary;
+}
+
+void Trainer::finish(TrainSummary& summary) {
   // Activation memory per stage: every rank's peak, gathered once at the end (after the
   // per-step byte counts).
   {
-    at::Tensor mine = at::tensor({static_cast<int64_t>(topo.pp_rank), peak_activation_bytes,
-                                  static_cast<int64_t>(max_in_flight)}, at::kLong);
-    at::Tensor all = topo.world->all_gather(mine, 0).view({topo.world_size, 3});
-    if (rank0) {
+    at::Tensor mine = at::tensor({static_cast<int64_t>(topo_.pp_rank), peak_activation_bytes_,
+                                  static_cast<int64_t>(max_in_flight_)}, at::kLong);
+    at::Tensor all = topo_.world->all_gather(mine, 0).view({topo_.world_size, 3});
+    if (rank0_) {
       nlohmann::json ranks = nlohmann::json::array();
-      for (int r = 0; r < topo.world_size; ++r)
+      for (int r = 0; r < topo_.world_size; ++r)
         ranks.push_back({{"rank", r}, {"stage", all[r][0].item<int64_t>()},
                          {"peak_activation_bytes", all[r][1].item<int64_t>()},
                          {"max_micro_batches_in_flight", all[r][2].item<int64_t>()}});
-      write_text_file(run_dir + "/memory.json", nlohmann::json{{"micro_batches", accumulation},
-                                                               {"micro_batch", t.micro_batch},
-                                                               {"ranks", ranks}}.dump(1) + "\n");
+      write_text_file(run_dir_ + "/memory.json", nlohmann::json{{"micro_batches", accumulation_},
+                                                                {"micro_batch", t_.micro_batch},
+                                                                {"ranks", ranks}}.dump(1) + "\n");
     }
     log_info("peak activation memory on this rank (stage {}): {:.2f} MiB with at most {} of {} micro-batches in "
-             "flight", topo.pp_rank, static_cast<double>(peak_activation_bytes) / (1 << 20), max_in_flight,
-             accumulation);
+             "flight", topo_.pp_rank, static_cast<double>(peak_activation_bytes_) / (1 << 20), max_in_flight_,
+             accumulation_);
   }
-  summary.steps = t.steps;
-  summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  log_info("trained {} steps in {}: loss {:.4f} -> {:.4f}", t.steps, format_duration(summary.seconds),
-               summary.first_loss, summary.final_loss);
+  summary.steps = state_.step;
+  summary.first_loss = state_.first_loss;
+  summary.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  log_info("trained {} steps ({} in this process) in {}: loss {:.4f} -> {:.4f}", state_.step,
+           state_.step - start_step_, format_duration(summary.seconds), summary.first_loss, summary.final_loss);
 
-  if (config.checkpoint.save_final) {
-    save_final(config, model, topo, run_dir + "/final");
-    log_info("saved weights: {}/final (Hugging Face format)", run_dir);
+  // The end state is always resumable (train.steps may be raised later) when checkpoints are on.
+  report_save(saver_->drain(), "checkpoint.every");
+  if (config_.checkpoint.every > 0 && last_saved_ != state_.step) save("end of training");
+  report_save(saver_->drain(), "end of training");
+  const Exaone4Model& model = *state_.model;
+  if (config_.checkpoint.save_final) {
+    save_final(config_, model, topo_, run_dir_ + "/final");
+    log_info("saved weights: {}/final (Hugging Face format)", run_dir_);
   }
-  if (config.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
-    std::vector<int64_t> prompt = data.encode_prompt(config.log.sample_prompt);
-    if (prompt.empty()) prompt.push_back(config.model.bos_token_id);
+  if (config_.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
+    std::vector<int64_t> prompt = state_.data->encode_prompt(config_.log.sample_prompt);
+    if (prompt.empty()) prompt.push_back(config_.model.bos_token_id);
     const size_t prompt_len = prompt.size();
-    auto out = generate(model, prompt, config.log.sample_tokens, config.log.sample_temperature, t.seq_len,
-                        static_cast<uint64_t>(t.seed), topo.pp_group.get());
+    auto out = generate(model, prompt, config_.log.sample_tokens, config_.log.sample_temperature, t_.seq_len,
+                        static_cast<uint64_t>(t_.seed), topo_.pp_group.get());
     std::vector<int64_t> continuation(out.begin() + static_cast<int64_t>(prompt_len), out.end());
-    log_info("sample: \"{}\" -> \"{}\"", config.log.sample_prompt, data.decode(continuation));
+    log_info("sample: \"{}\" -> \"{}\"", config_.log.sample_prompt, state_.data->decode(continuation));
   }
-  return summary;
+}
+
+}  // namespace
+
+TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo,
+                          const ResumeOptions& resume) {
+  Trainer trainer(config, run_dir, topo, resume);
+  return trainer.run();
 }
 
 }  // namespace exatrain

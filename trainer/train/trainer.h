@@ -1,4 +1,4 @@
-// Single-process training: the loop of DESIGN.md's "one training step", with metrics.
+// Training: the loop of DESIGN.md's "one training step", with metrics and checkpoints.
 #pragma once
 
 #include <cstdint>
@@ -17,10 +17,18 @@ struct TrainSummary {
 
 struct Topology;
 
+// --resume [CKPT]: continue from CKPT, or from RUN/checkpoints/latest when `from` is empty, or
+// start fresh when RUN has no checkpoint yet (so a requeued job can always pass --resume).
+struct ResumeOptions {
+  bool enabled = false;
+  std::string from;
+};
+
 // Trains as `config` says on the ranks of `topology`, writing (rank 0)
 // RUN_DIR/{config.resolved.yaml, metrics.jsonl, train.log} and, with checkpoint.save_final,
 // RUN_DIR/final (a Hugging Face directory); other ranks log to RUN_DIR/train.rankN.log.
-TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topology);
+TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topology,
+                          const ResumeOptions& resume = {});
 
 // Makes `dir` (and parents) and checks that a file can be written in it.
 void prepare_run_dir(const std::string& dir);

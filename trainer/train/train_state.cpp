@@ -1,0 +1,304 @@
+#include "trainer/train/train_state.h"
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <thread>
+#include <cstring>
+#include <filesystem>
+
+#include "data/tokenizer/tokenizer.h"
+#include "trainer/core/error.h"
+#include "trainer/core/logging.h"
+#include "trainer/model/exaone4.h"
+#include "trainer/optim/distributed_optimizer.h"
+#include "trainer/parallel/comm.h"
+#include "trainer/parallel/topology.h"
+#include "trainer/train/train_data.h"
+
+namespace exatrain {
+
+TrainState::TrainState() = default;
+TrainState::~TrainState() = default;
+TrainState::TrainState(TrainState&&) noexcept = default;
+
+namespace {
+
+DType checkpoint_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::F32;
+    case at::kBFloat16: return DType::BF16;
+    case at::kHalf: return DType::F16;
+    default: fail("internal: no checkpoint dtype for {}", c10::toString(t.scalar_type()));
+  }
+}
+
+// Every rank's bytes, in rank order (two all-gathers: the lengths, then the padded bytes).
+std::vector<std::string> all_gather_strings(const Communicator& world, const std::string& mine) {
+  at::Tensor length = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
+  at::Tensor lengths = world.all_gather(length, 0);
+  const int64_t longest = lengths.max().item<int64_t>();
+  at::Tensor buf = at::zeros({std::max<int64_t>(longest, 1)}, at::kByte);
+  std::memcpy(buf.data_ptr(), mine.data(), mine.size());
+  at::Tensor all = world.all_gather(buf, 0);
+  std::vector<std::string> out;
+  const auto* p = static_cast<const char*>(all.data_ptr());
+  for (int r = 0; r < world.size(); ++r)
+    out.emplace_back(p + r * std::max<int64_t>(longest, 1), static_cast<size_t>(lengths[r].item<int64_t>()));
+  return out;
+}
+
+}  // namespace
+
+std::vector<StatePiece> state_pieces(const TrainState& state, bool canonical_only, bool copy,
+                                     std::vector<std::pair<at::Tensor, at::Tensor>>& host_of_device) {
+  const Exaone4Model& model = *state.model;
+  std::vector<StatePiece> pieces;
+  auto add = [&](const std::string& name, const ParamSpec& spec, const TensorSlice& slice, const at::Tensor& t) {
+    at::Tensor host = t;
+    if (!t.device().is_cpu()) {
+      host = copy ? t.to(at::kCPU) : at::empty(t.sizes(), t.options().device(at::kCPU));
+      host_of_device.emplace_back(host, t);
+    }
+    EXATRAIN_CHECK(host.is_contiguous(), "internal: state tensor '{}' is not contiguous", name);
+    pieces.push_back(StatePiece{name, spec.shape, checkpoint_dtype(host), slice, host.data_ptr()});
+  };
+  for (const auto& seg : state.optimizer->state_segments()) {
+    if (canonical_only && !seg.canonical) continue;
+    const ParamSpec& spec = model.specs()[seg.param];
+    TensorSlice slice = model.slice(seg.param);
+    slice.flat_begin = seg.param_offset;
+    slice.flat_end = seg.param_offset + seg.length;
+    add(spec.name, spec, slice, seg.master);
+    add("optimizer.exp_avg." + spec.name, spec, slice, seg.exp_avg);
+    add("optimizer.exp_avg_sq." + spec.name, spec, slice, seg.exp_avg_sq);
+  }
+  return pieces;
+}
+
+std::map<std::string, std::string> model_keys(const ModelConfig& model) {
+  std::map<std::string, std::string> out = model_key_values(model);
+  out.erase("model.preset");
+  out.erase("model.init_std");
+  return out;
+}
+
+void check_resumable(const CheckpointInfo& info, const RunConfig& config, const std::string& dir,
+                     const std::string& tokenizer_sha256) {
+  const auto mine = model_keys(config.model);
+  for (const auto& [key, value] : info.model) {
+    auto it = mine.find(key);
+    if (it == mine.end() || it->second != value)
+      fail("checkpoint '{}' was saved from another model: {} is {} there, {} in this run; resume with the config "
+           "it was trained with",
+           dir, key, value, it == mine.end() ? "absent" : it->second);
+  }
+  for (const auto& [key, value] : mine)
+    if (!info.model.count(key))
+      fail("checkpoint '{}' was saved from another model: it has no {} (this run: {})", dir, key, value);
+  if (info.tokenizer_sha256 != tokenizer_sha256)
+    fail("checkpoint '{}' was trained with {}, this run has {}; resume with the same data.tokenizer", dir,
+         info.tokenizer_sha256.empty() ? "no tokenizer" : "tokenizer sha256 " + info.tokenizer_sha256,
+         tokenizer_sha256.empty() ? "none" : "sha256 " + tokenizer_sha256);
+  std::vector<std::string> datasets;
+  for (const auto& d : config.data.datasets) datasets.push_back(d.path);
+  if (!config.data.path.empty()) datasets.push_back(config.data.path);
+  if (info.datasets.size() != datasets.size())
+    fail("checkpoint '{}' was trained on {} data sources, this run lists {}; resume with the same data", dir,
+         info.datasets.size(), datasets.size());
+  for (size_t i = 0; i < datasets.size(); ++i)
+    if (std::filesystem::path(info.datasets[i]).filename() != std::filesystem::path(datasets[i]).filename())
+      fail("checkpoint '{}' was trained on '{}' as data source {}, this run has '{}'; resume with the same data", dir,
+           info.datasets[i], i + 1, datasets[i]);
+}
+
+namespace {
+
+CheckpointInfo checkpoint_info(const TrainState& state, const RunConfig& config, const Topology& topo) {
+  CheckpointInfo info;
+  info.step = state.step;
+  info.tokens = state.tokens;
+  info.seed = config.train.seed;
+  info.first_loss = state.first_loss;
+  info.config_yaml = resolved_yaml(config);
+  info.model = model_keys(config.model);
+  info.layout = CheckpointLayout{topo.world_size, topo.tp, topo.pp, topo.dp, static_cast<int>(config.parallel.zero),
+                                 config.parallel.sequence_parallel && topo.tp > 1, config.parallel.pipeline_layers,
+                                 config.train.micro_batch};
+  if (const Tokenizer* tok = state.data->tokenizer()) info.tokenizer_sha256 = tok->content_sha256();
+  for (const auto& d : config.data.datasets) info.datasets.push_back(d.path);
+  if (!config.data.path.empty()) info.datasets.push_back(config.data.path);
+  info.blobs["loader"] = state.data->state();
+  const std::string optimizer_steps = std::to_string(state.optimizer->step_count());
+  info.blobs["optimizer_steps"] = std::vector<uint8_t>(optimizer_steps.begin(), optimizer_steps.end());
+  info.exatrain_version = std::string(version_string()) + " (" + git_commit() + ")";
+  return info;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+struct CheckpointSaver::Pending {
+  std::string tmp;
+  int64_t step = 0;
+  CheckpointInfo info;  // rank 0
+  uint64_t bytes = 0;
+  std::chrono::steady_clock::time_point start;
+  double stall = 0;
+  bool async = false;
+  // The writer: host copies of the pieces, its result.
+  std::vector<std::pair<at::Tensor, at::Tensor>> host;
+  std::vector<at::Tensor> clones;
+  std::vector<StatePiece> pieces;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  std::string list;
+  std::exception_ptr error;
+};
+
+CheckpointSaver::CheckpointSaver(const RunConfig& config, const Topology& topo, std::string run_dir)
+    : config_(config), topo_(topo), run_dir_(std::move(run_dir)) {}
+
+CheckpointSaver::~CheckpointSaver() {
+  // Only reached with a save in flight when the run failed: let the writer finish its file
+  // (the checkpoint stays uncommitted, a .tmp- directory the next save removes).
+  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+}
+
+bool CheckpointSaver::in_flight() const { return pending_ != nullptr; }
+
+std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
+  std::optional<SaveReport> previous;
+  const auto start = std::chrono::steady_clock::now();
+  if (pending_) previous = drain();  // at most one save in flight
+  const double waited = seconds_since(start);
+  auto p = std::make_unique<Pending>();
+  p->start = start;
+  p->async = config_.checkpoint.async;
+  p->step = state.step;
+  const std::string checkpoints = run_dir_ + "/checkpoints";
+  const std::string name = checkpoint_name(state.step);
+  p->tmp = checkpoints + "/.tmp-" + name;
+  if (topo_.world_rank == 0) {
+    begin_checkpoint(checkpoints, name);
+    p->info = checkpoint_info(state, config_, topo_);
+  }
+  topo_.world->barrier();
+  p->pieces = state_pieces(state, /*canonical_only=*/true, /*copy=*/true, p->host);
+  if (p->async) {
+    // Host copies the training loop may not touch while the writer reads them (the GPU path
+    // already copied in state_pieces).
+    for (auto& piece : p->pieces) {
+      bool staged = false;
+      for (const auto& [host, device] : p->host) staged = staged || host.data_ptr() == piece.data;
+      if (staged) continue;
+      const int64_t bytes = piece.slice.numel() * static_cast<int64_t>(dtype_size(piece.dtype));
+      at::Tensor copy = at::empty({bytes}, at::kByte);
+      std::memcpy(copy.data_ptr(), piece.data, static_cast<size_t>(bytes));
+      piece.data = copy.data_ptr();
+      p->clones.push_back(copy);
+    }
+  }
+  for (const auto& piece : p->pieces) p->bytes += static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
+  const int rank = topo_.world_rank;
+  Pending* raw = p.get();
+  auto write = [raw, rank] {
+    try {
+      raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
+    } catch (...) {
+      raw->error = std::current_exception();
+    }
+    raw->done = true;
+  };
+  if (p->async) {
+    p->thread = std::thread(write);
+    p->stall = seconds_since(start) - waited;  // the snapshot (waiting for the previous save is its stall)
+    pending_ = std::move(p);
+    if (previous) return previous;
+    return std::nullopt;
+  }
+  write();
+  pending_ = std::move(p);
+  auto report = commit(*pending_);
+  pending_.reset();
+  return report;
+}
+
+std::optional<SaveReport> CheckpointSaver::poll() {
+  if (!pending_) return std::nullopt;
+  at::Tensor done = at::tensor({pending_->done.load() ? int64_t{1} : int64_t{0}}, at::kLong);
+  topo_.world->all_reduce(done, ReduceOp::Sum);
+  if (done.item<int64_t>() < topo_.world_size) return std::nullopt;
+  auto report = commit(*pending_);
+  pending_.reset();
+  return report;
+}
+
+std::optional<SaveReport> CheckpointSaver::drain() {
+  if (!pending_) return std::nullopt;
+  const auto start = std::chrono::steady_clock::now();
+  if (pending_->thread.joinable()) pending_->thread.join();
+  pending_->stall += seconds_since(start);
+  auto report = commit(*pending_);
+  pending_.reset();
+  return report;
+}
+
+std::optional<SaveReport> CheckpointSaver::commit(Pending& p) {
+  const auto start = std::chrono::steady_clock::now();
+  if (p.thread.joinable()) p.thread.join();
+  if (p.error) std::rethrow_exception(p.error);
+  const std::vector<std::string> lists = all_gather_strings(*topo_.world, p.list);
+  at::Tensor total = at::tensor({static_cast<int64_t>(p.bytes)}, at::kLong);
+  topo_.world->all_reduce(total);
+  SaveReport report;
+  report.step = p.step;
+  report.async = p.async;
+  report.bytes = static_cast<uint64_t>(total.item<int64_t>());
+  const std::string checkpoints = run_dir_ + "/checkpoints";
+  if (topo_.world_rank == 0) {
+    report.dir = commit_checkpoint(p.tmp, p.info, lists);
+    for (const auto& removed : prune_checkpoints(checkpoints, config_.checkpoint.keep))
+      log_info("removed old checkpoint {}/{} (checkpoint.keep {})", checkpoints, removed, config_.checkpoint.keep);
+  }
+  // When a commit returns on any rank, the checkpoint is complete.
+  topo_.world->barrier();
+  p.stall += seconds_since(start);
+  at::Tensor times = at::tensor({seconds_since(p.start), p.stall}, at::kDouble);
+  topo_.world->all_reduce(times, ReduceOp::Max);
+  report.seconds = times[0].item<double>();
+  report.stall = p.async ? times[1].item<double>() : report.seconds;
+  if (report.dir.empty()) report.dir = p.tmp.substr(0, p.tmp.rfind("/.tmp-")) + "/" +
+                                       p.tmp.substr(p.tmp.rfind("/.tmp-") + 6);
+  return report;
+}
+
+void load_checkpoint(TrainState& state, CheckpointReader& reader, const Topology& topo) {
+  (void)topo;
+  const CheckpointInfo& info = reader.info();
+  std::vector<std::pair<at::Tensor, at::Tensor>> host;
+  const std::vector<StatePiece> pieces = state_pieces(state, /*canonical_only=*/false, /*copy=*/false, host);
+  for (const auto& piece : pieces) reader.read(piece);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [h, device] : host) device.copy_(h);
+  }
+  auto blob = [&](const std::string& name) {
+    auto it = info.blobs.find(name);
+    return it == info.blobs.end() ? std::vector<uint8_t>{} : it->second;
+  };
+  const std::vector<uint8_t> steps = blob("optimizer_steps");
+  state.optimizer->set_step_count(steps.empty() ? info.step : std::stoll(std::string(steps.begin(), steps.end())));
+  state.optimizer->copy_master_to_params();
+  state.data->restore(blob("loader"));
+  state.step = info.step;
+  state.tokens = info.tokens;
+  state.first_loss = info.first_loss;
+}
+
+}  // namespace exatrain
