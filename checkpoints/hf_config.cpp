@@ -235,7 +235,23 @@ ModelConfig read_hf_config(const std::string& dir) {
   return m;
 }
 
-void write_hf_config(const ModelConfig& m, const std::string& dir) {
+#ifndef EXATRAIN_TRANSFORMERS_VERSION
+#error "EXATRAIN_TRANSFORMERS_VERSION is set by CMakeLists.txt from launch/requirements.txt"
+#endif
+
+const char* hf_transformers_version() { return EXATRAIN_TRANSFORMERS_VERSION; }
+
+const char* hf_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "float32";
+    case DType::BF16: return "bfloat16";
+    case DType::F16: return "float16";
+    case DType::F64: return "float64";
+    default: fail("{} is not a dtype for model weights (expected F32, BF16 or F16)", dtype_name(dtype));
+  }
+}
+
+std::string hf_config_json(const ModelConfig& m, DType dtype) {
   json rope = {{"rope_type", "default"}, {"rope_theta", m.rope_theta}};
   if (m.rope_scaling.type == RopeScaling::Llama3) {
     rope["rope_type"] = "llama3";
@@ -273,10 +289,15 @@ void write_hf_config(const ModelConfig& m, const std::string& dir) {
       {"layer_types", layer_types},
       {"rope_parameters", rope},
       {"attention_dropout", 0.0},
-      {"torch_dtype", "float32"},
+      {"dtype", hf_dtype_name(dtype)},
+      {"transformers_version", hf_transformers_version()},
       {"use_cache", true},
   };
-  const std::string text = c.dump(2) + "\n";
+  return c.dump(2) + "\n";
+}
+
+void write_hf_config(const ModelConfig& m, const std::string& dir, DType dtype) {
+  const std::string text = hf_config_json(m, dtype);
   write_file_atomically((fs::path(dir) / "config.json").string(),
                         {{reinterpret_cast<const uint8_t*>(text.data()), text.size()}});
 }

@@ -121,6 +121,22 @@ void validate_trainer_options(const BpeTrainerOptions& options);
 // Sequence[Split(pattern, Isolated), ByteLevel(add_prefix_space=false, use_regex=false)],
 // ByteLevel decoder, a BPE model with merges as [["a", "b"], ...].
 std::string trained_tokenizer_json(const TrainedBpe& bpe, const BpeTrainerOptions& options);
+// One entry of tokenizer_config.json's added_tokens_decoder (the flags of tokenizer.json's added_tokens).
+struct TokenizerConfigToken {
+  uint32_t id = 0;
+  std::string content;
+  bool single_word = false, lstrip = false, rstrip = false, normalized = false, special = true;
+};
+// What tokenizer_config.json says; empty strings (and a zero length) are left out.
+struct TokenizerConfigFields {
+  std::vector<TokenizerConfigToken> added_tokens;  // by id
+  std::string bos, eos, pad, unk;                  // token contents
+  std::string chat_template;                       // Jinja text (apply_chat_template)
+  int64_t model_max_length = 0;
+};
+// The tokenizer_config.json text (AutoTokenizer, PreTrainedTokenizerFast). One writer for every
+// place that ships a tokenizer: `tokenizer train` and the release export.
+std::string tokenizer_config_json(const TokenizerConfigFields& fields);
 // The tokenizer_config.json that transformers (and `exatrain data prepare`, for the EOS) read.
 std::string trained_tokenizer_config_json(const TrainedBpe& bpe, const std::string& bos, const std::string& eos,
                                           const std::string& pad);

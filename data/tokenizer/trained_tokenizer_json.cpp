@@ -78,23 +78,37 @@ std::string trained_tokenizer_json(const TrainedBpe& bpe, const BpeTrainerOption
   return text + R"(,"model":)" + model + "}";
 }
 
-std::string trained_tokenizer_config_json(const TrainedBpe& bpe, const std::string& bos, const std::string& eos,
-                                          const std::string& pad) {
+std::string tokenizer_config_json(const TokenizerConfigFields& fields) {
   ordered_json j;
   ordered_json decoder = ordered_json::object();
+  for (const auto& t : fields.added_tokens)
+    decoder[std::to_string(t.id)] = ordered_json{{"content", t.content},     {"lstrip", t.lstrip},
+                                                 {"normalized", t.normalized}, {"rstrip", t.rstrip},
+                                                 {"single_word", t.single_word}, {"special", t.special}};
+  j["added_tokens_decoder"] = decoder;
+  if (!fields.bos.empty()) j["bos_token"] = fields.bos;
+  if (!fields.eos.empty()) j["eos_token"] = fields.eos;
+  if (!fields.pad.empty()) j["pad_token"] = fields.pad;
+  if (!fields.unk.empty()) j["unk_token"] = fields.unk;
+  if (!fields.chat_template.empty()) j["chat_template"] = fields.chat_template;
+  j["clean_up_tokenization_spaces"] = false;
+  if (fields.model_max_length > 0) j["model_max_length"] = fields.model_max_length;
+  j["tokenizer_class"] = "PreTrainedTokenizerFast";
+  return j.dump(2) + "\n";
+}
+
+std::string trained_tokenizer_config_json(const TrainedBpe& bpe, const std::string& bos, const std::string& eos,
+                                          const std::string& pad) {
+  TokenizerConfigFields fields;
   for (const auto& s : bpe.special_tokens) {
     uint32_t id = 0;
     while (bpe.vocab[id] != s) ++id;
-    decoder[std::to_string(id)] = ordered_json{{"content", s},   {"lstrip", false}, {"normalized", false},
-                                               {"rstrip", false}, {"single_word", false}, {"special", true}};
+    fields.added_tokens.push_back(TokenizerConfigToken{id, s});
   }
-  j["added_tokens_decoder"] = decoder;
-  if (!bos.empty()) j["bos_token"] = bos;
-  if (!eos.empty()) j["eos_token"] = eos;
-  if (!pad.empty()) j["pad_token"] = pad;
-  j["clean_up_tokenization_spaces"] = false;
-  j["tokenizer_class"] = "PreTrainedTokenizerFast";
-  return j.dump(2) + "\n";
+  fields.bos = bos;
+  fields.eos = eos;
+  fields.pad = pad;
+  return tokenizer_config_json(fields);
 }
 
 void check_output_writable(const std::string& path) {
