@@ -129,6 +129,43 @@ expect_fail "train.steps below the checkpoint's step" "raise train.steps" -- \
 expect_fail "a run directory with a run, without --resume" "continue it with --resume" -- \
   "$BIN" train "$T/run.yaml" --run-dir "$T/resumed"
 
+# --- init.from_hf: bad combinations --------------------------------------------------------------
+expect_fail "init.from_hf with a disagreeing model key" "model.hidden_size" "96, but $T/straight/final/config.json says 128" -- \
+  "$BIN" train "$T/run.yaml" --run-dir "$T/hf1" --set init.from_hf="$T/straight/final" --set model.hidden_size=96
+expect_fail "init.from_hf of a directory without config.json" "config.json" -- \
+  "$BIN" train "$T/run.yaml" --run-dir "$T/hf1" --set init.from_hf="$T/genesis"
+expect_absent "init.from_hf errors: no run directory" "$T/hf1"
+train --run-dir "$T/hf2" --set init.from_hf="$T/straight/final" --set train.steps=4 --set checkpoint.save_final=false \
+  >"$T/hf2.log" 2>&1 && grep -q "weights from $T/straight/final" "$T/hf2.log" \
+  && pass "init.from_hf of an exported run starts from its weights" || fail "init.from_hf" "$(tail -3 "$T/hf2.log")"
+"$PY" - "$T/straight/metrics.jsonl" "$T/hf2/metrics.jsonl" <<'PY' && pass "the imported model continues where the export stopped (loss below the fresh start)" || fail "init.from_hf loss" "see above"
+import json, sys
+fresh = json.loads(open(sys.argv[1]).readline())["loss"]
+hf = json.loads(open(sys.argv[2]).readline())["loss"]
+assert hf < 0.8 * fresh, f"step-1 loss from the export {hf} vs fresh {fresh}"
+print(f"   step-1 loss: fresh {fresh:.4f}, from the 12-step export {hf:.4f}")
+PY
+
+# --- the release: tokenizer files and special token ids ------------------------------------------
+"$BIN" export --checkpoint "$T/straight" --output "$T/release" --dtype bf16 --max-shard-size 1MB --verify \
+  --license CC0-1.0 >"$T/export.log" 2>&1 || fail "export" "$(cat "$T/export.log")"
+"$PY" - "$T/release" "$TOK" <<'PY' && pass "the release: AutoTokenizer loads it, ids equal tokenizers', config ids are the tokenizer's specials, the chat template renders" || fail "release tokenizer" "see above"
+import json, sys
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+release, tok_path = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(release)
+ref = Tokenizer.from_file(tok_path)
+text = "In the beginning God created the heaven and the earth."
+assert tok(text, add_special_tokens=False)["input_ids"] == ref.encode(text, add_special_tokens=False).ids
+cfg = json.load(open(f"{release}/config.json"))
+for key, name in (("bos_token_id", "[BOS]"), ("eos_token_id", "[|endofturn|]"), ("pad_token_id", "[PAD]")):
+    assert cfg[key] == ref.token_to_id(name), f"{key} {cfg[key]} != id of {name} {ref.token_to_id(name)}"
+chat = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+assert chat.startswith("[|user|]\nHi[|endofturn|]\n[|assistant|]"), chat
+print(f"   bos/eos/pad = {cfg['bos_token_id']}/{cfg['eos_token_id']}/{cfg['pad_token_id']}; template: {chat!r}")
+PY
+
 # --- SIGKILL at random instants while saving every step ----------------------------------------
 KILLS=${EXATRAIN_CHECKPOINT_KILLS:-20}
 mid_save=0 verified=0
@@ -145,7 +182,7 @@ for ((i = 0; i < KILLS; i++)); do
     verified=$((verified + 1))
   fi
 done
-last=$(cat "$T/kill/checkpoints/latest" 2>/dev/null || echo none)
+last=$(cat "$T/kill/checkpoints/latest" 2>/dev/null || echo step_00000000)
 "$BIN" train "$T/run.yaml" --run-dir "$T/kill" --resume --set train.steps=$((10#${last#step_} + 1)) --set checkpoint.every=1 \
   >"$T/kill-final.log" 2>&1 || fail "resume after the kills" "$(tail -2 "$T/kill-final.log")"
 pass "SIGKILL at $KILLS random instants ($mid_save inside a save, a .tmp- directory left): latest verified $verified times, resumed from $last"

@@ -224,7 +224,11 @@ void adopt_hf_model(RunConfig& config) {
   hf.init_std = config.model.init_std;  // unused when starting from weights
   const auto given = model_key_values(config.model), from_hf = model_key_values(hf);
   for (const auto& [key, value] : given) {
-    if (key == "model.preset" || key == "model.init_std" || !config.locations.find(key)) continue;
+    const SourceLoc* loc = config.locations.find(key);
+    if (key == "model.preset" || key == "model.init_std" || !loc) continue;
+    // A preset's special token ids are defaults for a fresh vocabulary: they yield.
+    const bool from_preset = loc->origin != config.source_path && !loc->origin.starts_with("--set");
+    if (from_preset && key.ends_with("_token_id")) continue;
     auto it = from_hf.find(key);
     if (it != from_hf.end() && it->second != value)
       config_error2(config.locations, key, "init.from_hf",
@@ -261,6 +265,19 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   absolute(config.data.tokenizer, "data.tokenizer");
   for (size_t i = 0; i < config.data.datasets.size(); ++i)
     absolute(config.data.datasets[i].path, fmt::format("data.datasets[{}].path", i));
+  return config;
+}
+
+RunConfig parse_resolved_config(const std::string& yaml_text, const std::string& origin) {
+  ConfigNode root = parse_yaml(yaml_text, origin);
+  if (ConfigNode* model = root.find("model"); model && model->is_map()) model->erase("preset");
+  if (ConfigNode* init = root.find("init"); init && init->is_map()) init->erase("from_hf");
+  RunConfig config;
+  config.source_path = origin;
+  ConfigReader reader(&root, "", config.locations);
+  config.visit(reader);
+  reader.finish();
+  config.validate();
   return config;
 }
 

@@ -221,7 +221,10 @@ struct DataConfig {
   }
 };
 
+enum class ExportDtype { Auto, BF16, FP32 };
+
 struct CheckpointConfig {
+  ExportDtype export_dtype = ExportDtype::Auto;
   int64_t every = 0;
   int64_t keep = 2;
   bool async = false;
@@ -232,7 +235,11 @@ struct CheckpointConfig {
             Bounds::at_least(0));
     v.field("keep", keep, "keep the newest K checkpoints; 0 = keep all", Bounds::at_least(0));
     v.field("async", async, "write checkpoints beside training (state copied to host, one save in flight)");
-    v.field("save_final", save_final, "write the trained weights as a Hugging Face directory (RUN/final)");
+    v.field("save_final", save_final,
+            "at the end, save a checkpoint and export it as a Hugging Face release into RUN/final");
+    v.choice("export_dtype", export_dtype,
+             ChoiceNames<ExportDtype>{{"auto", ExportDtype::Auto}, {"bf16", ExportDtype::BF16}, {"fp32", ExportDtype::FP32}},
+             "dtype of RUN/final's weights; auto = bf16 for bf16 runs, else fp32");
   }
 };
 
@@ -302,6 +309,10 @@ ModelConfig load_model_config(const std::string& path, const std::vector<std::st
 
 // Resolves a run config: preset <- run file <- overrides, then validate().
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// A resolved config as a checkpoint recorded it (config.resolved.yaml's text): read as written,
+// without resolving model.preset or init.from_hf again (the model section is complete).
+RunConfig parse_resolved_config(const std::string& yaml_text, const std::string& origin);
 
 // The resolved config as YAML (every key, defaults included).
 std::string resolved_yaml(const RunConfig& config);

@@ -25,6 +25,7 @@
 #include "trainer/train/generate.h"
 #include "trainer/train/memory_tracker.h"
 #include "trainer/train/train_data.h"
+#include "trainer/train/release.h"
 #include "trainer/train/train_state.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/pipeline.h"
@@ -89,38 +90,6 @@ at::Device choose_device(const RunConfig& config, const Topology& topo) {
 PipelineStage stage_of(const RunConfig& config, int pp, int s) {
   return config.parallel.pipeline_layers.empty() ? pipeline_stage(config.model.num_layers, pp, s)
                                                  : pipeline_stage(config.parallel.pipeline_layers, s);
-}
-
-// Gathers the full weights onto world rank 0 and writes a Hugging Face directory there: TP
-// shards are gathered within each stage, then each stage's (dp 0, tp 0) rank sends its tensors
-// to stage 0, in spec order.
-void save_final(const RunConfig& config, const Exaone4Model& model, const Topology& topo, const std::string& dir) {
-  std::vector<std::pair<std::string, at::Tensor>> full;
-  for (size_t i = 0; i < model.specs().size(); ++i)
-    full.emplace_back(model.specs()[i].name, model.gather_param(i).to(at::kCPU));  // saved through MPI
-  if (topo.dp_rank != 0 || topo.tp_rank != 0) return;
-  if (topo.pp_rank > 0) {
-    for (size_t i = 0; i < full.size(); ++i)
-      if (model.specs()[i].kind != ParamKind::Embedding) topo.pp_group->send(full[i].second.contiguous(), 0);
-    return;
-  }
-  at::Tensor none;
-  for (int s = 1; s < topo.pp; ++s) {
-    const PipelineStage other = stage_of(config, topo.pp, s);
-    Exaone4Model shapes(model.config(), at::TensorOptions().device(at::kMeta), {}, other);
-    for (const auto& spec : shapes.specs()) {
-      if (spec.kind == ParamKind::Embedding) continue;  // stage 0 holds the tied copy
-      at::Tensor t = at::empty(spec.shape, at::kFloat);
-      topo.pp_group->recv(t, s);
-      full.emplace_back(spec.name, t);
-    }
-  }
-  // Hugging Face order: the registry's.
-  std::vector<std::pair<std::string, at::Tensor>> ordered;
-  for (const auto& spec : build_param_specs(model.config()))
-    for (const auto& [name, t] : full)
-      if (name == spec.name) ordered.emplace_back(name, t);
-  write_hf_directory(model.config(), ordered, dir);
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
@@ -610,14 +579,26 @@ void Trainer::finish(TrainSummary& summary) {
   log_info("trained {} steps ({} in this process) in {}: loss {:.4f} -> {:.4f}", state_.step,
            state_.step - start_step_, format_duration(summary.seconds), summary.first_loss, summary.final_loss);
 
-  // The end state is always resumable (train.steps may be raised later) when checkpoints are on.
+  // The end state is saved when checkpoints are on (train.steps may be raised later) and for
+  // RUN/final, which is the release export of that checkpoint.
   report_save(saver_->drain(), "checkpoint.every");
-  if (config_.checkpoint.every > 0 && last_saved_ != state_.step) save("end of training");
+  if ((config_.checkpoint.every > 0 || config_.checkpoint.save_final) && last_saved_ != state_.step)
+    save("end of training");
   report_save(saver_->drain(), "end of training");
   const Exaone4Model& model = *state_.model;
   if (config_.checkpoint.save_final) {
-    save_final(config_, model, topo_, run_dir_ + "/final");
-    log_info("saved weights: {}/final (Hugging Face format)", run_dir_);
+    if (rank0_) {
+      const std::string final_dir = run_dir_ + "/final";
+      std::error_code ec;
+      fs::remove_all(final_dir, ec);  // an earlier end of this run (before a --resume): the checkpoint has it all
+      CheckpointReader reader(run_dir_ + "/checkpoints/" + checkpoint_name(state_.step));
+      ExportOptions options;
+      options.output = final_dir;
+      options.dtype = config_.checkpoint.export_dtype;
+      const ExportReport r = export_checkpoint(reader, options);
+      log_info("saved weights: {} (Hugging Face release, {}, {:.2f} s)", final_dir, dtype_name(r.dtype), r.seconds);
+    }
+    topo_.world->barrier();
   }
   if (config_.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
     std::vector<int64_t> prompt = state_.data->encode_prompt(config_.log.sample_prompt);

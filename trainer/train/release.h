@@ -1,0 +1,38 @@
+// The open-weight release of a checkpoint: `exatrain export` and the run's RUN/final. Reads
+// each tensor whole from the checkpoint's pieces (whatever layout saved them), one at a time,
+// and streams it into checkpoints/hf_release's writer; --verify reloads the export and compares
+// logits on a probe batch with the checkpoint's own forward pass.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "checkpoints/safetensors.h"
+#include "trainer/core/config.h"
+
+namespace exatrain {
+
+class CheckpointReader;
+
+struct ExportOptions {
+  std::string output;
+  ExportDtype dtype = ExportDtype::Auto;  // auto: bf16 when the run trained in bf16, else fp32
+  uint64_t max_shard_bytes = 5000000000;  // decimal, as transformers' max_shard_size
+  std::string tokenizer;                  // default: the run's data.tokenizer
+  std::string license;                    // SPDX of the weights, for the model card
+  bool verify = false;
+};
+
+struct ExportReport {
+  std::string dir;
+  DType dtype = DType::F32;
+  int64_t parameters = 0;
+  double seconds = 0;
+  // --verify: max |logits(export) - logits(checkpoint weights rounded to the export dtype)|, and
+  // for information the same against the unrounded fp32 weights.
+  double verify_diff = -1, rounding_diff = -1;
+};
+
+ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& options);
+
+}  // namespace exatrain
