@@ -6,7 +6,7 @@
 #include <optional>
 #include <sstream>
 
-#include "checkpoints/safetensors.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -277,8 +277,7 @@ void write_hf_config(const ModelConfig& m, const std::string& dir) {
       {"use_cache", true},
   };
   const std::string text = c.dump(2) + "\n";
-  write_file_atomically((fs::path(dir) / "config.json").string(),
-                        {{reinterpret_cast<const uint8_t*>(text.data()), text.size()}});
+  write_file_atomically((fs::path(dir) / "config.json").string(), text);
 }
 
 }  // namespace exatrain

@@ -239,10 +239,7 @@ class OutputDirectory {
   ~OutputDirectory() {
     if (kept_) return;
     std::error_code ignored;
-    for (const char* f : {kManifestFile, kManifestTextFile}) {
-      fs::remove(fs::path(dir_) / f, ignored);
-      fs::remove(fs::path(dir_) / (std::string(f) + ".tmp"), ignored);
-    }
+    for (const char* f : {kManifestFile, kManifestTextFile}) fs::remove(fs::path(dir_) / f, ignored);
     if (created_) fs::remove(dir_, ignored);  // only if empty
   }
   void keep() { kept_ = true; }

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/sha256.h"
 #include "data/shards/shard_reader.h"
 #include "trainer/core/error.h"
@@ -200,7 +201,8 @@ VerifyReport verify_dataset(const std::string& dir, const std::string& expected_
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     const bool shard_like = name.rfind("shard-", 0) == 0;
-    const bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    // NAME.tmp.<pid> from AtomicFileWriter; NAME.tmp from exatrain before it.
+    const bool tmp = is_atomic_temp_name(name) || name.ends_with(".tmp");
     if (tmp)
       strays.push_back(name + ": an unfinished temporary file");
     else if (shard_like && !listed.count(name))
