@@ -3,40 +3,17 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <fmt/format.h>
-#include <fstream>
-#include <sstream>
 
 #include "tests/unit/expect_error.h"
+#include "tests/unit/scratch_dir.h"
 #include "trainer/core/atomic_file.h"
 
 namespace exatrain {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(testing::TempDir()) /
-           fmt::format("exatrain_af_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::vector<std::string> names_in(const fs::path& dir) {
   std::vector<std::string> names;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "checkpoints/hf_config.h"
+#include "tests/unit/scratch_dir.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -16,22 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// A fresh directory under testing::TempDir(), removed when the test ends.
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(testing::TempDir()) /
-           fmt::format("exatrain_hf_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 

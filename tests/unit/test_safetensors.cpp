@@ -11,35 +11,13 @@
 #include <sstream>
 
 #include "checkpoints/safetensors.h"
+#include "tests/unit/scratch_dir.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh directory under testing::TempDir(), removed when the test ends.
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(testing::TempDir()) /
-           fmt::format("exatrain_st_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
