@@ -16,6 +16,7 @@
 #include <set>
 
 #include "checkpoint.pb.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 #include "trainer/core/sha256.h"
 
@@ -46,15 +47,6 @@ uint64_t get_le(const uint8_t* p, int bytes) {
   uint64_t v = 0;
   for (int i = bytes; i-- > 0;) v = (v << 8) | p[i];
   return v;
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) fail("cannot open '{}' to flush it: {}", path, errno_text());
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) fail("cannot flush '{}' to disk: {}", path, std::strerror(err));
 }
 
 proto::Slice to_proto(const TensorSlice& s) {
@@ -115,33 +107,18 @@ std::string write_rank_pieces(const std::string& tmp_dir, int rank, const std::v
   if (pieces.empty()) return list.SerializeAsString();
   const std::string file = fmt::format("rank_{:05d}.bin", rank);
   const std::string path = tmp_dir + "/" + file;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("checkpoint: cannot create '{}': {}", path, errno_text());
-  auto write_all = [&](const void* data, uint64_t n, uint64_t offset) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd, p, std::min<uint64_t>(n, uint64_t{1} << 30), static_cast<off_t>(offset));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const std::string why = w < 0 ? errno_text() : "no progress";
-        ::close(fd);
-        fail("checkpoint: cannot write '{}': {}", path, why);
-      }
-      p += w;
-      n -= static_cast<uint64_t>(w);
-      offset += static_cast<uint64_t>(w);
-    }
-  };
+  AtomicFileWriter out(path);
   std::string header(kDataMagic, 8);
   put_u32(header, kCheckpointFormatVersion);
   put_u32(header, static_cast<uint32_t>(rank));
-  write_all(header.data(), header.size(), 0);
-  uint64_t offset = kDataHeader;
+  out.write(header);
+  static const std::vector<uint8_t> zeros(kAlign, 0);
   for (const auto& piece : pieces) {
     piece.slice.check_inside(piece.global_shape, "checkpoint: tensor '" + piece.name + "'");
-    offset = (offset + kAlign - 1) / kAlign * kAlign;
+    out.write(zeros.data(), (kAlign - out.size() % kAlign) % kAlign);
+    const uint64_t offset = out.size();
     const uint64_t bytes = static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
-    write_all(piece.data, bytes, offset);
+    out.write(piece.data, bytes);
     proto::Piece* p = list.add_pieces();
     p->set_name(piece.name);
     p->set_dtype(dtype_name(piece.dtype));
@@ -152,14 +129,8 @@ std::string write_rank_pieces(const std::string& tmp_dir, int rank, const std::v
     p->set_bytes(bytes);
     p->set_sha256(sha256_hex(std::span<const uint8_t>(static_cast<const uint8_t*>(piece.data), bytes)));
     p->set_rank(rank);
-    offset += bytes;
   }
-  if (::fsync(fd) != 0) {
-    const std::string why = errno_text();
-    ::close(fd);
-    fail("checkpoint: cannot flush '{}' to disk: {}", path, why);
-  }
-  if (::close(fd) != 0) fail("checkpoint: cannot close '{}': {}", path, errno_text());
+  out.commit();
   return list.SerializeAsString();
 }
 
@@ -211,9 +182,8 @@ std::string commit_checkpoint(const std::string& tmp_dir, const CheckpointInfo& 
   h.update(bytes);
   const auto digest = h.digest();
   bytes.append(reinterpret_cast<const char*>(digest.data()), digest.size());
-  write_file_atomically(tmp_dir + "/" + kManifestFile,
-                        {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())});
-  fsync_path(tmp_dir, /*directory=*/true);
+  write_file_atomically(tmp_dir + "/" + kManifestFile, bytes);
+  fsync_directory(tmp_dir);
 
   // Into place: the directory, then `latest`. A crash before the rename leaves only a .tmp-*
   // directory (removed by the next save); after it, `latest` still names the previous one.
@@ -232,11 +202,10 @@ std::string commit_checkpoint(const std::string& tmp_dir, const CheckpointInfo& 
   }
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) fail("cannot rename '{}' to '{}': {}", tmp_dir, final_dir, ec.message());
-  fsync_path(checkpoints_dir, true);
+  fsync_directory(checkpoints_dir);
   const std::string latest = name + "\n";
-  write_file_atomically(checkpoints_dir + "/latest",
-                        {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(latest.data()), latest.size())});
-  fsync_path(checkpoints_dir, true);
+  write_file_atomically(checkpoints_dir + "/latest", latest);
+  fsync_directory(checkpoints_dir);
   fs::remove_all(old, ec);
   return final_dir;
 }

@@ -6,7 +6,7 @@
 #include <optional>
 #include <sstream>
 
-#include "checkpoints/safetensors.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -297,9 +297,7 @@ std::string hf_config_json(const ModelConfig& m, DType dtype) {
 }
 
 void write_hf_config(const ModelConfig& m, const std::string& dir, DType dtype) {
-  const std::string text = hf_config_json(m, dtype);
-  write_file_atomically((fs::path(dir) / "config.json").string(),
-                        {{reinterpret_cast<const uint8_t*>(text.data()), text.size()}});
+  write_file_atomically((fs::path(dir) / "config.json").string(), hf_config_json(m, dtype));
 }
 
 }  // namespace exatrain

@@ -24,12 +24,14 @@ void read_hf_slices(const SafetensorsDir& dir, const std::vector<StatePiece>& ta
     const SafetensorsReader* file = nullptr;
     const TensorInfo* info = dir.find(t.name, &file);
     if (!info)
-      fail("{}: no tensor '{}'; is this an EXAONE-4 checkpoint of this shape (see its config.json)?", dir.dir(), t.name);
+      fail("{}: tensor '{}' is missing (config.json implies shape {}); is this a complete Exaone4ForCausalLM "
+           "checkpoint?", dir.dir(), t.name, shape_text(t.global_shape));
     if (info->shape != t.global_shape)
-      fail("{}: tensor '{}' has shape {}, the model of its config.json needs {}", file->path(), t.name,
-           shape_text(info->shape), shape_text(t.global_shape));
+      fail("{}: tensor '{}' has shape {} but config.json implies {}", file->path(), t.name, shape_text(info->shape),
+           shape_text(t.global_shape));
     if (info->dtype != DType::F32 && info->dtype != DType::BF16 && info->dtype != DType::F16)
-      fail("{}: tensor '{}' is {}; weights must be F32, BF16 or F16", file->path(), t.name, dtype_name(info->dtype));
+      fail("{}: tensor '{}' has dtype {}, which cannot be read as weights (expected F32, BF16 or F16)", file->path(),
+           t.name, dtype_name(info->dtype));
     t.slice.check_inside(t.global_shape, "tensor '" + t.name + "'");
     const uint8_t* src = file->data(*info);
     const size_t in_size = dtype_size(info->dtype), out_size = dtype_size(t.dtype);

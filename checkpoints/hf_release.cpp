@@ -21,6 +21,7 @@
 #include "data/shards/manifest.h"
 #include "data/tokenizer/bpe_trainer.h"
 #include "data/tokenizer/tokenizer.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 #include "trainer/core/sha256.h"
@@ -69,58 +70,27 @@ std::string read_text_file(const std::string& path, const char* what) {
   return text.str();
 }
 
-// One file of the release, written once, hashed as it is written, fsynced on close.
+// One file of the release, hashed as it is written (the shards are never read back), made
+// durable by the project's one atomic writer.
 class ReleaseFile {
  public:
-  explicit ReleaseFile(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("export: cannot create '{}': {}", path_, std::strerror(errno));
-  }
-  ~ReleaseFile() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ReleaseFile(const ReleaseFile&) = delete;
-  ReleaseFile& operator=(const ReleaseFile&) = delete;
-
+  explicit ReleaseFile(const std::string& path) : file_(path) {}
   void write(const void* data, size_t size) {
     sha_.update(data, size);
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (size > 0) {
-      const ssize_t n = ::write(fd_, p, std::min<size_t>(size, size_t(1) << 30));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("export: cannot write '{}': {}", path_, n < 0 ? std::strerror(errno) : "no progress");
-      p += n;
-      size -= size_t(n);
-      bytes_ += uint64_t(n);
-    }
+    file_.write(data, size);
   }
   void write(std::string_view text) { write(text.data(), text.size()); }
-
-  // fsync + close; returns the file's sha256.
+  // fsync, rename into place; returns the file's sha256.
   std::string finish() {
-    if (::fsync(fd_) != 0) fail("export: cannot write '{}' to disk (fsync): {}", path_, std::strerror(errno));
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail("export: cannot write '{}' (close): {}", path_, std::strerror(errno));
+    file_.commit();
     return sha_.hex_digest();
   }
-  uint64_t bytes() const { return bytes_; }
+  uint64_t bytes() const { return file_.size(); }
 
  private:
-  std::string path_;
-  int fd_ = -1;
+  AtomicFileWriter file_;
   Sha256 sha_;
-  uint64_t bytes_ = 0;
 };
-
-void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) fail("export: cannot open directory '{}': {}", dir, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) fail("export: cannot write directory '{}' to disk (fsync): {}", dir, std::strerror(err));
-}
 
 void check_weight_dtype(DType dtype) {
   if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16)

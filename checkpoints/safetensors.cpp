@@ -17,6 +17,7 @@
 #include <set>
 #include <utility>
 
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -263,35 +264,6 @@ const TensorInfo* SafetensorsReader::find(const std::string& name) const {
 }
 
 // ---- writing ------------------------------------------------------------------------------
-
-void write_file_atomically(const std::string& path, const std::vector<std::span<const uint8_t>>& parts) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}", system_error("cannot create the temporary file " + tmp, path));
-  auto abandon = [&](const std::string& what) {
-    std::string msg = system_error(what, path);
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    fail("{}", msg);
-  };
-  for (auto part : parts) {
-    const uint8_t* p = part.data();
-    size_t left = part.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, p, std::min<size_t>(left, size_t{1} << 30));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) abandon("cannot write " + tmp);
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-  }
-  // fsync before rename so that a crash leaves either the old file or the complete new one.
-  if (::fsync(fd) != 0) abandon("cannot flush " + tmp);
-  const int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) abandon("cannot close " + tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("cannot rename " + tmp + " to the final name");
-}
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {

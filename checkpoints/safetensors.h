@@ -1,14 +1,13 @@
 // The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header
 // mapping each tensor name to {dtype, shape, data_offsets}, then the raw little-endian data.
 // Reading memory-maps the file and checks every header entry before anything is trusted;
-// writing goes through a temporary file and an atomic rename. No torch here.
+// writing goes through a temporary file and an atomic rename (atomic_file.h). No torch here.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -68,13 +67,9 @@ struct TensorView {
 };
 
 // Writes the tensors in the order given (header padded with spaces to a multiple of 8 bytes, as
-// the reference implementation does) through PATH.tmp and an atomic rename.
+// the reference implementation does) through write_file_atomically (trainer/core/atomic_file.h).
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
-
-// Writes `parts` one after another to PATH.tmp, fsyncs, and renames it over PATH; on failure the
-// temporary file is removed and the Error names the path and the system's reason.
-void write_file_atomically(const std::string& path, const std::vector<std::span<const uint8_t>>& parts);
 
 // A Hugging Face save_pretrained directory: model.safetensors, or the shards listed by
 // model.safetensors.index.json (each shard opened once).

@@ -5,7 +5,8 @@
 #   2. tokenize both into shards with manifests (license, source, checksums) and verify them;
 #   3. train the tiny EXAONE-4 model on the two datasets blended 3:1 for 300 steps, tensor
 #      parallel 2 x pipeline parallel 2 (1F1B), with validation loss per dataset every 100 steps;
-#      save Hugging Face weights and print a decoded sample.
+#      checkpoint every 100 steps (written beside training), end with a bf16 Hugging Face release
+#      in RUN/final (weights, tokenizer, chat template, model card, SHA256SUMS) and a decoded sample.
 #   launch/demo.sh [--set key=value ...]      (training overrides, e.g. --set train.steps=100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +36,7 @@ done
 echo "== 3/3 training: tiny EXAONE-4 on 4 ranks (TP 2 x PP 2)"
 RUN_DIR=$DEMO/train-$(date +%Y%m%d-%H%M%S)
 ./launch/local.sh -n 4 exatrain train configs/train/demo.yaml --run-dir "$RUN_DIR" "$@"
-echo "run directory: $RUN_DIR (metrics.jsonl, train.log, memory.json, final/ in Hugging Face format)"
+echo "run directory: $RUN_DIR (metrics.jsonl, train.log, memory.json, checkpoints/, final/)"
+echo "the release: $RUN_DIR/final ($(cd "$RUN_DIR/final" && sha256sum -c --quiet SHA256SUMS && echo 'SHA256SUMS verified'))"
+echo "load it:     .venv/bin/python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; \\
+  m = AutoModelForCausalLM.from_pretrained('$RUN_DIR/final'); t = AutoTokenizer.from_pretrained('$RUN_DIR/final')\""

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "manifest.pb.h"  // generated in the build tree
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -117,20 +118,6 @@ std::string read_file_or_fail(const fs::path& path, const char* what) {
   return bytes.str();
 }
 
-void write_file_atomically(const fs::path& path, const std::string& bytes) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("manifest '{}': cannot create: {}", tmp.string(), std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) fail("manifest '{}': write failed: {}", tmp.string(), std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fail("manifest '{}': cannot rename to '{}': {}", tmp.string(), path.string(), ec.message());
-}
-
 // Collects text-format parse errors instead of letting protobuf print them to stderr.
 class CollectErrors : public google::protobuf::io::ErrorCollector {
  public:
@@ -155,8 +142,9 @@ std::string manifest_to_text(const DatasetManifest& manifest) {
 void write_manifest(const std::string& dir, const DatasetManifest& manifest) {
   std::string binary;
   if (!to_proto(manifest).SerializeToString(&binary)) fail("manifest for '{}': cannot serialize", dir);
-  write_file_atomically(fs::path(dir) / kManifestTextFile, manifest_to_text(manifest));
-  write_file_atomically(fs::path(dir) / kManifestFile, binary);  // last: its presence marks a finished dataset
+  write_file_atomically((fs::path(dir) / kManifestTextFile).string(), manifest_to_text(manifest));
+  // last: its presence marks a finished dataset
+  write_file_atomically((fs::path(dir) / kManifestFile).string(), binary);
 }
 
 DatasetManifest read_manifest(const std::string& dir) {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <exception>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "trainer/core/config.h"  // version_string, git_commit
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
+#include "trainer/core/thread_pool.h"
 
 namespace exatrain {
 
@@ -239,10 +241,7 @@ class OutputDirectory {
   ~OutputDirectory() {
     if (kept_) return;
     std::error_code ignored;
-    for (const char* f : {kManifestFile, kManifestTextFile}) {
-      fs::remove(fs::path(dir_) / f, ignored);
-      fs::remove(fs::path(dir_) / (std::string(f) + ".tmp"), ignored);
-    }
+    for (const char* f : {kManifestFile, kManifestTextFile}) fs::remove(fs::path(dir_) / f, ignored);
     if (created_) fs::remove(dir_, ignored);  // only if empty
   }
   void keep() { kept_ = true; }
@@ -296,7 +295,7 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
     total_input_bytes += fs::file_size(options.inputs[f]);
   }
 
-  const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  const int threads = resolve_thread_count(options.threads);
   const uint64_t max_in_flight = 4 * static_cast<uint64_t>(threads);
   const ChunkEncoder encoder(options, tokenizer);
 
@@ -310,9 +309,12 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
   bool reader_done = false;
   uint64_t chunks_total = 0;
   std::exception_ptr reader_error;
+  std::exception_ptr encoder_error;  // unexpected (ChunkEncoder puts problems with the input in the chunk)
   std::atomic<uint64_t> bytes_read{0};
   std::vector<std::pair<std::string, uint64_t>> input_hashes(options.inputs.size());
 
+  // The reader is a dedicated thread, not a pool task: a producer that blocks until the writer
+  // has taken chunks, for the whole run (as a task it would hold one of the encoders' workers).
   std::thread reader([&] {
     uint64_t seq = 0;
     try {
@@ -359,16 +361,23 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
     work.close();  // the encoders finish what is queued, then stop
   });
 
-  std::vector<std::thread> encoders;
+  ThreadPool encoders(threads);
+  std::vector<std::future<void>> encoders_done;
   for (int t = 0; t < threads; ++t)
-    encoders.emplace_back([&] {
-      while (auto chunk = work.pop()) {
-        EncodedChunk encoded = encoder.encode(*chunk);
+    encoders_done.push_back(encoders.submit([&] {
+      try {
+        while (auto chunk = work.pop()) {
+          EncodedChunk encoded = encoder.encode(*chunk);
+          std::lock_guard lock(mutex);
+          done.emplace(chunk->seq, std::move(encoded));
+          changed.notify_all();
+        }
+      } catch (...) {  // e.g. out of memory: the writer stops waiting for this chunk and rethrows
         std::lock_guard lock(mutex);
-        done.emplace(chunk->seq, std::move(encoded));
+        if (!encoder_error) encoder_error = std::current_exception();
         changed.notify_all();
       }
-    });
+    }));
 
   // Stops and joins every thread however this function is left.
   struct Join {
@@ -382,7 +391,7 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
     }
     work.close_and_clear();
     reader.join();
-    for (auto& t : encoders) t.join();
+    for (auto& e : encoders_done) e.wait();
   }};
 
   const auto start = std::chrono::steady_clock::now();
@@ -392,7 +401,8 @@ DatasetManifest prepare_dataset(const PrepareOptions& options, const TokenizerIn
     EncodedChunk chunk;
     {
       std::unique_lock lock(mutex);
-      changed.wait(lock, [&] { return done.count(seq) > 0 || (reader_done && seq >= chunks_total); });
+      changed.wait(lock, [&] { return encoder_error || done.count(seq) > 0 || (reader_done && seq >= chunks_total); });
+      if (encoder_error) std::rethrow_exception(encoder_error);
       if (done.count(seq) == 0) break;
       chunk = std::move(done[seq]);
       done.erase(seq);

@@ -1,7 +1,5 @@
 #include "data/shards/shard_writer.h"
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 
 #include "trainer/core/sha256.h"
@@ -24,24 +22,15 @@ ShardWriter::ShardWriter(std::string dir, uint64_t vocab_size, uint64_t shard_to
 
 ShardWriter::~ShardWriter() {
   if (kept_) return;
-  if (file_) std::fclose(file_);
+  file_.abandon();
   std::error_code ignored;
-  if (!tmp_path_.empty()) fs::remove(tmp_path_, ignored);
   for (const auto& shard : shards_) fs::remove(fs::path(dir_) / shard.file, ignored);
 }
 
-void ShardWriter::write_or_fail(const void* data, size_t bytes) {
-  if (bytes > 0 && std::fwrite(data, 1, bytes, file_) != bytes)
-    fail("shard '{}': write failed: {}", tmp_path_, std::strerror(errno));
-}
-
 void ShardWriter::open_shard() {
-  tmp_path_ = (fs::path(dir_) / (shard_file_name(shards_.size()) + ".tmp")).string();
-  file_ = std::fopen(tmp_path_.c_str(), "wb");
-  if (!file_) fail("shard '{}': cannot create: {}", tmp_path_, std::strerror(errno));
-  std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
-  uint8_t placeholder[kShardHeaderBytes] = {};  // the real header goes in when the counts are known
-  write_or_fail(placeholder, sizeof placeholder);
+  file_.open((fs::path(dir_) / shard_file_name(shards_.size())).string());
+  const uint8_t placeholder[kShardHeaderBytes] = {};  // the real header goes in when the counts are known
+  file_.write(placeholder, sizeof placeholder);
   shard_token_count_ = 0;
   doc_starts_.clear();
   mask_bits_.clear();
@@ -50,13 +39,13 @@ void ShardWriter::open_shard() {
 
 void ShardWriter::write_ids(std::span<const uint32_t> ids) {
   if (dtype_ == TokenDtype::UInt32) {
-    write_or_fail(ids.data(), ids.size_bytes());
+    file_.write(ids.data(), ids.size_bytes());
     return;
   }
   convert_.resize(ids.size() * 2);
   auto* out = reinterpret_cast<uint16_t*>(convert_.data());
   for (size_t i = 0; i < ids.size(); ++i) out[i] = static_cast<uint16_t>(ids[i]);
-  write_or_fail(convert_.data(), convert_.size());
+  file_.write(convert_.data(), convert_.size());
 }
 
 void ShardWriter::add_document(std::span<const uint32_t> ids, std::span<const uint8_t> mask) {
@@ -73,7 +62,7 @@ void ShardWriter::add_document(std::span<const uint32_t> ids, std::span<const ui
     if (mask[i] > 1) fail("shard writer: loss-mask value {} at position {} of a document (must be 0 or 1)", mask[i], i);
   bool first_piece = true;
   while (!ids.empty()) {
-    if (!file_) open_shard();
+    if (!file_.is_open()) open_shard();
     if (first_piece) doc_starts_.push_back(shard_token_count_);
     first_piece = false;
     const uint64_t take = std::min<uint64_t>(ids.size(), shard_tokens_ - shard_token_count_);
@@ -104,41 +93,31 @@ void ShardWriter::close_shard() {
   const ShardLayout layout = shard_layout(header);
   const uint64_t ids_end = layout.ids_offset + header.tokens * dtype_bytes(dtype_);
   const uint8_t zeros[8] = {};
-  write_or_fail(zeros, layout.mask_offset - ids_end);
+  file_.write(zeros, layout.mask_offset - ids_end);
   if (loss_mask_) {
-    write_or_fail(mask_bits_.data(), mask_bits_.size());  // == layout.mask_bytes
-    write_or_fail(zeros, layout.index_offset - layout.mask_offset - layout.mask_bytes);
+    file_.write(mask_bits_.data(), mask_bits_.size());  // == layout.mask_bytes
+    file_.write(zeros, layout.index_offset - layout.mask_offset - layout.mask_bytes);
   }
-  write_or_fail(doc_starts_.data(), doc_starts_.size() * sizeof(uint64_t));
+  file_.write(doc_starts_.data(), doc_starts_.size() * sizeof(uint64_t));
   uint8_t bytes[kShardHeaderBytes];
   encode_shard_header(header, bytes);
-  if (std::fseek(file_, 0, SEEK_SET) != 0) fail("shard '{}': seek failed: {}", tmp_path_, std::strerror(errno));
-  write_or_fail(bytes, sizeof bytes);
-  const bool flushed = std::fflush(file_) == 0;
-  const int flush_errno = errno;
-  const bool closed = std::fclose(file_) == 0;
-  file_ = nullptr;
-  if (!flushed || !closed)
-    fail("shard '{}': write failed: {}", tmp_path_, std::strerror(flushed ? errno : flush_errno));
+  file_.write_at(0, bytes);
+  file_.flush();
 
   ManifestShard info;
   info.file = shard_file_name(shards_.size());
-  info.sha256 = exatrain::sha256_file_hex(tmp_path_);  // re-read from the page cache
+  info.sha256 = exatrain::sha256_file_hex(file_.temp_path());  // re-read from the page cache
   info.tokens = header.tokens;
   info.documents = header.documents;
   info.bytes = layout.file_bytes;
   info.loss_mask_tokens = mask_ones_;  // 0 without a mask
-  const fs::path final_path = fs::path(dir_) / info.file;
-  std::error_code ec;
-  fs::rename(tmp_path_, final_path, ec);
-  if (ec) fail("shard '{}': cannot rename to '{}': {}", tmp_path_, final_path.string(), ec.message());
-  tmp_path_.clear();
+  file_.commit();
   shards_.push_back(std::move(info));
 }
 
 std::vector<ManifestShard> ShardWriter::finish() {
   if (finished_) fail("shard writer: finish called twice");
-  if (file_) close_shard();
+  if (file_.is_open()) close_shard();
   finished_ = true;
   return shards_;
 }

@@ -1,19 +1,19 @@
 // Writes a dataset's token shards: documents go in one after another and a new shard starts
 // every `shard_tokens` tokens (a document may continue in the next shard). Each shard is
-// written as NAME.tmp, finished (document index, header), hashed and renamed, so a file with
-// a final name is always complete. A writer made with a loss mask takes one mask value per id
+// written through an AtomicFileWriter (NAME.tmp.<pid>), finished (document index, header),
+// hashed and committed, so a file with a final name is always complete. A writer made with a loss mask takes one mask value per id
 // and stores it as the shard's mask section (shard_format.h). A writer destroyed before keep() removes every file it made:
 // a failed preparation leaves no partial dataset behind.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "data/shards/manifest.h"
 #include "data/shards/shard_format.h"
+#include "trainer/core/atomic_file.h"
 
 namespace exatrain {
 
@@ -41,14 +41,12 @@ class ShardWriter {
   void open_shard();
   void write_ids(std::span<const uint32_t> ids);
   void close_shard();
-  void write_or_fail(const void* data, size_t bytes);
 
   std::string dir_;
   uint64_t vocab_size_;
   uint64_t shard_tokens_;
   TokenDtype dtype_;
-  std::FILE* file_ = nullptr;
-  std::string tmp_path_;
+  AtomicFileWriter file_;  // the open shard
   uint64_t shard_token_count_ = 0;
   std::vector<uint64_t> doc_starts_;  // of the open shard
   std::vector<uint8_t> convert_;      // ids narrowed to the shard's width

@@ -1,16 +1,16 @@
 #include "data/shards/verify.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <optional>
 #include <set>
-#include <thread>
 
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/sha256.h"
 #include "data/shards/shard_reader.h"
 #include "trainer/core/error.h"
+#include "trainer/core/thread_pool.h"
 
 namespace exatrain {
 
@@ -167,15 +167,10 @@ VerifyReport verify_dataset(const std::string& dir, const std::string& expected_
 
   // Shards in parallel; results kept per shard so the report order is fixed.
   std::vector<ShardCheck> checks(m.shards.size());
-  std::atomic<size_t> next{0};
-  const int n_threads = std::clamp<int>(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()), 1,
-                                        static_cast<int>(std::max<size_t>(1, m.shards.size())));
-  std::vector<std::thread> pool;
-  for (int t = 0; t < n_threads; ++t)
-    pool.emplace_back([&] {
-      for (size_t i; (i = next++) < checks.size();) checks[i] = check_shard(dir, m.shards[i], m);
-    });
-  for (auto& t : pool) t.join();
+  {
+    ThreadPool pool(std::min<int>(resolve_thread_count(threads), static_cast<int>(std::max<size_t>(1, checks.size()))));
+    pool.parallel_for(checks.size(), [&](size_t i) { checks[i] = check_shard(dir, m.shards[i], m); });
+  }
 
   for (size_t i = 0; i < checks.size(); ++i) {
     auto& c = checks[i];
@@ -200,7 +195,8 @@ VerifyReport verify_dataset(const std::string& dir, const std::string& expected_
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     const bool shard_like = name.rfind("shard-", 0) == 0;
-    const bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    // NAME.tmp.<pid> from AtomicFileWriter; NAME.tmp from exatrain before it.
+    const bool tmp = is_atomic_temp_name(name) || name.ends_with(".tmp");
     if (tmp)
       strays.push_back(name + ": an unfinished temporary file");
     else if (shard_like && !listed.count(name))

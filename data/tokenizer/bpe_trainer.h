@@ -141,9 +141,6 @@ std::string tokenizer_config_json(const TokenizerConfigFields& fields);
 std::string trained_tokenizer_config_json(const TrainedBpe& bpe, const std::string& bos, const std::string& eos,
                                           const std::string& pad);
 
-// Writes `text` to `path` through a temporary file in the same directory and a rename, so that
-// `path` is either untouched or complete.
-void write_file_atomically(const std::string& path, std::string_view text);
 // Throws exatrain::Error (and leaves nothing behind) if a file cannot be created next to `path`.
 void check_output_writable(const std::string& path);
 

@@ -5,13 +5,13 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
-#include <thread>
 
 #include "data/tokenizer/byte_level.h"
 #include "trainer/core/sha256.h"
 #include "data/tokenizer/tokenizer_impl.h"
 #include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
+#include "trainer/core/thread_pool.h"
 
 namespace exatrain {
 
@@ -155,10 +155,12 @@ std::vector<std::vector<uint32_t>> Tokenizer::encode_batch(std::span<const std::
   return out;
 }
 
-Tokenizer::BatchEncoder::BatchEncoder(const Tokenizer& tokenizer, int threads) {
-  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  for (int t = 0; t < threads; ++t) encoders_.emplace_back(tokenizer);
+Tokenizer::BatchEncoder::BatchEncoder(const Tokenizer& tokenizer, int threads)
+    : pool_(std::make_unique<ThreadPool>(resolve_thread_count(threads))) {
+  for (int t = 0; t < pool_->threads(); ++t) encoders_.emplace_back(tokenizer);
 }
+
+Tokenizer::BatchEncoder::~BatchEncoder() = default;
 
 void Tokenizer::BatchEncoder::encode(std::span<const std::string_view> texts, std::vector<std::vector<uint32_t>>& out,
                                      bool add_special_tokens) {
@@ -168,8 +170,8 @@ void Tokenizer::BatchEncoder::encode(std::span<const std::string_view> texts, st
   const size_t chunks = (texts.size() + kChunk - 1) / kChunk;
   const size_t workers = std::min(encoders_.size(), std::max<size_t>(chunks, 1));
   std::atomic<size_t> next_chunk{0};
-  std::vector<std::exception_ptr> errors(workers);
-  auto work = [&](size_t worker) {
+  // One call per worker (each with its own Encoder and caches); chunks are taken dynamically.
+  pool_->parallel_for(workers, [&](size_t worker) {
     try {
       Encoder& encoder = encoders_[worker];
       for (size_t c = next_chunk++; c < chunks; c = next_chunk++) {
@@ -178,20 +180,10 @@ void Tokenizer::BatchEncoder::encode(std::span<const std::string_view> texts, st
         }
       }
     } catch (...) {
-      errors[worker] = std::current_exception();
       next_chunk = chunks;  // the others stop at their next chunk
+      throw;
     }
-  };
-  if (workers == 1) {
-    work(0);
-  } else {
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < workers; ++t) pool.emplace_back(work, t);
-    for (auto& t : pool) t.join();
-  }
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  });
 }
 
 EncodeStats Tokenizer::BatchEncoder::stats() const {

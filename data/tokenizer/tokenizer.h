@@ -108,10 +108,13 @@ class Tokenizer::Encoder {
 
 namespace exatrain {
 
+class ThreadPool;
+
 // Encodes batches of texts on `threads` threads, each with its own Encoder kept across calls.
 class Tokenizer::BatchEncoder {
  public:
   explicit BatchEncoder(const Tokenizer& tokenizer, int threads = 0);  // 0: all cores
+  ~BatchEncoder();
   // out[i] = ids of texts[i] (out is resized to texts.size()).
   void encode(std::span<const std::string_view> texts, std::vector<std::vector<uint32_t>>& out,
               bool add_special_tokens = false);
@@ -120,7 +123,8 @@ class Tokenizer::BatchEncoder {
   EncodeStats stats() const;
 
  private:
-  std::vector<Encoder> encoders_;
+  std::unique_ptr<ThreadPool> pool_;  // its workers stay for the next call
+  std::vector<Encoder> encoders_;     // one per worker
 };
 
 }  // namespace exatrain

@@ -1,26 +1,14 @@
 // Step 3 of BPE training: the files a trained tokenizer is shipped as (see bpe_trainer.h).
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer/bpe_trainer.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
 
-namespace {
-
 using ordered_json = nlohmann::ordered_json;
-
-std::string temp_path_for(const std::string& path) {
-  return path + ".tmp." + std::to_string(::getpid());
-}
-
-}  // namespace
 
 std::string trained_tokenizer_json(const TrainedBpe& bpe, const BpeTrainerOptions& options) {
   // Keys in the order `tokenizers` writes them.
@@ -115,32 +103,11 @@ void check_output_writable(const std::string& path) {
   if (path.empty()) fail("tokenizer train: --output is empty");
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail("tokenizer train: --output '{}' is a directory; name a file", path);
-  const std::string tmp = temp_path_for(path);
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f)
-    fail("tokenizer train: cannot write next to --output '{}': {} (check that the directory exists and is writable)",
-         path, std::strerror(errno));
-  std::fclose(f);
-  std::remove(tmp.c_str());
-}
-
-void write_file_atomically(const std::string& path, std::string_view text) {
-  const std::string tmp = temp_path_for(path);
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("cannot create '{}': {}", tmp, std::strerror(errno));
-  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  ok = (std::fflush(f) == 0) && ok;
-  ok = (::fsync(::fileno(f)) == 0) && ok;
-  const int saved = errno;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    fail("cannot write '{}': {} (disk full?)", path, std::strerror(saved));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    fail("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(err));
+  try {
+    AtomicFileWriter probe(path);  // its temporary file goes when it does
+  } catch (const Error& e) {
+    fail("tokenizer train: cannot write next to --output: {} (check that the directory exists and is writable)",
+         e.what());
   }
 }
 

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <thread>
 
 #include "data/tokenizer/bpe_trainer.h"
 #include "data/tokenizer/normalizer.h"
@@ -16,6 +15,7 @@
 #include "trainer/core/utf8.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
+#include "trainer/core/thread_pool.h"
 
 namespace exatrain {
 
@@ -318,7 +318,8 @@ WordCounts count_sources(std::vector<Source> sources, const BpeTrainerOptions& o
   pre_tokenizer.add_byte_level(/*add_prefix_space=*/false, /*use_regex=*/false);
   SpecialMatcher specials(options.special_tokens);
 
-  int threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  ThreadPool pool(resolve_thread_count(options.threads));
+  const int threads = pool.threads();
   std::vector<std::unique_ptr<Counter>> counters;
   for (int t = 0; t < threads; ++t)
     counters.push_back(std::unique_ptr<Counter>(new Counter{specials, normalizer, pre_tokenizer, {}, {}, {}, {}, {}, {}}));
@@ -339,29 +340,17 @@ WordCounts count_sources(std::vector<Source> sources, const BpeTrainerOptions& o
       }
     }
     std::atomic<size_t> next_run{0};
-    std::vector<std::exception_ptr> errors(threads);
-    auto work = [&](int t) {
-      try {
-        Counter& c = *counters[t];
-        for (size_t r = next_run++; r < run_ends.size(); r = next_run++) {
-          size_t first = r == 0 ? 0 : run_ends[r - 1];
-          for (size_t k = first; k < run_ends[r]; ++k) {
-            size_t begin = k == 0 ? 0 : batch.line_ends[k - 1];
-            c.count_line(std::string_view(batch.data).substr(begin, batch.line_ends[k] - begin));
-          }
-        }
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    };
     const int used = int(std::min<size_t>(threads, run_ends.size()));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < used; ++t) pool.emplace_back(work, t);
-    work(0);
-    for (auto& th : pool) th.join();
-    for (auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    pool.parallel_for(used, [&](size_t t) {  // one call per Counter; runs are taken dynamically
+      Counter& c = *counters[t];
+      for (size_t r = next_run++; r < run_ends.size(); r = next_run++) {
+        size_t first = r == 0 ? 0 : run_ends[r - 1];
+        for (size_t k = first; k < run_ends[r]; ++k) {
+          size_t begin = k == 0 ? 0 : batch.line_ends[k - 1];
+          c.count_line(std::string_view(batch.data).substr(begin, batch.line_ends[k] - begin));
+        }
+      }
+    });
     // Merge in thread order; addition commutes, so the result does not depend on the threads.
     for (int t = 0; t < used; ++t) {
       words.add_all(counters[t]->words);

@@ -89,7 +89,9 @@ import json, sys
 a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
 for x, y in zip(a, b):
     for k, v in x.get("val_loss", {}).items():
-        assert abs(v - y["val_loss"][k]) <= 1e-5 * abs(v), f"step {x['step']} val {k}: {v} vs {y['val_loss'][k]}"
+        # the bound of the parameters after 30 steps (compare_runs --rtol 5e-5 above); measured
+        # 1.3e-5 for tp 2 x pp 2 with sequence parallelism
+        assert abs(v - y["val_loss"][k]) <= 5e-5 * abs(v), f"step {x['step']} val {k}: {v} vs {y['val_loss'][k]}"
 print("  validation losses equal")
 PY
 done

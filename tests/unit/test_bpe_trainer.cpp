@@ -13,6 +13,7 @@
 
 #include "data/tokenizer/bpe_trainer.h"
 #include "data/tokenizer/tokenizer.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {

@@ -11,6 +11,7 @@
 
 #include "checkpoints/dist_checkpoint.h"
 #include "tests/unit/expect_error.h"
+#include "tests/unit/scratch_dir.h"
 #include "trainer/core/tensor_slice.h"
 
 namespace exatrain {
@@ -121,19 +122,6 @@ TEST(TensorSlice, NoThirtyTwoBitOverflowOnLargeTensors) {
   EXPECT_EQ(total_length(overlap(runs, col_runs)), shared);
 }
 
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(testing::TempDir()) / fmt::format("exatrain_ckpt_{}_{}", info->name(), ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 // A [rows, cols] fp32 tensor whose element at global offset g is g: what a reader gets back
 // says exactly which elements it got.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "checkpoints/hf_config.h"
+#include "tests/unit/scratch_dir.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -16,22 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// A fresh directory under testing::TempDir(), removed when the test ends.
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(testing::TempDir()) /
-           fmt::format("exatrain_hf_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
@@ -310,7 +295,7 @@ TEST(HfConfig, WriteThenReadRoundTrips) {
   const fs::path& dir = scratch.path;
   const ModelConfig hybrid = small_hybrid();
   write_hf_config(hybrid, dir.string());
-  EXPECT_FALSE(fs::exists(dir / "config.json.tmp"));
+  for (const auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().filename(), "config.json");  // no temporary file
   expect_same_model(hybrid, read_hf_config(dir.string()));
 
   const json written = read_json(dir / "config.json");

@@ -79,11 +79,13 @@ TEST_F(Verify, MissingShard) {
 
 TEST_F(Verify, StrayFiles) {
   fs::copy_file(shard(0), dir + "/shard-00099.bin");
-  testing::write_file(dir + "/shard-00005.bin.tmp", "x");
+  testing::write_file(dir + "/shard-00005.bin.tmp.4242", "x");  // AtomicFileWriter's name
+  testing::write_file(dir + "/shard-00006.bin.tmp", "x");       // what older versions left
   const VerifyReport r = verify_dataset(dir);
-  ASSERT_EQ(r.problems.size(), 2u) << ::testing::PrintToString(r.problems);
-  EXPECT_EQ(r.problems[0], "shard-00005.bin.tmp: an unfinished temporary file");
-  EXPECT_EQ(r.problems[1], "shard-00099.bin: a shard file the manifest does not list");
+  ASSERT_EQ(r.problems.size(), 3u) << ::testing::PrintToString(r.problems);
+  EXPECT_EQ(r.problems[0], "shard-00005.bin.tmp.4242: an unfinished temporary file");
+  EXPECT_EQ(r.problems[1], "shard-00006.bin.tmp: an unfinished temporary file");
+  EXPECT_EQ(r.problems[2], "shard-00099.bin: a shard file the manifest does not list");
 }
 
 TEST_F(Verify, TokenizerMismatch) {

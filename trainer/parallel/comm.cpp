@@ -4,7 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "trainer/core/error.h"
@@ -37,6 +39,27 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
     case at::kByte: return MPI_UINT8_T;
     default: fail("collectives take fp32, fp64, int32, int64 or uint8 CPU tensors; got {}", c10::toString(t.scalar_type()));
   }
+}
+
+// MPI counts are `int`: a 32B ZeRO-1 bucket on 8 ranks holds more than 2^31 elements. Every
+// MPI call below moves at most this many elements (or bytes) at a time; larger tensors go in
+// consecutive chunks. EXATRAIN_MPI_MAX_COUNT lowers it so tests reach the chunked path with
+// small tensors.
+int64_t max_mpi_count() {
+  static const int64_t limit = [] {
+    const char* env = std::getenv("EXATRAIN_MPI_MAX_COUNT");
+    const int64_t v = env ? std::atoll(env) : 0;
+    return v > 0 && v < INT_MAX ? v : int64_t{INT_MAX};
+  }();
+  return limit;
+}
+
+// [begin, begin + length) chunks of [0, n), each at most max_mpi_count() long.
+template <class Fn>
+void for_each_chunk(int64_t n, Fn&& fn) {
+  const int64_t step = max_mpi_count();
+  for (int64_t begin = 0; begin < n; begin += step) fn(begin, static_cast<int>(std::min(step, n - begin)));
+  if (n == 0) fn(0, 0);
 }
 
 void check_cpu(const at::Tensor& t, const char* op) {
@@ -99,10 +122,13 @@ void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
   const bool bf16 = tensor.scalar_type() == at::kBFloat16;
   at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
   count(CommOp::AllReduce, tensor);
-  MPI_Request req;
-  MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), static_cast<int>(buf.numel()), mpi_type(buf),
-                 op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, as_comm(comm_), &req);
-  wait(&req, CommOp::AllReduce);
+  auto* base = static_cast<char*>(buf.data_ptr());
+  for_each_chunk(buf.numel(), [&](int64_t begin, int length) {
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, base + begin * buf.element_size(), length, mpi_type(buf),
+                   op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, as_comm(comm_), &req);
+    wait(&req, CommOp::AllReduce);
+  });
   if (!buf.is_same(tensor)) tensor.copy_(buf);
 }
 
@@ -118,10 +144,23 @@ at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const
   for (int64_t d : in.sizes()) shape.push_back(d);
   at::Tensor out = at::empty(shape, in.options());  // [size, ...]
   count(CommOp::AllGather, tensor);
-  MPI_Request req;
-  MPI_Iallgather(in.data_ptr(), static_cast<int>(in.numel()), mpi_type(in), out.data_ptr(),
-                 static_cast<int>(in.numel()), mpi_type(in), as_comm(comm_), &req);
-  wait(&req, CommOp::AllGather);
+  const int64_t n = in.numel();
+  if (n <= max_mpi_count()) {
+    MPI_Request req;
+    MPI_Iallgather(in.data_ptr(), static_cast<int>(n), mpi_type(in), out.data_ptr(), static_cast<int>(n), mpi_type(in),
+                   as_comm(comm_), &req);
+    wait(&req, CommOp::AllGather);
+  } else {  // chunk c of every rank's part gathers into [size, chunk], then into place
+    at::Tensor flat_in = in.view({-1}), flat_out = out.view({size_, n});
+    for_each_chunk(n, [&](int64_t begin, int length) {
+      at::Tensor part = at::empty({size_, length}, in.options());
+      MPI_Request req;
+      MPI_Iallgather(flat_in.narrow(0, begin, length).data_ptr(), length, mpi_type(in), part.data_ptr(), length,
+                     mpi_type(in), as_comm(comm_), &req);
+      wait(&req, CommOp::AllGather);
+      flat_out.narrow(1, begin, length).copy_(part);
+    });
+  }
   std::vector<at::Tensor> parts = out.unbind(0);
   return at::cat(parts, dim).to(tensor.scalar_type());
 }
@@ -139,10 +178,15 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) c
   at::Tensor in = at::stack(tensor.chunk(size_, dim), 0).to(tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type()).contiguous();
   at::Tensor out = at::empty(in.sizes().slice(1), in.options());
   count(CommOp::ReduceScatter, tensor);
-  MPI_Request req;
-  MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()), mpi_type(in), MPI_SUM,
-                            as_comm(comm_), &req);
-  wait(&req, CommOp::ReduceScatter);
+  const int64_t n = out.numel();
+  at::Tensor rows = in.view({size_, n}), flat_out = out.view({-1});
+  for_each_chunk(n, [&](int64_t begin, int length) {  // columns [begin, begin + length) of every rank's block
+    at::Tensor part = n <= max_mpi_count() ? rows : rows.narrow(1, begin, length).contiguous();
+    MPI_Request req;
+    MPI_Ireduce_scatter_block(part.data_ptr(), flat_out.narrow(0, begin, length).data_ptr(), length, mpi_type(in),
+                              MPI_SUM, as_comm(comm_), &req);
+    wait(&req, CommOp::ReduceScatter);
+  });
   return out.to(tensor.scalar_type());
 }
 
@@ -155,9 +199,12 @@ void Communicator::broadcast(at::Tensor& tensor, int root) const {
   check_cpu(tensor, "broadcast");
   at::Tensor buf = tensor.contiguous();
   count(CommOp::Broadcast, tensor);
-  MPI_Request req;
-  MPI_Ibcast(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, root, as_comm(comm_), &req);
-  wait(&req, CommOp::Broadcast);
+  auto* bytes = static_cast<char*>(buf.data_ptr());
+  for_each_chunk(static_cast<int64_t>(buf.nbytes()), [&](int64_t begin, int length) {
+    MPI_Request req;
+    MPI_Ibcast(bytes + begin, length, MPI_BYTE, root, as_comm(comm_), &req);
+    wait(&req, CommOp::Broadcast);
+  });
   if (!buf.is_same(tensor)) tensor.copy_(buf);
 }
 
@@ -169,18 +216,24 @@ void Communicator::send(const at::Tensor& tensor, int peer) const {
   check_cpu(tensor, "send");
   at::Tensor buf = tensor.contiguous();
   count(CommOp::SendRecv, tensor);
-  MPI_Request req;
-  MPI_Isend(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, peer, 0, as_comm(comm_), &req);
-  wait(&req, CommOp::SendRecv);
+  auto* bytes = static_cast<char*>(buf.data_ptr());
+  for_each_chunk(static_cast<int64_t>(buf.nbytes()), [&](int64_t begin, int length) {
+    MPI_Request req;
+    MPI_Isend(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+    wait(&req, CommOp::SendRecv);
+  });
 }
 
 void Communicator::recv(at::Tensor& tensor, int peer) const {
   if (tensor.is_cuda()) return nccl().recv(tensor, peer);
   check_cpu(tensor, "recv");
   EXATRAIN_CHECK(tensor.is_contiguous(), "recv needs a contiguous tensor");
-  MPI_Request req;
-  MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.nbytes()), MPI_BYTE, peer, 0, as_comm(comm_), &req);
-  wait(&req, CommOp::SendRecv);
+  auto* bytes = static_cast<char*>(tensor.data_ptr());
+  for_each_chunk(static_cast<int64_t>(tensor.nbytes()), [&](int64_t begin, int length) {
+    MPI_Request req;
+    MPI_Irecv(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+    wait(&req, CommOp::SendRecv);
+  });
 }
 
 void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const {
@@ -188,21 +241,34 @@ void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& 
     if (send.defined() && send_peer >= 0) count(CommOp::SendRecv, send);
     return nccl().send_recv(send, send_peer, recv, recv_peer);
   }
-  MPI_Request reqs[2];
-  int n = 0;
   at::Tensor buf;
-  if (send.defined() && send_peer >= 0) {
+  const bool sending = send.defined() && send_peer >= 0, receiving = recv.defined() && recv_peer >= 0;
+  if (sending) {
     check_cpu(send, "send");
     buf = send.contiguous();
     count(CommOp::SendRecv, send);
-    MPI_Isend(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, send_peer, 0, as_comm(comm_), &reqs[n++]);
   }
-  if (recv.defined() && recv_peer >= 0) {
+  if (receiving) {
     check_cpu(recv, "recv");
     EXATRAIN_CHECK(recv.is_contiguous(), "recv needs a contiguous tensor");
-    MPI_Irecv(recv.data_ptr(), static_cast<int>(recv.nbytes()), MPI_BYTE, recv_peer, 0, as_comm(comm_), &reqs[n++]);
   }
-  for (int i = 0; i < n; ++i) wait(&reqs[i], CommOp::SendRecv);
+  // Both halves in chunks of the same size (the peer chunks its half the same way).
+  const int64_t out_bytes = sending ? static_cast<int64_t>(buf.nbytes()) : 0;
+  const int64_t in_bytes = receiving ? static_cast<int64_t>(recv.nbytes()) : 0;
+  const int64_t step = max_mpi_count();
+  const int64_t chunks = std::max<int64_t>(1, (std::max(out_bytes, in_bytes) + step - 1) / step);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * step;
+    MPI_Request reqs[2];
+    int n = 0;
+    if (sending && (begin < out_bytes || c == 0))
+      MPI_Isend(static_cast<char*>(buf.data_ptr()) + begin, static_cast<int>(std::min(step, out_bytes - begin)),
+                MPI_BYTE, send_peer, 0, as_comm(comm_), &reqs[n++]);
+    if (receiving && (begin < in_bytes || c == 0))
+      MPI_Irecv(static_cast<char*>(recv.data_ptr()) + begin, static_cast<int>(std::min(step, in_bytes - begin)),
+                MPI_BYTE, recv_peer, 0, as_comm(comm_), &reqs[n++]);
+    for (int i = 0; i < n; ++i) wait(&reqs[i], CommOp::SendRecv);
+  }
 }
 
 void Communicator::barrier() const {

@@ -2,15 +2,14 @@
 
 #include <ATen/ATen.h>
 
-#include <atomic>
 #include <chrono>
-#include <exception>
-#include <thread>
+#include <future>
 #include <cstring>
 #include <filesystem>
 
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/core/error.h"
+#include "trainer/core/thread_pool.h"
 #include "trainer/core/logging.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
@@ -155,19 +154,17 @@ struct CheckpointSaver::Pending {
   std::vector<std::pair<at::Tensor, at::Tensor>> host;
   std::vector<at::Tensor> clones;
   std::vector<StatePiece> pieces;
-  std::thread thread;
-  std::atomic<bool> done{false};
+  std::future<void> writer;  // on the saver's one-thread pool
   std::string list;
-  std::exception_ptr error;
+  bool written() const { return writer.valid() && writer.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
 };
 
 CheckpointSaver::CheckpointSaver(const RunConfig& config, const Topology& topo, std::string run_dir)
     : config_(config), topo_(topo), run_dir_(std::move(run_dir)) {}
 
 CheckpointSaver::~CheckpointSaver() {
-  // Only reached with a save in flight when the run failed: let the writer finish its file
-  // (the checkpoint stays uncommitted, a .tmp- directory the next save removes).
-  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+  // With a save in flight only when the run failed: the pool's destructor lets the writer finish
+  // its file (the checkpoint stays uncommitted, a .tmp- directory the next save removes).
 }
 
 bool CheckpointSaver::in_flight() const { return pending_ != nullptr; }
@@ -207,16 +204,10 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
   for (const auto& piece : p->pieces) p->bytes += static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
   const int rank = topo_.world_rank;
   Pending* raw = p.get();
-  auto write = [raw, rank] {
-    try {
-      raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
-    } catch (...) {
-      raw->error = std::current_exception();
-    }
-    raw->done = true;
-  };
+  auto write = [raw, rank] { raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces); };
   if (p->async) {
-    p->thread = std::thread(write);
+    if (!writer_) writer_ = std::make_unique<ThreadPool>(1);
+    p->writer = writer_->submit(write);
     p->stall = seconds_since(start) - waited;  // the snapshot (waiting for the previous save is its stall)
     pending_ = std::move(p);
     if (previous) return previous;
@@ -231,7 +222,7 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
 
 std::optional<SaveReport> CheckpointSaver::poll() {
   if (!pending_) return std::nullopt;
-  at::Tensor done = at::tensor({pending_->done.load() ? int64_t{1} : int64_t{0}}, at::kLong);
+  at::Tensor done = at::tensor({pending_->written() ? int64_t{1} : int64_t{0}}, at::kLong);
   topo_.world->all_reduce(done, ReduceOp::Sum);
   if (done.item<int64_t>() < topo_.world_size) return std::nullopt;
   auto report = commit(*pending_);
@@ -242,7 +233,7 @@ std::optional<SaveReport> CheckpointSaver::poll() {
 std::optional<SaveReport> CheckpointSaver::drain() {
   if (!pending_) return std::nullopt;
   const auto start = std::chrono::steady_clock::now();
-  if (pending_->thread.joinable()) pending_->thread.join();
+  if (pending_->writer.valid()) pending_->writer.wait();
   pending_->stall += seconds_since(start);
   auto report = commit(*pending_);
   pending_.reset();
@@ -251,8 +242,7 @@ std::optional<SaveReport> CheckpointSaver::drain() {
 
 std::optional<SaveReport> CheckpointSaver::commit(Pending& p) {
   const auto start = std::chrono::steady_clock::now();
-  if (p.thread.joinable()) p.thread.join();
-  if (p.error) std::rethrow_exception(p.error);
+  if (p.writer.valid()) p.writer.get();  // rethrows the writer's error
   const std::vector<std::string> lists = all_gather_strings(*topo_.world, p.list);
   at::Tensor total = at::tensor({static_cast<int64_t>(p.bytes)}, at::kLong);
   topo_.world->all_reduce(total);

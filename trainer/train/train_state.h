@@ -30,6 +30,7 @@ namespace exatrain {
 class Exaone4Model;
 class DistributedOptimizer;
 class TrainData;
+class ThreadPool;
 struct Topology;
 
 struct TrainState {
@@ -95,6 +96,7 @@ class CheckpointSaver {
   const Topology& topo_;
   std::string run_dir_;
   std::unique_ptr<Pending> pending_;
+  std::unique_ptr<ThreadPool> writer_;  // one thread: the asynchronous writer
 };
 
 // Loads the checkpoint into `state` (built for this run's layout): master weights, moments,

@@ -16,6 +16,7 @@
 #include "checkpoints/hf_import.h"
 #include "checkpoints/hf_io.h"
 #include "data/tokenizer/tokenizer.h"
+#include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 #include "trainer/model/exaone4.h"
@@ -281,7 +282,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step) break;
     kept += line + "\n";
   }
-  write_file_atomically(path, {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kept.data()), kept.size())});
+  write_file_atomically(path, kept);
 }
 
 void Trainer::setup(const ResumeOptions& resume) {
