@@ -112,6 +112,15 @@ class CheckpointReader {
   // shape, part of the slice not stored.
   void read(const StatePiece& target);
 
+  // Checks the checksums of this process's share of the pieces (index % parts == part) and
+  // returns the first failure's message, or "" when all match: ranks that load one checkpoint
+  // split the checking between them, so each piece is hashed once in the job instead of once
+  // per rank that touches it (a resharded load touches most pieces on every rank). The caller
+  // combines the results over the ranks, then calls trust_checked() before read().
+  std::string check_share(int part, int parts);
+  // Marks every piece as checked (the other ranks checked their shares).
+  void trust_checked();
+
   // Checks every piece's checksum; `progress(done_bytes, total_bytes)` after each piece.
   // Error names the first broken file and piece.
   void verify_all(const std::function<void(uint64_t, uint64_t)>& progress = {});

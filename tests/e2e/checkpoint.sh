@@ -8,8 +8,8 @@
 #   - `checkpoint inspect` / `verify`; checkpoint.keep prunes; --resume on an empty run starts fresh;
 #   - faults: a flipped byte, a truncated or missing data file, another model, another tokenizer:
 #     one-line errors, never a silent load;
-#   - SIGKILL at >= 20 random instants of a run that saves every step: `latest` always names a
-#     complete checkpoint that verifies and resumes.
+#   - SIGKILL at >= 20 random instants inside saves (a run that saves every step): `latest` always
+#     names a complete checkpoint that verifies, and the run resumes.
 #   checkpoint.sh EXATRAIN_BIN PYTHON
 set -uo pipefail
 BIN=$1 PY=$2
@@ -76,6 +76,14 @@ for x, y in zip(a, b):
         assert x[k] == y[k], f"step {x['step']}: {k} {x[k]!r} vs {y[k]!r}"
 PY
 
+# --- asynchronous saving writes the same bytes ---------------------------------------------------
+train --run-dir "$T/async" --set checkpoint.async=true --set checkpoint.every=3 >"$T/async.log" 2>&1 \
+  || { cat "$T/async.log"; die "async run"; }
+cmp -s "$T/async/final/model.safetensors" "$T/straight/final/model.safetensors" && grep -q '"async":true' "$T/async/checkpoints.jsonl" \
+  && cmp -s "$T/async/checkpoints/step_00000012/rank_00000.bin" "$T/straight/checkpoints/step_00000012/rank_00000.bin" \
+  && pass "checkpoint.async: the same checkpoint bytes and final weights as synchronous saving" \
+  || fail "checkpoint.async" "differs from the synchronous run"
+
 # --- inspect, verify, keep ------------------------------------------------------------------------
 expect_ok "checkpoint inspect (run directory -> latest)" "step: 12" "tp 1 x pp 1 x dp 1" \
   "optimizer.exp_avg.model.layers.0.mlp.gate_proj.weight" -- "$BIN" checkpoint inspect "$T/resumed"
@@ -97,7 +105,7 @@ mpi 4 --run-dir "$T/b" "${L2[@]}" --set train.steps=6 >"$T/b1.log" 2>&1 || { cat
 mpi 4 --run-dir "$T/b" "${L1[@]}" --resume >"$T/b2.log" 2>&1 || { cat "$T/b2.log"; die "resume as tp2 pp2"; }
 for run in a b; do
   if out=$("$PY" "$SRC/tests/multirank/compare_runs.py" "$T/straight" "$T/$run" 2>&1); then
-    pass "resharded resume ($(grep -o 'saved under [^;]*) in' "$T/${run}2.log" | sed 's/ in$//'), resumed as $([[ $run == a ]] && echo 'dp 4 zero 1' || echo 'tp 2 x pp 2')): $out"
+    pass "resharded resume: $(grep -o 'saved under [^;]*) in' "$T/${run}2.log" | sed 's/) in$//'), resumed as $([[ $run == a ]] && echo 'dp 4 zero 1' || echo 'tp 2 x pp 2'): $out"
   else fail "resharded resume $run" "$out"; fi
 done
 
@@ -166,26 +174,50 @@ assert chat.startswith("[|user|]\nHi[|endofturn|]\n[|assistant|]"), chat
 print(f"   bos/eos/pad = {cfg['bos_token_id']}/{cfg['eos_token_id']}/{cfg['pad_token_id']}; template: {chat!r}")
 PY
 
-# --- SIGKILL at random instants while saving every step ----------------------------------------
+# --- SIGKILL at random instants inside saves --------------------------------------------------------
+# A watcher sees the save's .tmp- directory appear, waits a random 0-40 ms and kills the run with
+# SIGKILL; a kill counts as inside a save when the .tmp- directory is still there afterwards.
+# After every kill `latest` must name a checkpoint that verifies; at the end the run resumes.
 KILLS=${EXATRAIN_CHECKPOINT_KILLS:-20}
-mid_save=0 verified=0
-for ((i = 0; i < KILLS; i++)); do
-  "$BIN" train "$T/run.yaml" --run-dir "$T/kill" --resume --set train.steps=400 --set checkpoint.every=1 \
-    --set checkpoint.keep=2 --set log.every=100 >"$T/kill.log" 2>&1 &
-  pid=$!
-  sleep "$("$PY" -c "import random; print(round(random.uniform(0.6, 2.5), 3))")"
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  ls -d "$T"/kill/checkpoints/.tmp-* >/dev/null 2>&1 && mid_save=$((mid_save + 1))
-  if [[ -e $T/kill/checkpoints/latest ]]; then
-    "$BIN" checkpoint verify "$T/kill" >"$T/verify.log" 2>&1 || { fail "kill $i" "latest does not verify: $(cat "$T/verify.log")"; break; }
-    verified=$((verified + 1))
-  fi
-done
-last=$(cat "$T/kill/checkpoints/latest" 2>/dev/null || echo step_00000000)
-"$BIN" train "$T/run.yaml" --run-dir "$T/kill" --resume --set train.steps=$((10#${last#step_} + 1)) --set checkpoint.every=1 \
-  >"$T/kill-final.log" 2>&1 || fail "resume after the kills" "$(tail -2 "$T/kill-final.log")"
-pass "SIGKILL at $KILLS random instants ($mid_save inside a save, a .tmp- directory left): latest verified $verified times, resumed from $last"
+"$PY" - "$BIN" "$T/run.yaml" "$T/kill" "$KILLS" <<'PY' && pass "SIGKILL inside saves: $(cat "$T/kill.summary")" || fail "SIGKILL inside saves" "$(cat "$T/kill.summary" 2>/dev/null)"
+import glob, os, random, signal, subprocess, sys, time
+binary, config, run, wanted = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ckpts = os.path.join(run, "checkpoints")
+random.seed(8)
+inside = attempts = verified = 0
+summary = open(run + ".summary", "w")
+while inside < wanted and attempts < 4 * wanted:
+    attempts += 1
+    p = subprocess.Popen([binary, "train", config, "--run-dir", run, "--resume", "--set", "train.steps=100000",
+                          "--set", "checkpoint.every=1", "--set", "checkpoint.keep=2", "--set", "log.every=1000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = set(glob.glob(os.path.join(ckpts, ".tmp-*")))
+    deadline = time.time() + 60
+    while time.time() < deadline and p.poll() is None:
+        if set(glob.glob(os.path.join(ckpts, ".tmp-*"))) - before:
+            time.sleep(random.uniform(0, 0.04))
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    if glob.glob(os.path.join(ckpts, ".tmp-*")):
+        inside += 1
+    if os.path.exists(os.path.join(ckpts, "latest")):
+        r = subprocess.run([binary, "checkpoint", "verify", run], capture_output=True, text=True)
+        if r.returncode != 0:
+            summary.write(f"after kill {attempts}: latest does not verify: {r.stderr.strip()}")
+            sys.exit(1)
+        verified += 1
+latest = open(os.path.join(ckpts, "latest")).read().strip()
+step = int(latest.split("_")[1])
+r = subprocess.run([binary, "train", config, "--run-dir", run, "--resume", "--set", f"train.steps={step + 1}",
+                    "--set", "checkpoint.every=1"], capture_output=True, text=True)
+if r.returncode != 0:
+    summary.write(f"resume from {latest} failed: {r.stderr.strip()[-500:]}")
+    sys.exit(1)
+summary.write(f"{attempts} kills, {inside} inside a save (a .tmp- directory left behind); latest verified after "
+              f"{verified}; resumed from {latest} and finished step {step + 1}")
+sys.exit(0 if inside >= wanted else 1)
+PY
 
 echo "$failures failure(s)"
 exit $((failures > 0))

@@ -155,6 +155,7 @@ struct CheckpointSaver::Pending {
   std::vector<at::Tensor> clones;
   std::vector<StatePiece> pieces;
   std::future<void> writer;  // on the saver's one-thread pool
+  std::future<void> copied;  // the writer's host copy of the state is complete
   std::string list;
   bool written() const { return writer.valid() && writer.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
 };
@@ -187,37 +188,55 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
   }
   topo_.world->barrier();
   p->pieces = state_pieces(state, /*canonical_only=*/true, /*copy=*/true, p->host);
+  for (const auto& piece : p->pieces) p->bytes += static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
+  const int rank = topo_.world_rank;
+  Pending* raw = p.get();
   if (p->async) {
-    // Host copies the training loop may not touch while the writer reads them (the GPU path
-    // already copied in state_pieces).
+    // The writer first copies the pieces the training loop will change (master weights and
+    // moments; GPU state was already copied to host above) into host buffers, then writes
+    // them. The copy runs beside the next forward and backward, which do not touch this state;
+    // the loop waits for it only before the next optimizer update (before_update()).
+    std::vector<std::pair<void*, const void*>> copies;  // destination, source
     for (auto& piece : p->pieces) {
       bool staged = false;
       for (const auto& [host, device] : p->host) staged = staged || host.data_ptr() == piece.data;
       if (staged) continue;
       const int64_t bytes = piece.slice.numel() * static_cast<int64_t>(dtype_size(piece.dtype));
-      at::Tensor copy = at::empty({bytes}, at::kByte);
-      std::memcpy(copy.data_ptr(), piece.data, static_cast<size_t>(bytes));
-      piece.data = copy.data_ptr();
-      p->clones.push_back(copy);
+      p->clones.push_back(at::empty({bytes}, at::kByte));
+      copies.emplace_back(p->clones.back().data_ptr(), piece.data);
+      piece.data = p->clones.back().data_ptr();
     }
-  }
-  for (const auto& piece : p->pieces) p->bytes += static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
-  const int rank = topo_.world_rank;
-  Pending* raw = p.get();
-  auto write = [raw, rank] { raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces); };
-  if (p->async) {
+    auto copied = std::make_shared<std::promise<void>>();
+    p->copied = copied->get_future();
     if (!writer_) writer_ = std::make_unique<ThreadPool>(1);
-    p->writer = writer_->submit(write);
-    p->stall = seconds_since(start) - waited;  // the snapshot (waiting for the previous save is its stall)
+    p->writer = writer_->submit([raw, rank, copies = std::move(copies), copied, clones = &raw->clones] {
+      try {
+        for (size_t k = 0; k < copies.size(); ++k)
+          std::memcpy(copies[k].first, copies[k].second, static_cast<size_t>((*clones)[k].numel()));
+        copied->set_value();
+      } catch (...) {
+        copied->set_exception(std::current_exception());
+        throw;
+      }
+      raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
+    });
+    p->stall = seconds_since(start) - waited;  // set-up (waiting for the previous save is its stall)
     pending_ = std::move(p);
     if (previous) return previous;
     return std::nullopt;
   }
-  write();
+  raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
   pending_ = std::move(p);
   auto report = commit(*pending_);
   pending_.reset();
   return report;
+}
+
+void CheckpointSaver::before_update() {
+  if (!pending_ || !pending_->copied.valid()) return;
+  const auto start = std::chrono::steady_clock::now();
+  pending_->copied.get();  // rethrows a failed copy
+  pending_->stall += seconds_since(start);
 }
 
 std::optional<SaveReport> CheckpointSaver::poll() {
@@ -269,8 +288,16 @@ std::optional<SaveReport> CheckpointSaver::commit(Pending& p) {
 }
 
 void load_checkpoint(TrainState& state, CheckpointReader& reader, const Topology& topo) {
-  (void)topo;
   const CheckpointInfo& info = reader.info();
+  if (topo.world_size > 1) {
+    // Every piece's SHA-256 checked once in the job, the work split over the ranks; the first
+    // failure (in rank order) stops every rank with the same message.
+    const std::vector<std::string> failures =
+        all_gather_strings(*topo.world, reader.check_share(topo.world_rank, topo.world_size));
+    for (const auto& f : failures)
+      if (!f.empty()) fail("{}", f);
+    reader.trust_checked();
+  }
   std::vector<std::pair<at::Tensor, at::Tensor>> host;
   const std::vector<StatePiece> pieces = state_pieces(state, /*canonical_only=*/false, /*copy=*/false, host);
   for (const auto& piece : pieces) reader.read(piece);

@@ -73,16 +73,21 @@ struct SaveReport {
 // Saves RUN/checkpoints/step_N from every rank (every call is collective over the world);
 // rank 0 commits the manifest, moves `latest` and prunes to checkpoint.keep.
 //   synchronous: save() returns when the checkpoint is complete;
-//   checkpoint.async: save() copies the state to host memory and returns; a writer thread
-//     per rank writes its file beside training; poll() at each step boundary commits once
-//     every rank's writer is done (one small all-reduce while a save is in flight). At most
-//     one save is in flight: a save while one is pending waits for it first.
+//   checkpoint.async: save() returns at once; a writer thread per rank copies the state to
+//     host memory while the next forward and backward run (before_update() holds the
+//     optimizer update until the copy is complete), then writes its file beside training;
+//     poll() at each step boundary commits once every rank's writer is done (one small
+//     all-reduce while a save is in flight). At most one save is in flight: a save while one
+//     is pending waits for it first.
 class CheckpointSaver {
  public:
   CheckpointSaver(const RunConfig& config, const Topology& topo, std::string run_dir);
   ~CheckpointSaver();
   // Returns the report of the save it completed (synchronous), else std::nullopt.
   std::optional<SaveReport> save(const TrainState& state);
+  // Before the optimizer changes the state: waits until an asynchronous save's host copy is
+  // complete (the copy runs beside forward and backward). Not collective.
+  void before_update();
   // Commits a finished asynchronous save: its report, else std::nullopt. Collective.
   std::optional<SaveReport> poll();
   // Waits for the save in flight, if any, and commits it. Collective.

@@ -441,6 +441,7 @@ Trainer::StepResult Trainer::step() {
     tied_embedding_->all_reduce(g);
   }
   r.grad_norm = state_.optimizer->reduce_gradients(config_.optimizer.grad_clip);
+  saver_->before_update();  // an asynchronous save's copy of the state must be complete
   state_.optimizer->step(r.lr);
   // The mean loss over the global batch: every DP rank's share, counted once per TP group.
   at::Tensor loss_sum = at::full({1}, topo_.tp_rank == 0 && stage_.last ? pipe.loss / topo_.dp : 0.0, at::kDouble);
