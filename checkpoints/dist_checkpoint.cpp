@@ -15,6 +15,8 @@
 #include <regex>
 #include <set>
 
+#include <xxhash.h>
+
 #include "checkpoint.pb.h"
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
@@ -88,6 +90,11 @@ std::string CheckpointLayout::describe() const {
 
 std::string checkpoint_name(int64_t step) { return fmt::format("step_{:08d}", step); }
 
+std::string piece_checksum(const void* data, uint64_t bytes) {
+  const XXH128_hash_t h = XXH3_128bits(data, bytes);
+  return fmt::format("xxh3-128:{:016x}{:016x}", h.high64, h.low64);
+}
+
 // ---- saving ----------------------------------------------------------------------------------
 
 std::string begin_checkpoint(const std::string& checkpoints_dir, const std::string& name) {
@@ -127,7 +134,7 @@ std::string write_rank_pieces(const std::string& tmp_dir, int rank, const std::v
     p->set_file(file);
     p->set_offset(offset);
     p->set_bytes(bytes);
-    p->set_sha256(sha256_hex(std::span<const uint8_t>(static_cast<const uint8_t*>(piece.data), bytes)));
+    p->set_checksum(piece_checksum(piece.data, bytes));
     p->set_rank(rank);
   }
   out.commit();
@@ -311,7 +318,7 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
     s.file = p.file();
     s.offset = p.offset();
     s.bytes = p.bytes();
-    s.sha256 = p.sha256();
+    s.checksum = p.checksum();
     s.rank = p.rank();
     if (s.file.empty() || s.file.find('/') != std::string::npos) fail("{}: invalid file name '{}'", what, s.file);
     if (s.bytes != static_cast<uint64_t>(s.slice.numel()) * dtype_size(s.dtype))
@@ -377,11 +384,11 @@ const uint8_t* CheckpointReader::piece_bytes(size_t index) {
          f.size);
   const uint8_t* data = static_cast<const uint8_t*>(f.map) + p.offset;
   if (!verified_[index]) {
-    const std::string got = sha256_hex(std::span<const uint8_t>(data, p.bytes));
-    if (got != p.sha256)
-      fail("checkpoint: '{}' is corrupt: the bytes of '{}' {} (offset {}, {} bytes) have SHA-256 {}, the manifest "
+    const std::string got = piece_checksum(data, p.bytes);
+    if (got != p.checksum)
+      fail("checkpoint: '{}' is corrupt: the bytes of '{}' {} (offset {}, {} bytes) have checksum {}, the manifest "
            "says {}",
-           f.path, p.name, p.slice.describe(), p.offset, p.bytes, got, p.sha256);
+           f.path, p.name, p.slice.describe(), p.offset, p.bytes, got, p.checksum);
     verified_[index] = true;
   }
   return data;

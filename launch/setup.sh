@@ -15,7 +15,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   openmpi-bin libopenmpi-dev
   libspdlog-dev libfmt-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
-  libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev libicu-dev libssl-dev
+  libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev libicu-dev libssl-dev libxxhash-dev
   python3 python3-venv python3-dev
   # Slurm for tests/slurm (a real single-node slurmctld + slurmd); srun --mpi=pmix starts Open
   # MPI ranks through PMIx, whose unversioned libpmix.so only libpmix-dev installs.

@@ -1,5 +1,5 @@
 // exatrain checkpoint inspect DIR [--json]   what a checkpoint holds: step, layout, tensors
-// exatrain checkpoint verify DIR             every stored piece against its SHA-256
+// exatrain checkpoint verify DIR             every stored piece against its checksum
 // DIR is a checkpoint (RUN/checkpoints/step_N), or a run directory (its latest checkpoint).
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -113,7 +113,7 @@ void verify(const CheckpointOptions& o) {
   uint64_t total = 0;
   for (const auto& p : reader.pieces()) total += p.bytes;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("ok: %s (step %lld): %zu pieces, %.2f MiB, every SHA-256 matches (%.2f s)\n", dir.c_str(),
+  std::printf("ok: %s (step %lld): %zu pieces, %.2f MiB, every checksum matches (%.2f s)\n", dir.c_str(),
               static_cast<long long>(reader.info().step), reader.pieces().size(), static_cast<double>(total) / (1 << 20),
               seconds);
 }
@@ -126,7 +126,7 @@ void register_checkpoint_command(CLI::App& app) {
   in->add_option("DIR", o.dir, "a checkpoint directory, or a run directory (its latest checkpoint)")->required();
   in->add_flag("--json", o.json, "machine-readable output");
   in->callback([] { inspect(o); });
-  auto* ver = cmd->add_subcommand("verify", "Check every stored piece against its SHA-256; names the broken file");
+  auto* ver = cmd->add_subcommand("verify", "Check every stored piece against its checksum (and the manifest's SHA-256); names a broken file");
   ver->add_option("DIR", o.dir, "a checkpoint directory, or a run directory (its latest checkpoint)")->required();
   ver->callback([] { verify(o); });
 }
