@@ -447,119 +447,162 @@ std::string generation_config_json(const ModelConfig& config) {
   return g.dump(2) + "\n";
 }
 
-void write_hf_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const TensorFiller& fill,
-                      const ReleaseInfo& info, const std::string& dir) {
+namespace {
+
+// Everything about a release that is known before a byte is written: checked inputs, the shard
+// plan, the directories. Computed the same way by every rank of a parallel export.
+struct ReleasePlan {
+  std::string final_dir, tmp_dir;
+  fs::path parent;
+  std::vector<DatasetEntry> datasets;
+  bool have_tokenizer = false;
+  TokenizerFiles tok;
+  std::vector<ReleaseShard> shards;
+  std::string title;
+};
+
+ReleasePlan plan_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const ReleaseInfo& info,
+                         const std::string& dir) {
   check_weight_dtype(info.dtype);
   check_against_specs(config, tensors);
   if (dir.empty()) fail("export: the output directory is empty");
-
+  ReleasePlan plan;
   fs::path out = fs::path(dir);
   if (out.filename().empty()) out = out.parent_path();  // "DIR/"
-  const std::string final_dir = out.string();
-  const std::string tmp_dir = final_dir + ".tmp";
-  std::error_code ec;
-  if (fs::exists(out, ec)) {
-    if (!fs::is_directory(out, ec)) fail("export: '{}' exists and is not a directory", final_dir);
-    if (!fs::is_empty(out, ec))
-      fail("export: '{}' exists and is not empty; a release is never written over another directory: choose a new "
-           "output directory or remove this one", final_dir);
-  }
-  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
-  fs::create_directories(parent, ec);
-  if (ec) fail("export: cannot create directory '{}': {}", parent.string(), ec.message());
-
+  plan.final_dir = out.string();
+  plan.tmp_dir = plan.final_dir + ".tmp";
+  plan.parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   // Read everything that can fail before the first byte is written.
-  const std::vector<DatasetEntry> datasets = read_datasets(info.dataset_dirs);
-  const bool have_tokenizer = !info.tokenizer_json.empty();
-  TokenizerFiles tok;
-  if (have_tokenizer) tok = make_tokenizer_files(config, info.tokenizer_json);
-  const std::vector<ReleaseShard> shards = plan_release_shards(tensors, info.dtype, info.max_shard_bytes);
-  const std::string title = info.name.empty() ? out.filename().string() : info.name;
+  plan.datasets = read_datasets(info.dataset_dirs);
+  plan.have_tokenizer = !info.tokenizer_json.empty();
+  if (plan.have_tokenizer) plan.tok = make_tokenizer_files(config, info.tokenizer_json);
+  plan.shards = plan_release_shards(tensors, info.dtype, info.max_shard_bytes);
+  plan.title = info.name.empty() ? out.filename().string() : info.name;
+  return plan;
+}
 
-  if (fs::exists(fs::symlink_status(tmp_dir, ec))) {
-    log_warn("export: removing '{}' left by an interrupted export", tmp_dir);
-    fs::remove_all(tmp_dir, ec);
-    if (ec) fail("export: cannot remove the left-over '{}': {}", tmp_dir, ec.message());
+}  // namespace
+
+void begin_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const ReleaseInfo& info,
+                   const std::string& dir) {
+  const ReleasePlan plan = plan_release(config, tensors, info, dir);
+  std::error_code ec;
+  if (fs::exists(plan.final_dir, ec)) {
+    if (!fs::is_directory(plan.final_dir, ec)) fail("export: '{}' exists and is not a directory", plan.final_dir);
+    if (!fs::is_empty(plan.final_dir, ec))
+      fail("export: '{}' exists and is not empty; a release is never written over another directory: choose a new "
+           "output directory or remove this one", plan.final_dir);
   }
-  if (!fs::create_directory(tmp_dir, ec) || ec)
-    fail("export: cannot create directory '{}': {}", tmp_dir, ec ? ec.message() : "it exists");
+  fs::create_directories(plan.parent, ec);
+  if (ec) fail("export: cannot create directory '{}': {}", plan.parent.string(), ec.message());
+  if (fs::exists(fs::symlink_status(plan.tmp_dir, ec))) {
+    log_warn("export: removing '{}' left by an interrupted export", plan.tmp_dir);
+    fs::remove_all(plan.tmp_dir, ec);
+    if (ec) fail("export: cannot remove the left-over '{}': {}", plan.tmp_dir, ec.message());
+  }
+  if (!fs::create_directory(plan.tmp_dir, ec) || ec)
+    fail("export: cannot create directory '{}': {}", plan.tmp_dir, ec ? ec.message() : "it exists");
+}
 
+std::string write_release_shards(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors,
+                                 const TensorFiller& fill, const ReleaseInfo& info, const std::string& dir, int part,
+                                 int parts) {
+  const ReleasePlan plan = plan_release(config, tensors, info, dir);
+  std::string hashes;  // "FILE SHA256\n" per shard written
+  // Weights: the header first (names, shapes and dtype are known), then one tensor at a time.
+  std::vector<float> values;  // the current tensor, fp32
+  constexpr int64_t kChunk = int64_t(1) << 20;
+  std::vector<uint8_t> converted;
+  for (size_t s = static_cast<size_t>(part); s < plan.shards.size(); s += static_cast<size_t>(parts)) {
+    const ReleaseShard& shard = plan.shards[s];
+    const std::string path = (fs::path(plan.tmp_dir) / shard.file).string();
+    ReleaseFile f(path);
+    const std::string header = release_shard_header(tensors, shard, info.dtype);
+    uint8_t length[8];
+    const uint64_t header_size = header.size();
+    std::memcpy(length, &header_size, 8);
+    f.write(length, 8);
+    f.write(header);
+    for (size_t i : shard.tensors) {
+      const ReleaseTensor& t = tensors[i];
+      const int64_t n = t.numel();
+      values.resize(size_t(n));
+      fill(i, std::span<float>(values.data(), values.size()));
+      for (int64_t k = 0; k < n; ++k) {
+        if (!std::isfinite(values[size_t(k)]))
+          fail("export: tensor '{}' has a non-finite value ({}) at element {}; refusing to release it", t.name,
+               values[size_t(k)], k);
+        if (info.dtype == DType::F16 && std::fabs(values[size_t(k)]) >= 65520.0f)
+          fail("export: tensor '{}' element {} is {}, beyond the F16 range (65504); export as bf16 or fp32", t.name, k,
+               values[size_t(k)]);
+      }
+      if (info.dtype == DType::F32) {
+        f.write(values.data(), size_t(n) * sizeof(float));
+      } else {
+        converted.resize(size_t(std::min(n, kChunk)) * dtype_size(info.dtype));
+        for (int64_t k = 0; k < n; k += kChunk) {
+          const int64_t m = std::min(kChunk, n - k);
+          convert_f32_to(info.dtype, values.data() + k, converted.data(), m);
+          f.write(converted.data(), size_t(m) * dtype_size(info.dtype));
+        }
+      }
+    }
+    const uint64_t expected = 8 + header_size + shard.data_bytes;
+    if (f.bytes() != expected) fail("export: internal error: '{}' has {} bytes, expected {}", path, f.bytes(), expected);
+    hashes += shard.file + " " + f.finish() + "\n";
+  }
+  return hashes;
+}
+
+void finish_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const ReleaseInfo& info,
+                    const std::string& dir, const std::string& shard_hashes) {
+  const ReleasePlan plan = plan_release(config, tensors, info, dir);
+  std::error_code ec;
   try {
     std::vector<std::pair<std::string, std::string>> hashes;  // file -> sha256
+    std::istringstream lines(shard_hashes);
+    for (std::string file, sha; lines >> file >> sha;) hashes.emplace_back(file, sha);
+    if (hashes.size() != plan.shards.size())
+      fail("export: internal error: {} of {} shards written", hashes.size(), plan.shards.size());
     auto write_small = [&](const std::string& name, std::string_view text) {
-      ReleaseFile f((fs::path(tmp_dir) / name).string());
+      ReleaseFile f((fs::path(plan.tmp_dir) / name).string());
       f.write(text);
       hashes.emplace_back(name, f.finish());
     };
-
-    // Weights: the header first (names, shapes and dtype are known), then one tensor at a time.
-    std::vector<float> values;  // the current tensor, fp32
-    constexpr int64_t kChunk = int64_t(1) << 20;
-    std::vector<uint8_t> converted;
-    size_t next_index = 0;
-    for (const ReleaseShard& shard : shards) {
-      const std::string path = (fs::path(tmp_dir) / shard.file).string();
-      ReleaseFile f(path);
-      const std::string header = release_shard_header(tensors, shard, info.dtype);
-      uint8_t length[8];
-      const uint64_t header_size = header.size();
-      std::memcpy(length, &header_size, 8);
-      f.write(length, 8);
-      f.write(header);
-      for (size_t i : shard.tensors) {
-        if (i != next_index) fail("export: internal error: tensor {} written out of order", i);
-        ++next_index;
-        const ReleaseTensor& t = tensors[i];
-        const int64_t n = t.numel();
-        values.resize(size_t(n));
-        fill(i, std::span<float>(values.data(), values.size()));
-        for (int64_t k = 0; k < n; ++k) {
-          if (!std::isfinite(values[size_t(k)]))
-            fail("export: tensor '{}' has a non-finite value ({}) at element {}; refusing to release it", t.name,
-                 values[size_t(k)], k);
-          if (info.dtype == DType::F16 && std::fabs(values[size_t(k)]) >= 65520.0f)
-            fail("export: tensor '{}' element {} is {}, beyond the F16 range (65504); export as bf16 or fp32", t.name, k,
-                 values[size_t(k)]);
-        }
-        if (info.dtype == DType::F32) {
-          f.write(values.data(), size_t(n) * sizeof(float));
-        } else {
-          converted.resize(size_t(std::min(n, kChunk)) * dtype_size(info.dtype));
-          for (int64_t k = 0; k < n; k += kChunk) {
-            const int64_t m = std::min(kChunk, n - k);
-            convert_f32_to(info.dtype, values.data() + k, converted.data(), m);
-            f.write(converted.data(), size_t(m) * dtype_size(info.dtype));
-          }
-        }
-      }
-      const uint64_t expected = 8 + header_size + shard.data_bytes;
-      if (f.bytes() != expected)
-        fail("export: internal error: '{}' has {} bytes, expected {}", path, f.bytes(), expected);
-      hashes.emplace_back(shard.file, f.finish());
-    }
-    if (next_index != tensors.size()) fail("export: internal error: {} of {} tensors written", next_index, tensors.size());
-    values = {};
-    converted = {};
-
-    if (shards.size() > 1) write_small("model.safetensors.index.json", release_index_json(tensors, shards, info.dtype));
+    if (plan.shards.size() > 1)
+      write_small("model.safetensors.index.json", release_index_json(tensors, plan.shards, info.dtype));
     write_small("config.json", hf_config_json(config, info.dtype));
     write_small("generation_config.json", generation_config_json(config));
-    if (have_tokenizer) {
-      write_small("tokenizer.json", tok.json_text);
-      write_small("tokenizer_config.json", tok.config_json);
+    if (plan.have_tokenizer) {
+      write_small("tokenizer.json", plan.tok.json_text);
+      write_small("tokenizer_config.json", plan.tok.config_json);
     }
-    write_small("README.md", model_card(config, tensors, info, title, datasets, shards, have_tokenizer, tok));
+    write_small("README.md", model_card(config, tensors, info, plan.title, plan.datasets, plan.shards,
+                                        plan.have_tokenizer, plan.tok));
     write_small("SHA256SUMS", sha256sums_text(hashes));
-    fsync_directory(tmp_dir);
-
-    // rename(2) replaces an empty directory atomically; anything else was refused above.
-    if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0)
-      fail("export: cannot rename '{}' to '{}': {}", tmp_dir, final_dir, std::strerror(errno));
-    fsync_directory(parent.string());
+    fsync_directory(plan.tmp_dir);
+    // rename(2) replaces an empty directory atomically; anything else was refused in begin_release.
+    if (::rename(plan.tmp_dir.c_str(), plan.final_dir.c_str()) != 0)
+      fail("export: cannot rename '{}' to '{}': {}", plan.tmp_dir, plan.final_dir, std::strerror(errno));
+    fsync_directory(plan.parent.string());
   } catch (...) {
-    fs::remove_all(tmp_dir, ec);
+    fs::remove_all(plan.tmp_dir, ec);
     throw;
   }
+}
+
+void write_hf_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const TensorFiller& fill,
+                      const ReleaseInfo& info, const std::string& dir) {
+  begin_release(config, tensors, info, dir);
+  std::string hashes;
+  try {
+    hashes = write_release_shards(config, tensors, fill, info, dir, 0, 1);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(plan_release(config, tensors, info, dir).tmp_dir, ec);
+    throw;
+  }
+  finish_release(config, tensors, info, dir, hashes);
 }
 
 }  // namespace exatrain

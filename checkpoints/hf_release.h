@@ -48,7 +48,7 @@ struct ReleaseInfo {
 };
 
 // The full fp32 value of tensors[index], row-major; out.size() is its element count. Called
-// exactly once per tensor, in order.
+// exactly once per tensor, in order (of the shards a call writes).
 using TensorFiller = std::function<void(size_t index, std::span<float> out)>;
 
 // Writes a release of `tensors` (exactly the registry's specs for `config`: build_param_specs'
@@ -60,6 +60,23 @@ using TensorFiller = std::function<void(size_t index, std::span<float> out)>;
 // of the tokenizer) are one exatrain::Error naming the path or the tensor.
 void write_hf_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const TensorFiller& fill,
                       const ReleaseInfo& info, const std::string& dir);
+
+// The same in three steps, for ranks that write their own shards (the format allows it: each
+// shard is a file of its own):
+//   begin_release        one process: checks everything, makes DIR.tmp
+//   write_release_shards every rank: shards part, part + parts, ... (the filler is called once per
+//                        tensor of those shards, in order); returns a line "FILE SHA256" per shard
+//   finish_release       one process, with every rank's lines: the index, config, tokenizer,
+//                        card and SHA256SUMS, then DIR.tmp -> DIR
+// A failure in write_release_shards leaves DIR.tmp (the next export removes it); in
+// finish_release it removes DIR.tmp.
+void begin_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const ReleaseInfo& info,
+                   const std::string& dir);
+std::string write_release_shards(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors,
+                                 const TensorFiller& fill, const ReleaseInfo& info, const std::string& dir, int part,
+                                 int parts);
+void finish_release(const ModelConfig& config, const std::vector<ReleaseTensor>& tensors, const ReleaseInfo& info,
+                    const std::string& dir, const std::string& shard_hashes);
 
 // "5GB", "500MB", "10KB", "2TB", "123" (bytes), "123B"; decimal units (1KB = 1000 bytes), as
 // transformers' max_shard_size; KiB/MiB/GiB are binary. Anything else is an Error saying what is

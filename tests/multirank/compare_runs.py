@@ -3,7 +3,7 @@
 
 compare_runs.py REFERENCE_RUN_DIR RUN_DIR [--rtol 1e-5]
   - loss at every step within rtol (relative);
-  - the final parameters (RUN/final/model.safetensors) within rtol over the whole model,
+  - the final parameters (RUN/final, one file or shards) within rtol over the whole model,
     ||a - b|| / ||b|| with every tensor concatenated, and each tensor within 10 x rtol.
 Why 1e-5 in fp32: the layouts compute the same sums in another order (TP splits matmul
 reductions and the vocabulary softmax, DP sums gradients over ranks), so results differ by
@@ -16,11 +16,22 @@ per-tensor bound of 10 x rtol. Any real error (a missing reduction, a wrong shar
 gradient) moves the loss and every parameter by 1e-3 or more.
 """
 import argparse
+import glob
 import json
 import sys
 
 import numpy as np
 from safetensors.numpy import load_file
+
+
+def weights(release):
+    """Every tensor of a release: model.safetensors, or the shards of a sharded one."""
+    out = {}
+    for f in sorted(glob.glob(f"{release}/model*.safetensors")):
+        out.update(load_file(f))
+    if not out:
+        sys.exit(f"FAIL {release}: no model*.safetensors")
+    return out
 
 
 def losses(run):
@@ -37,8 +48,7 @@ def main():
     if len(ref) != len(got):
         sys.exit(f"FAIL {a.run}: {len(got)} logged steps, reference has {len(ref)}")
     worst_loss = max(abs(x - y) / abs(x) for x, y in zip(ref, got))
-    pr = load_file(f"{a.reference}/final/model.safetensors")
-    pg = load_file(f"{a.run}/final/model.safetensors")
+    pr, pg = weights(f"{a.reference}/final"), weights(f"{a.run}/final")
     if sorted(pr) != sorted(pg):
         sys.exit(f"FAIL {a.run}: parameter names differ from the reference")
     worst_param, worst_name, diff_sq, ref_sq = 0.0, "", 0.0, 0.0

@@ -225,6 +225,7 @@ enum class ExportDtype { Auto, BF16, FP32 };
 
 struct CheckpointConfig {
   ExportDtype export_dtype = ExportDtype::Auto;
+  std::string export_max_shard_size = "5GB";
   int64_t every = 0;
   int64_t keep = 2;
   bool async = false;
@@ -240,6 +241,9 @@ struct CheckpointConfig {
     v.choice("export_dtype", export_dtype,
              ChoiceNames<ExportDtype>{{"auto", ExportDtype::Auto}, {"bf16", ExportDtype::BF16}, {"fp32", ExportDtype::FP32}},
              "dtype of RUN/final's weights; auto = bf16 for bf16 runs, else fp32");
+    v.field("export_max_shard_size", export_max_shard_size,
+            "largest safetensors file of RUN/final: 5GB, 500MB, 10KB (decimal, as transformers); ranks write the "
+            "shards in parallel");
   }
 };
 

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "trainer/core/error.h"
@@ -282,6 +283,20 @@ std::unique_ptr<Communicator> Communicator::split(const std::string& name, int c
   MPI_Comm sub;
   MPI_Comm_split(as_comm(comm_), color, key, &sub);
   return std::make_unique<Communicator>(name, reinterpret_cast<intptr_t>(sub), context_);
+}
+
+std::vector<std::string> all_gather_strings(const Communicator& group, const std::string& mine) {
+  at::Tensor length = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
+  at::Tensor lengths = group.all_gather(length, 0);
+  const int64_t width = std::max<int64_t>(lengths.max().item<int64_t>(), 1);
+  at::Tensor buf = at::zeros({width}, at::kByte);
+  std::memcpy(buf.data_ptr(), mine.data(), mine.size());
+  at::Tensor all = group.all_gather(buf, 0);
+  std::vector<std::string> out;
+  const auto* p = static_cast<const char*>(all.data_ptr());
+  for (int r = 0; r < group.size(); ++r)
+    out.emplace_back(p + r * width, static_cast<size_t>(lengths[r].item<int64_t>()));
+  return out;
 }
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace exatrain {
 
@@ -71,6 +72,10 @@ class Communicator {
   CommContext* context_;
   int rank_ = 0, size_ = 1;
 };
+
+// Every rank's string, in rank order (collective over the group): two all-gathers, the lengths
+// and then the bytes padded to the longest.
+std::vector<std::string> all_gather_strings(const Communicator& group, const std::string& mine);
 
 // MPI start-up and shut-down for the process (MPI_THREAD_SERIALIZED: a helper thread may call
 // MPI, one at a time).

@@ -12,6 +12,7 @@
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
 #include "trainer/model/exaone4.h"
+#include "trainer/parallel/comm.h"
 
 namespace exatrain {
 
@@ -38,7 +39,7 @@ std::unique_ptr<Exaone4Model> checkpoint_model(CheckpointReader& reader, const M
 
 }  // namespace
 
-ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& o) {
+ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& o, const Communicator* world) {
   const auto start = std::chrono::steady_clock::now();
   const CheckpointInfo& info = reader.info();
   const RunConfig run = parse_resolved_config(info.config_yaml, reader.dir() + "/manifest.pb (config)");
@@ -71,15 +72,26 @@ ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& o)
   const ConfigNode recorded = parse_yaml(info.config_yaml, reader.dir());
   if (const ConfigNode* init = recorded.find("init"); init && init->find("from_hf"))
     release.base_model = init->find("from_hf")->scalar;
-  write_hf_release(model, tensors,
-                   [&](size_t index, std::span<float> out) {
-                     const ReleaseTensor& t = tensors[index];
-                     reader.read(StatePiece{t.name, t.shape, DType::F32, TensorSlice::whole(t.shape), out.data()});
-                   },
-                   release, o.output);
+  const TensorFiller fill = [&](size_t index, std::span<float> out) {
+    const ReleaseTensor& t = tensors[index];
+    reader.read(StatePiece{t.name, t.shape, DType::F32, TensorSlice::whole(t.shape), out.data()});
+  };
+  if (!world || world->size() == 1) {
+    write_hf_release(model, tensors, fill, release, o.output);
+  } else {
+    // Every rank writes its share of the shards (shard s on rank s % size), reading those
+    // tensors whole from the checkpoint; rank 0 writes the rest and moves the release into place.
+    if (world->rank() == 0) begin_release(model, tensors, release, o.output);
+    world->barrier();
+    const std::string mine = write_release_shards(model, tensors, fill, release, o.output, world->rank(), world->size());
+    std::string all;
+    for (const auto& lines : all_gather_strings(*world, mine)) all += lines;
+    if (world->rank() == 0) finish_release(model, tensors, release, o.output, all);
+    world->barrier();
+  }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  if (o.verify) {
+  if (o.verify && (!world || world->rank() == 0)) {
     // A probe batch (fixed ids over the whole vocabulary) through three models: the export as
     // transformers would read it, the checkpoint's weights rounded to the export's dtype (must
     // equal the export: same weights, same code), and the checkpoint's fp32 weights.

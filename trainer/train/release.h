@@ -13,6 +13,7 @@
 namespace exatrain {
 
 class CheckpointReader;
+class Communicator;
 
 struct ExportOptions {
   std::string output;
@@ -33,6 +34,9 @@ struct ExportReport {
   double verify_diff = -1, rounding_diff = -1;
 };
 
-ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& options);
+// With `world` (collective: every rank calls it), each rank writes its share of the shards;
+// --verify runs on every rank (rank 0's report is the one to print).
+ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& options,
+                               const Communicator* world = nullptr);
 
 }  // namespace exatrain

@@ -34,20 +34,6 @@ DType checkpoint_dtype(const at::Tensor& t) {
   }
 }
 
-// Every rank's bytes, in rank order (two all-gathers: the lengths, then the padded bytes).
-std::vector<std::string> all_gather_strings(const Communicator& world, const std::string& mine) {
-  at::Tensor length = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
-  at::Tensor lengths = world.all_gather(length, 0);
-  const int64_t longest = lengths.max().item<int64_t>();
-  at::Tensor buf = at::zeros({std::max<int64_t>(longest, 1)}, at::kByte);
-  std::memcpy(buf.data_ptr(), mine.data(), mine.size());
-  at::Tensor all = world.all_gather(buf, 0);
-  std::vector<std::string> out;
-  const auto* p = static_cast<const char*>(all.data_ptr());
-  for (int r = 0; r < world.size(); ++r)
-    out.emplace_back(p + r * std::max<int64_t>(longest, 1), static_cast<size_t>(lengths[r].item<int64_t>()));
-  return out;
-}
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include "checkpoints/dist_checkpoint.h"
 #include "checkpoints/hf_import.h"
 #include "checkpoints/hf_io.h"
+#include "checkpoints/hf_release.h"
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
@@ -296,6 +297,11 @@ void Trainer::setup(const ResumeOptions& resume) {
   cuda_index_ = device_.is_cuda() ? device_.index() : -1;
   state_.data = std::make_unique<TrainData>(config_, topo_);
   adopt_tokenizer_ids(config_, *state_.data);
+  try {
+    parse_shard_size(config_.checkpoint.export_max_shard_size);
+  } catch (const Error& e) {
+    config_error(config_.locations, "checkpoint.export_max_shard_size", e.what());
+  }
   const std::string tokenizer_sha = state_.data->tokenizer() ? state_.data->tokenizer()->content_sha256() : "";
   std::unique_ptr<CheckpointReader> checkpoint;
   std::string fresh_reason;
@@ -589,18 +595,21 @@ void Trainer::finish(TrainSummary& summary) {
   report_save(saver_->drain(), "end of training");
   const Exaone4Model& model = *state_.model;
   if (config_.checkpoint.save_final) {
+    // Every rank writes its share of the release's shards from the checkpoint just saved.
+    const std::string final_dir = run_dir_ + "/final";
     if (rank0_) {
-      const std::string final_dir = run_dir_ + "/final";
       std::error_code ec;
       fs::remove_all(final_dir, ec);  // an earlier end of this run (before a --resume): the checkpoint has it all
-      CheckpointReader reader(run_dir_ + "/checkpoints/" + checkpoint_name(state_.step));
-      ExportOptions options;
-      options.output = final_dir;
-      options.dtype = config_.checkpoint.export_dtype;
-      const ExportReport r = export_checkpoint(reader, options);
-      log_info("saved weights: {} (Hugging Face release, {}, {:.2f} s)", final_dir, dtype_name(r.dtype), r.seconds);
     }
     topo_.world->barrier();
+    CheckpointReader reader(run_dir_ + "/checkpoints/" + checkpoint_name(state_.step));
+    ExportOptions options;
+    options.output = final_dir;
+    options.dtype = config_.checkpoint.export_dtype;
+    options.max_shard_bytes = parse_shard_size(config_.checkpoint.export_max_shard_size);
+    const ExportReport r = export_checkpoint(reader, options, topo_.world.get());
+    log_info("saved weights: {} (Hugging Face release, {}, shards written by {} ranks, {:.2f} s)", final_dir,
+             dtype_name(r.dtype), topo_.world_size, r.seconds);
   }
   if (config_.log.sample_tokens > 0) {  // every rank (TP groups gather logits); rank 0 prints
     std::vector<int64_t> prompt = state_.data->encode_prompt(config_.log.sample_prompt);
