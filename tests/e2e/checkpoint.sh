@@ -102,7 +102,8 @@ L1=(--set parallel.tp=2 --set parallel.pp=2) L2=(--set parallel.dp=4 --set paral
 mpi 4 --run-dir "$T/a" "${L1[@]}" --set train.steps=6 >"$T/a1.log" 2>&1 || { cat "$T/a1.log"; die "tp2 pp2 6 steps"; }
 mpi 4 --run-dir "$T/a" "${L2[@]}" --resume --set checkpoint.export_max_shard_size=1MB >"$T/a2.log" 2>&1 || { cat "$T/a2.log"; die "resume as dp4 zero1"; }
 mpi 4 --run-dir "$T/b" "${L2[@]}" --set train.steps=6 >"$T/b1.log" 2>&1 || { cat "$T/b1.log"; die "dp4 zero1 6 steps"; }
-mpi 4 --run-dir "$T/b" "${L1[@]}" --resume >"$T/b2.log" 2>&1 || { cat "$T/b2.log"; die "resume as tp2 pp2"; }
+# ... with another micro-batch too (2 -> 1: four micro-batches per DP rank instead of two)
+mpi 4 --run-dir "$T/b" "${L1[@]}" --resume --set train.micro_batch=1 >"$T/b2.log" 2>&1 || { cat "$T/b2.log"; die "resume as tp2 pp2"; }
 # RUN/final of a 4-rank run in 1 MB shards: each rank wrote its share; transformers loads it.
 shards=$(ls "$T/a/final" | grep -c '^model-.*safetensors$')
 "$PY" - "$T/a/final" "$T/straight/final" <<'PY' && pass "RUN/final of 4 ranks: $shards shards written by the ranks in parallel; transformers loads it, weights equal the 1-rank run's within 1e-5" || fail "parallel RUN/final" "see above"
@@ -116,7 +117,7 @@ assert (num / den) ** 0.5 < 1e-5, (num / den) ** 0.5
 PY
 for run in a b; do
   if out=$("$PY" "$SRC/tests/multirank/compare_runs.py" "$T/straight" "$T/$run" 2>&1); then
-    pass "resharded resume: $(grep -o 'saved under [^;]*) in' "$T/${run}2.log" | sed 's/) in$//'), resumed as $([[ $run == a ]] && echo 'dp 4 zero 1' || echo 'tp 2 x pp 2'): $out"
+    pass "resharded resume: $(grep -o 'saved under [^;]*) in' "$T/${run}2.log" | sed 's/) in$//'), resumed as $([[ $run == a ]] && echo 'dp 4 zero 1' || echo 'tp 2 x pp 2, micro-batch 1'): $out"
   else fail "resharded resume $run" "$out"; fi
 done
 
