@@ -95,6 +95,35 @@ std::string piece_checksum(const void* data, uint64_t bytes) {
   return fmt::format("xxh3-128:{:016x}{:016x}", h.high64, h.low64);
 }
 
+void copy_runs(const void* src, DType src_dtype, void* dst, DType dst_dtype, const std::vector<CopyRun>& runs) {
+  const size_t in_size = dtype_size(src_dtype), out_size = dtype_size(dst_dtype);
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::vector<float> scratch;
+  for (const CopyRun& r : runs) {
+    const uint8_t* from = in + static_cast<size_t>(r.src) * in_size;
+    uint8_t* to = out + static_cast<size_t>(r.dst) * out_size;
+    if (src_dtype == dst_dtype) {
+      std::memcpy(to, from, static_cast<size_t>(r.length) * out_size);
+    } else if (dst_dtype == DType::F32) {
+      convert_to_f32(src_dtype, from, reinterpret_cast<float*>(to), r.length);
+    } else {
+      scratch.resize(static_cast<size_t>(r.length));
+      convert_to_f32(src_dtype, from, scratch.data(), r.length);
+      convert_f32_to(dst_dtype, scratch.data(), to, r.length);
+    }
+  }
+}
+
+std::string resolve_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(dir + "/" + kManifestFile, ec)) return dir;
+  for (const std::string& folder : {dir + "/checkpoints", dir})
+    if (fs::exists(folder + "/latest", ec)) return latest_checkpoint(folder);
+  if (!fs::exists(dir, ec)) fail("'{}': no such directory", dir);
+  fail("'{}' is neither a checkpoint (no {}) nor a run directory with checkpoints/latest", dir, kManifestFile);
+}
+
 // ---- saving ----------------------------------------------------------------------------------
 
 std::string begin_checkpoint(const std::string& checkpoints_dir, const std::string& name) {
@@ -411,30 +440,13 @@ void CheckpointReader::read(const StatePiece& target) {
   }
   target.slice.check_inside(target.global_shape, "tensor '" + target.name + "'");
   const std::vector<SliceRun> want = slice_runs(shape, target.slice);
-  const size_t out_size = dtype_size(target.dtype);
-  auto* out = static_cast<uint8_t*>(target.data);
   int64_t covered = 0;
-  std::vector<float> scratch;
   for (size_t index : it->second) {
     const StoredPiece& p = pieces_[index];
     const std::vector<CopyRun> runs = overlap(slice_runs(shape, p.slice), want);
     if (runs.empty()) continue;
-    const uint8_t* src = piece_bytes(index);
-    const size_t in_size = dtype_size(p.dtype);
-    for (const CopyRun& r : runs) {
-      const uint8_t* from = src + r.src * in_size;
-      uint8_t* to = out + r.dst * out_size;
-      if (p.dtype == target.dtype) {
-        std::memcpy(to, from, static_cast<size_t>(r.length) * out_size);
-      } else if (target.dtype == DType::F32) {
-        convert_to_f32(p.dtype, from, reinterpret_cast<float*>(to), r.length);
-      } else {
-        scratch.resize(static_cast<size_t>(r.length));
-        convert_to_f32(p.dtype, from, scratch.data(), r.length);
-        convert_f32_to(target.dtype, scratch.data(), to, r.length);
-      }
-      covered += r.length;
-    }
+    copy_runs(piece_bytes(index), p.dtype, target.data, target.dtype, runs);
+    covered += total_length(runs);
   }
   if (covered != target.slice.numel())
     fail("checkpoint '{}': the stored pieces of '{}' cover {} of the {} elements of {} this rank needs; the checkpoint "

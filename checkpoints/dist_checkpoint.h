@@ -71,6 +71,15 @@ std::string checkpoint_name(int64_t step);
 // "xxh3-128:" + 32 lower-case hex digits of the bytes.
 std::string piece_checksum(const void* data, uint64_t bytes);
 
+// Copies the elements of `runs` (overlap() of two slices) from `src` (elements of `src_dtype`)
+// to `dst` (elements of `dst_dtype`), converting between F32, BF16 and F16. Checkpoint loading
+// and Hugging Face import both move data this way.
+void copy_runs(const void* src, DType src_dtype, void* dst, DType dst_dtype, const std::vector<CopyRun>& runs);
+
+// A checkpoint directory as given, or for a run directory (or its checkpoints/ folder) the
+// checkpoint its `latest` names. Errors say which of these DIR is not.
+std::string resolve_checkpoint_dir(const std::string& dir);
+
 // --- saving (every rank, then rank 0) ----------------------------------------------------
 
 // Rank 0, before the ranks write: makes CHECKPOINTS/.tmp-NAME (removing a stale one and any

@@ -1,10 +1,6 @@
 #include "checkpoints/hf_io.h"
 
 #include <ATen/ATen.h>
-#include <fmt/ranges.h>
-
-#include <filesystem>
-#include <set>
 
 #include "checkpoints/hf_config.h"
 #include "checkpoints/hf_import.h"
@@ -13,26 +9,31 @@
 
 namespace exatrain {
 
-std::unique_ptr<Exaone4Model> load_hf_model(const std::string& dir, at::TensorOptions options) {
-  ModelConfig config = read_hf_config(dir);
-  SafetensorsDir files(dir);
-  auto model = std::make_unique<Exaone4Model>(config, options);
+void load_hf_weights(Exaone4Model& model, const std::string& dir) {
+  const SafetensorsDir files(dir);
   std::vector<std::string> expected;
-  for (const auto& spec : model->specs()) expected.push_back(spec.name);
+  for (const auto& spec : build_param_specs(model.config())) expected.push_back(spec.name);
   const auto unexpected = unexpected_hf_tensors(files, expected);
   if (!unexpected.empty())
-    fail("{}: {} tensor(s) that an Exaone4ForCausalLM with this config.json does not have, e.g. '{}'", dir,
-         unexpected.size(), unexpected.front());
-  std::vector<at::Tensor> host;
+    fail("{}: {} tensor(s) that an Exaone4ForCausalLM with this config.json does not have, e.g. '{}' ({})", dir,
+         unexpected.size(), unexpected.front(), files.describe_location(unexpected.front()));
   std::vector<StatePiece> targets;
-  for (size_t i = 0; i < model->specs().size(); ++i) {
-    const ParamSpec& spec = model->specs()[i];
-    host.push_back(at::empty(spec.shape, at::kFloat));
-    targets.push_back(StatePiece{spec.name, spec.shape, DType::F32, TensorSlice::whole(spec.shape), host.back().data_ptr()});
+  std::vector<std::pair<at::Tensor, at::Tensor>> staged;  // host copy, parameter (GPU parameters)
+  for (size_t i = 0; i < model.params().size(); ++i) {
+    const at::Tensor& p = model.params()[i];
+    at::Tensor host = p.device().is_cpu() ? p.detach() : at::empty(p.sizes(), p.options().device(at::kCPU));
+    if (!p.device().is_cpu()) staged.emplace_back(host, p);
+    targets.push_back(StatePiece{model.specs()[i].name, model.specs()[i].shape, DType::F32, model.slice(i),
+                                 host.data_ptr()});
   }
   read_hf_slices(files, targets);
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < host.size(); ++i) model->params()[i].copy_(host[i]);
+  for (auto& [host, p] : staged) p.detach().copy_(host);
+}
+
+std::unique_ptr<Exaone4Model> load_hf_model(const std::string& dir, at::TensorOptions options) {
+  auto model = std::make_unique<Exaone4Model>(read_hf_config(dir), options);
+  load_hf_weights(*model, dir);
   return model;
 }
 

@@ -15,7 +15,12 @@
 
 namespace exatrain {
 
-// Reads DIR/config.json and every weight; checks names, shapes and dtypes against the specs.
+// Fills the model's parameters (this rank's slices: its TP shards, its pipeline stage) from the
+// safetensors of DIR, reading only those slices; names, shapes and dtypes are checked against the
+// specs, and a tensor the model has no place for is an error. init.from_hf and load_hf_model.
+void load_hf_weights(Exaone4Model& model, const std::string& dir);
+
+// Reads DIR/config.json and every weight into a single-process model.
 std::unique_ptr<Exaone4Model> load_hf_model(const std::string& dir, at::TensorOptions options);
 
 // Writes named tensors (converted to fp32 on the CPU) to one safetensors file.

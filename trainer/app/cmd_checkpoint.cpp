@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -18,24 +17,10 @@ namespace exatrain {
 
 namespace {
 
-namespace fs = std::filesystem;
-
 struct CheckpointOptions {
   std::string dir;
   bool json = false;
 };
-
-// A checkpoint directory, or a run directory / its checkpoints/ folder: the latest checkpoint.
-std::string resolve_checkpoint(const std::string& dir) {
-  std::error_code ec;
-  if (fs::exists(dir + "/manifest.pb", ec)) return dir;
-  for (const std::string& folder : {dir + "/checkpoints", dir}) {
-    if (!fs::exists(folder + "/latest", ec)) continue;
-    return latest_checkpoint(folder);
-  }
-  if (!fs::exists(dir, ec)) fail("'{}': no such directory", dir);
-  fail("'{}' is neither a checkpoint (no manifest.pb) nor a run directory with checkpoints/latest", dir);
-}
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s;
@@ -44,7 +29,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 void inspect(const CheckpointOptions& o) {
-  const std::string dir = resolve_checkpoint(o.dir);
+  const std::string dir = resolve_checkpoint_dir(o.dir);
   CheckpointReader reader(dir);
   const CheckpointInfo& info = reader.info();
   struct Tensor {
@@ -97,7 +82,7 @@ void inspect(const CheckpointOptions& o) {
 }
 
 void verify(const CheckpointOptions& o) {
-  const std::string dir = resolve_checkpoint(o.dir);
+  const std::string dir = resolve_checkpoint_dir(o.dir);
   CheckpointReader reader(dir);
   const bool tty = ::isatty(::fileno(stderr)) == 1;
   const auto start = std::chrono::steady_clock::now();

@@ -4,7 +4,6 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
-#include <filesystem>
 
 #include "checkpoints/dist_checkpoint.h"
 #include "checkpoints/hf_release.h"
@@ -25,12 +24,7 @@ void run_export(ExportCliOptions& o) {
   ExportOptions e = o.export_options;
   e.dtype = o.dtype == "bf16" ? ExportDtype::BF16 : o.dtype == "fp32" ? ExportDtype::FP32 : ExportDtype::Auto;
   e.max_shard_bytes = parse_shard_size(o.max_shard);
-  std::string dir = o.checkpoint;
-  std::error_code ec;
-  if (!std::filesystem::exists(dir + "/manifest.pb", ec)) {
-    const std::string latest = latest_checkpoint(std::filesystem::exists(dir + "/checkpoints", ec) ? dir + "/checkpoints" : dir);
-    if (!latest.empty()) dir = latest;
-  }
+  const std::string dir = resolve_checkpoint_dir(o.checkpoint);
   CheckpointReader reader(dir);
   const ExportReport r = export_checkpoint(reader, e);
   std::printf("exported %s (step %lld, %lld parameters) as %s to %s in %.2f s\n", dir.c_str(),

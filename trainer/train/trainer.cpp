@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/dist_checkpoint.h"
-#include "checkpoints/hf_import.h"
 #include "checkpoints/hf_io.h"
 #include "checkpoints/hf_release.h"
 #include "data/tokenizer/tokenizer.h"
@@ -201,29 +200,6 @@ void adopt_tokenizer_ids(RunConfig& config, const TrainData& data) {
                                 "them agree", current, config.data.tokenizer, name, *id, model_key));
     current = static_cast<int64_t>(*id);
   }
-}
-
-// init.from_hf: every rank reads the slices of the weights it holds from the directory.
-void load_hf_weights(Exaone4Model& model, const std::string& dir) {
-  const SafetensorsDir files(dir);
-  std::vector<std::string> expected;
-  for (const auto& spec : build_param_specs(model.config())) expected.push_back(spec.name);
-  const auto extra = unexpected_hf_tensors(files, expected);
-  if (!extra.empty())
-    fail("{}: holds {} tensor(s) this model has no place for, first '{}' ({}); is its config.json the one these "
-         "weights were saved with?", dir, extra.size(), extra.front(), files.describe_location(extra.front()));
-  std::vector<StatePiece> targets;
-  std::vector<std::pair<at::Tensor, at::Tensor>> staged;  // host copy, parameter (a GPU run)
-  for (size_t i = 0; i < model.params().size(); ++i) {
-    const at::Tensor& p = model.params()[i];
-    at::Tensor host = p.device().is_cpu() ? p.detach() : at::empty(p.sizes(), p.options().device(at::kCPU));
-    if (!p.device().is_cpu()) staged.emplace_back(host, p);
-    targets.push_back(StatePiece{model.specs()[i].name, model.specs()[i].shape, DType::F32, model.slice(i),
-                                 host.data_ptr()});
-  }
-  read_hf_slices(files, targets);
-  at::NoGradGuard no_grad;
-  for (auto& [host, p] : staged) p.detach().copy_(host);
 }
 
 // One run: set-up, steps, evaluation and saving around one TrainState.
