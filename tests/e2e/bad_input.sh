@@ -386,7 +386,7 @@ expect_fail "run dir under a regular file" "cannot create run directory" "file/r
 
 # A model too large for memory is refused before anything is allocated (the address space is
 # also capped, so a regression fails fast instead of meeting the OOM killer).
-expect_fail "model too large for memory" "32003216384 parameters" "GiB of memory" -- \
+expect_fail "model too large for memory" "32003216384 parameters" "GiB available" -- \
   bash -c 'ulimit -v 4000000 && exec "$@"' _ \
   "$EXATRAIN" train d_text.yaml --run-dir "$T/run_too_big" --set model.preset=exaone4-32b \
   --set model.pad_token_id=0

@@ -5,9 +5,14 @@
 #   (a) srun --mpi=pmix -n 4: tp 2 x pp 2 equals the single-rank run (loss at every step and final
 #       weights within 1e-5, tests/multirank/compare_runs.py);
 #   (b) sbatch --wait launch/slurm/train.sbatch (1 node, 4 CPU ranks, pp 2 x dp 2, ZeRO-1): the run
-#       dir is named by the job id, holds metrics and final weights, and equals the single-rank run;
-#   (c) launch/slurm/submit.sh --wait (2 ranks, tp 2): prints the job's run dir, which is complete.
-#   (d) srun -n 2 with rank 1 frozen (SIGSTOP): the job ends with exatrain's timeout message.
+#       dir is named by the config (no --job-name), holds metrics and final weights, and equals the
+#       single-rank run;
+#   (c) launch/slurm/submit.sh --wait --job-name (2 ranks, tp 2): prints the job's run dir, which is
+#       complete; submit.sh refuses a layout that does not fit before anything is queued;
+#   (d) srun -n 2 with rank 1 frozen (SIGSTOP): the job ends with exatrain's timeout message;
+#   (e) preemption: a 4-rank sbatch job is stopped mid-run by `scancel --signal=USR1` (the ranks
+#       save, the script requeues the job) and then by `scontrol requeue` (SIGTERM: the ranks save,
+#       Slurm requeues); it resumes each time and ends bit-identical to an uninterrupted run.
 # Every wait is bounded; on failure it prints the daemons' log tails. It stops exactly the daemons
 # it started (and cancels its jobs) on any exit.
 #   run_slurm.sh EXATRAIN_BIN PYTHON
@@ -188,20 +193,20 @@ cd - >/dev/null
 job=$(grep -Eo '^[0-9]+' "$T/log/sbatch.out" | head -1)
 [[ -n "$job" ]] || fail "sbatch did not submit launch/slurm/train.sbatch"
 ((rc == 0)) || fail "job $job (launch/slurm/train.sbatch) failed with $rc (124: not done within 300 s)"
-RUN=$T/runs/tiny-demo-$job
+RUN=$T/runs/tiny-demo
 [[ -d "$RUN" ]] || fail "job $job did not make its run dir $RUN"
 [[ $(wc -l <"$RUN/metrics.jsonl") == 10 ]] || fail "$RUN/metrics.jsonl does not hold 10 steps"
 [[ -s "$RUN/final/model.safetensors" ]] || fail "no final weights in $RUN/final"
 grep -q "finished; weights in $RUN/final" "$T/runs/exatrain-$job.out" || fail "job output $T/runs/exatrain-$job.out lacks the final line"
 grep -q "pp 2 x dp 2 = 4 ranks" "$RUN/train.log" || fail "job $job did not run as pp 2 x dp 2"
-scontrol show job "$job" | grep -q "Requeue=0" || fail "job $job: the script's #SBATCH --no-requeue did not apply"
+scontrol show job "$job" | grep -q "Requeue=1" || fail "job $job: the script's #SBATCH --requeue did not apply"
 "$PY" "$SRC/tests/multirank/compare_runs.py" "$T/ref/single" "$RUN" --rtol 1e-5
 say "ok - (b) sbatch launch/slurm/train.sbatch: job $job wrote $RUN (metrics, final weights), pp 2 x dp 2 x ZeRO-1 equals the single-rank run ($(($(date +%s) - t)) s)"
 
 # (c) The wrapper: tasks per node from the command line, the run dir it prints is the job's.
 t=$(date +%s)
 EXATRAIN_BIN="$BIN" EXATRAIN_RUNS="$T/runs" bounded 300 "$SRC/launch/slurm/submit.sh" --wait \
-  --gpus-per-node 0 --tasks-per-node 2 --cpus-per-task 1 --time 10 "$CONFIG" "${COMMON[@]}" \
+  --gpus-per-node 0 --tasks-per-node 2 --cpus-per-task 1 --time 10 --job-name submit-tp2 "$CONFIG" "${COMMON[@]}" \
   --set parallel.tp=2 --set parallel.pp=1 --set parallel.dp=1 >"$T/log/submit.log" 2>&1 \
   || { cat "$T/log/submit.log"; fail "launch/slurm/submit.sh --wait failed or took over 300 s"; }
 out=$(cat "$T/log/submit.log")
@@ -210,7 +215,16 @@ RUN=$(sed -n 's/^job [0-9]*: .*run dir //p' <<<"$out")
 [[ -n "$RUN" && -s "$RUN/final/model.safetensors" && $(wc -l <"$RUN/metrics.jsonl") == 10 ]] \
   || fail "submit.sh: the run dir it printed ('$RUN') lacks metrics or final weights"
 "$PY" "$SRC/tests/multirank/compare_runs.py" "$T/ref/single" "$RUN" --rtol 1e-5
-say "ok - (c) launch/slurm/submit.sh --wait: tp 2 equals the single-rank run ($(($(date +%s) - t)) s)"
+[[ "$RUN" == "$T/runs/submit-tp2" ]] || fail "submit.sh --job-name submit-tp2: run dir '$RUN', expected $T/runs/submit-tp2"
+# A layout that cannot fill the job is refused before it waits in a queue (nothing submitted).
+queued=$(squeue -h | wc -l)
+rc=0
+EXATRAIN_BIN="$BIN" EXATRAIN_RUNS="$T/runs" "$SRC/launch/slurm/submit.sh" --gpus-per-node 0 --tasks-per-node 2 \
+  --cpus-per-task 1 "$CONFIG" --set parallel.tp=4 >"$T/log/refused.log" 2>&1 || rc=$?
+((rc == 2)) && grep -q "does not divide the job.s 2 ranks" "$T/log/refused.log" && grep -q "not submitted" "$T/log/refused.log" \
+  || { cat "$T/log/refused.log"; fail "submit.sh did not refuse tp 4 on a 2-rank job (exit $rc)"; }
+[[ $(squeue -h | wc -l) == "$queued" ]] || fail "submit.sh queued a job it refused"
+say "ok - (c) launch/slurm/submit.sh --wait: tp 2 equals the single-rank run; a tp 4 layout on 2 ranks is refused before queueing ($(($(date +%s) - t)) s)"
 
 # (d) A rank that stops taking part ends the srun step with a message instead of hanging it:
 # exatrain's collective timeout, then MPI_Abort, which Slurm turns into the end of the step.
@@ -239,6 +253,55 @@ grep -q "rank 0: .* did not complete within 5 s at step [0-9]*" "$T/log/stopped.
 wait_for 60 "the stopped-rank job did not leave the queue" bash -c '[[ -z "$(squeue -h)" ]]'
 say "ok - (d) a stopped rank ends the srun job (exit $rc, $(($(date +%s) - t)) s): $(grep -o "rank 0: .* did not complete within 5 s at step [0-9]*" "$T/log/stopped.log" | head -1)"
 
+# (e) Preemption and requeue. The uninterrupted reference runs the same layout under srun.
+t=$(date +%s)
+PRE=(--set train.steps=60 --set checkpoint.every=5 --set train.threads=1 --set checkpoint.export_dtype=fp32
+     --set parallel.tp=1 --set parallel.pp=2 --set parallel.dp=2 --set parallel.zero=1)
+bounded 300 srun --mpi=pmix -n 4 --cpus-per-task=1 --time=10 --kill-on-bad-exit=1 \
+  "$BIN" train "$CONFIG" --run-dir "$T/ref/preempt" "${COMMON[@]}" "${PRE[@]}" >"$T/log/preempt-ref.log" 2>&1 \
+  || { cat "$T/log/preempt-ref.log"; fail "the uninterrupted 4-rank reference run failed"; }
+cd "$SRC"
+job=$(EXATRAIN_BIN="$BIN" EXATRAIN_RUNS="$T/runs" sbatch --parsable --job-name=preempt --nodes=1 --ntasks-per-node=4 \
+  --gpus-per-node=0 --cpus-per-task=1 --time=10 --output="$T/runs/%x-%j.out" --error="$T/runs/%x-%j.err" \
+  launch/slurm/train.sbatch configs/train/tiny-demo.yaml "${COMMON[@]}" "${PRE[@]}" 2>"$T/log/preempt-sbatch.log")
+cd - >/dev/null
+job=${job%%;*}
+[[ $job =~ ^[0-9]+$ ]] || fail "sbatch of the preemption job failed: $(cat "$T/log/preempt-sbatch.log")"
+RUN=$T/runs/preempt
+steps_done() { [[ -s "$RUN/metrics.jsonl" ]] && tail -n 1 "$RUN/metrics.jsonl" | grep -o '"step":[0-9]*' | cut -d: -f2 || echo 0; }
+job_field() { scontrol show job "$job" -o 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+running_restart() { [[ "$(job_field JobState)" == RUNNING && "$(job_field Restarts)" == "$1" ]]; }
+past() { (($(steps_done) >= $1)); }
+# A requeued job waits for its BeginTime (Slurm holds it back a while). Once the old run's step
+# daemons are gone (their sockets and PMIx files in the spool dir: the same job id starts the same
+# step ids), it is started at once.
+step_gone() { ! compgen -G "$T/spool/${NODE}_$job.*" >/dev/null && ! compgen -G "$T/spool/pmix.$job.*" >/dev/null; }
+pending_restart() { [[ "$(job_field JobState)" == PENDING && "$(job_field Restarts)" == "$1" ]]; }
+release() { wait_for 60 "job $job was not requeued ($1)" pending_restart "$2"
+            say "job $job requeued after $1: pending until $(job_field EligibleTime) (now $(date +%FT%T)); started at once"
+            wait_for 60 "the first run's step daemons of job $job did not end" step_gone
+            scontrol update JobId="$job" StartTime=now 2>/dev/null || true
+            wait_for 120 "job $job did not run again after $1" running_restart "$2"; }
+wait_for 120 "the preemption job did not reach step 8" past 8
+scancel --signal=USR1 "$job"
+release "scancel --signal=USR1" 1
+stop1=$(grep -o 'stopped at step [0-9]*' "$RUN/train.log" | head -1 | grep -o '[0-9]*$')
+[[ -n "$stop1" ]] || fail "no 'stopped at step' line in $RUN/train.log after SIGUSR1"
+wait_for 120 "the requeued job did not resume and train 3 steps" past $((stop1 + 3))
+scontrol requeue "$job"
+release "scontrol requeue" 2
+wait_for 180 "job $job did not complete after its second restart" bash -c "[[ \"\$(scontrol show job $job -o | grep -o 'JobState=[A-Z]*')\" == JobState=COMPLETED ]]"
+resumed=$(grep -c "resumed from $RUN/checkpoints/step_" "$RUN/train.log" || true)
+((resumed == 2)) || fail "$RUN/train.log shows $resumed resumes, expected 2"
+grep -q "requeueing job $job" "$T/runs/preempt-$job.out" || fail "the job output lacks the script's requeue line"
+"$PY" - "$RUN/metrics.jsonl" <<'PY' || fail "metrics.jsonl of the preempted run does not hold steps 1-60 once each"
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1])]
+assert steps == list(range(1, 61)), steps
+PY
+"$PY" "$SRC/tests/multirank/compare_runs.py" "$T/ref/preempt" "$RUN" --rtol 0
+say "ok - (e) preempted at step $stop1 (scancel --signal=USR1) and again (scontrol requeue): requeued twice, resumed, and bit-identical to the uninterrupted run ($(($(date +%s) - t)) s)"
+
 alive || fail "a Slurm daemon exited during the test"
 FAILED=0
-echo "PASS: exatrain under Slurm (srun --mpi=pmix, sbatch train.sbatch, submit.sh, stopped rank) in $(($(date +%s) - t0)) s"
+echo "PASS: exatrain under Slurm (srun --mpi=pmix, sbatch train.sbatch, submit.sh, stopped rank, preemption and requeue) in $(($(date +%s) - t0)) s"

@@ -11,6 +11,8 @@
 #include "trainer/core/config.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/topology.h"
+#include "trainer/core/error.h"
+#include "trainer/train/stop_signals.h"
 #include "trainer/train/trainer.h"
 
 namespace exatrain {
@@ -62,14 +64,22 @@ void register_train_command(CLI::App& app) {
       topology.world->broadcast(stamp, 0);
       run_dir = reinterpret_cast<const char*>(stamp.data_ptr());
     }
+    TrainSummary summary;
     try {
-      run_training(config, run_dir, topology, resume);
+      summary = run_training(config, run_dir, topology, resume);
     } catch (const std::exception& e) {
       // One rank failing must end the whole job, not leave the others waiting in a collective.
       if (mpi.world_size() == 1) throw;
       std::fprintf(stderr, "exatrain: error: rank %d: %s\n", mpi.world_rank(), e.what());
       std::fflush(stderr);
       mpi.abort(1);
+    }
+    if (summary.exit_code != 0) {
+      // Every rank ends with the same status (they agreed on the stop). The log has the reason;
+      // an error also ends with the usual one-line message from rank 0.
+      if (mpi.world_rank() == 0 && summary.exit_code != kExitRequeue)
+        std::fprintf(stderr, "exatrain: error: %s\n", summary.stop_reason.c_str());
+      throw ExitStatus{summary.exit_code};
     }
   });
 }

@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::fprintf(stderr, "exatrain: error: %s (run with --help for usage)\n", e.what());
     return 1;
+  } catch (const exatrain::ExitStatus& e) {
+    return e.code;
   } catch (const exatrain::Error& e) {
     std::fprintf(stderr, "exatrain: error: %s\n", e.what());
     return 1;

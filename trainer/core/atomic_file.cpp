@@ -149,4 +149,39 @@ bool is_atomic_temp_name(std::string_view file_name) {
   return !pid.empty() && std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+LineAppender::~LineAppender() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LineAppender::open(const std::string& path, bool truncate) {
+  if (fd_ >= 0) ::close(fd_);
+  path_ = path;
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
+  if (fd_ < 0) fail("cannot write '{}': {}", path, std::strerror(errno));
+}
+
+std::string LineAppender::append(std::string_view line) {
+  if (fd_ < 0) return "cannot write '" + path_ + "': not open";
+  std::string text(line);
+  text += '\n';
+  const off_t before = ::lseek(fd_, 0, SEEK_END);
+  size_t done = 0;
+  int err = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (!err) return "";
+  if (done > 0 && before >= 0) {
+    // Cut the partial line; if even that fails, readers drop a line that does not parse.
+    [[maybe_unused]] const int cut = ::ftruncate(fd_, before);
+  }
+  return "cannot write '" + path_ + "': " + std::strerror(err);
+}
+
 }  // namespace exatrain

@@ -60,6 +60,26 @@ class AtomicFileWriter {
 void write_file_atomically(const std::string& path, const std::vector<std::span<const uint8_t>>& parts);
 void write_file_atomically(const std::string& path, std::string_view text);
 
+// A log of whole lines (metrics.jsonl, checkpoints.jsonl): each append() writes the line with
+// one write(2) and, if the disk is full or the write fails part-way, cuts the file back to where
+// it was, so readers never see half a line. Returns "" or the error ("cannot write 'PATH': No
+// space left on device"); the caller decides whether that stops the run (checkpoint.on_error).
+class LineAppender {
+ public:
+  LineAppender() = default;
+  ~LineAppender();
+  LineAppender(const LineAppender&) = delete;
+  LineAppender& operator=(const LineAppender&) = delete;
+  // Opens PATH for appending (creating it; `truncate` empties it first). Throws an Error.
+  void open(const std::string& path, bool truncate);
+  std::string append(std::string_view line);  // `line` without its newline
+  bool is_open() const { return fd_ >= 0; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // fsyncs a directory (so a rename inside it is durable); Error names it.
 void fsync_directory(const std::string& dir);
 

@@ -113,6 +113,21 @@ struct ParallelConfig {
 enum class Precision { FP32, BF16 };
 enum class DeviceKind { Auto, Cpu, Cuda };
 enum class Recompute { None, Full };
+enum class OnNonfinite { Skip, Stop };
+
+// Spikes: a z-score of the loss and the gradient norm against the last `window` steps.
+struct SpikeConfig {
+  int64_t window = 128;
+  double zscore = 0;  // 0: measured (metrics), never skipped
+  template <class V>
+  void visit(V& v) {
+    v.field("window", window, "steps in the rolling mean and deviation of loss and gradient norm",
+            Bounds::at_least(2));
+    v.field("zscore", zscore,
+            "skip the update when the loss or the gradient norm is this many deviations above the window's mean "
+            "(llm.c skips at 5-6); 0 = never skip", Bounds::at_least(0));
+  }
+};
 
 struct TrainConfig {
   int64_t steps = 100;
@@ -126,6 +141,8 @@ struct TrainConfig {
   DeviceKind device = DeviceKind::Auto;
   int64_t eval_every = 0;    // validation loss every N steps; 0: never
   int64_t eval_batches = 0;  // validation batches per dataset; 0: all
+  OnNonfinite on_nonfinite = OnNonfinite::Stop;
+  SpikeConfig spike;
   template <class V>
   void visit(V& v) {
     v.field("steps", steps, "optimizer steps", Bounds::at_least(1));
@@ -144,6 +161,10 @@ struct TrainConfig {
     v.field("eval_every", eval_every, "validation loss every N steps (data.datasets); 0 = never", Bounds::at_least(0));
     v.field("eval_batches", eval_batches, "validation batches per dataset and evaluation; 0 = all",
             Bounds::at_least(0));
+    v.choice("on_nonfinite", on_nonfinite, ChoiceNames<OnNonfinite>{{"skip", OnNonfinite::Skip}, {"stop", OnNonfinite::Stop}},
+             "a NaN/inf loss or gradient norm: skip = no update, counted in metrics; stop = save the last good state "
+             "and end the run naming the step and the first rank that saw it");
+    v.section("spike", spike, "loss and gradient-norm spikes");
   }
 };
 
@@ -222,6 +243,7 @@ struct DataConfig {
 };
 
 enum class ExportDtype { Auto, BF16, FP32 };
+enum class OnWriteError { Stop, Warn };
 
 struct CheckpointConfig {
   ExportDtype export_dtype = ExportDtype::Auto;
@@ -230,6 +252,7 @@ struct CheckpointConfig {
   int64_t keep = 2;
   bool async = false;
   bool save_final = true;
+  OnWriteError on_error = OnWriteError::Stop;
   template <class V>
   void visit(V& v) {
     v.field("every", every, "save a resumable checkpoint every N steps (RUN/checkpoints/step_N); 0 = never",
@@ -238,6 +261,9 @@ struct CheckpointConfig {
     v.field("async", async, "write checkpoints beside training (state copied to host, one save in flight)");
     v.field("save_final", save_final,
             "at the end, save a checkpoint and export it as a Hugging Face release into RUN/final");
+    v.choice("on_error", on_error, ChoiceNames<OnWriteError>{{"stop", OnWriteError::Stop}, {"warn", OnWriteError::Warn}},
+             "a checkpoint or metrics write that fails (full or read-only disk): stop = end the run cleanly (the "
+             "previous checkpoint stays intact); warn = log it and go on training");
     v.choice("export_dtype", export_dtype,
              ChoiceNames<ExportDtype>{{"auto", ExportDtype::Auto}, {"bf16", ExportDtype::BF16}, {"fp32", ExportDtype::FP32}},
              "dtype of RUN/final's weights; auto = bf16 for bf16 runs, else fp32");

@@ -14,6 +14,12 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// Ends a command with exit status `code` after it has reported why itself (e.g. a run that
+// stopped on a signal after saving: kExitRequeue). main() returns the code; destructors run.
+struct ExitStatus {
+  int code = 0;
+};
+
 template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));

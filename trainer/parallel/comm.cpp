@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "trainer/core/error.h"
+#include "trainer/core/progress.h"
 #include "trainer/parallel/nccl_comm.h"
 
 namespace exatrain {
@@ -98,8 +99,12 @@ void Communicator::wait(void* request, CommOp op) const {
   int done = 0;
   for (int spins = 0;; ++spins) {
     MPI_Test(req, &done, MPI_STATUS_IGNORE);
-    if (done) return;
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (done) {
+      context_->wait_seconds += waited;
+      return;
+    }
+    note_progress();  // waiting for a peer is not being stuck (trainer/train/watchdog.h)
     if (waited > context_->timeout_s) {
       std::fprintf(stderr,
                    "exatrain: error: rank %d: %s on group '%s' (rank %d of %d) did not complete within %.0f s at "

@@ -29,6 +29,7 @@ struct CommContext {
   double timeout_s = 300;
   int64_t step = 0;
   std::map<std::string, int64_t> bytes;
+  double wait_seconds = 0;  // spent waiting for MPI operations to complete (CPU tensors)
   void reset_bytes() { bytes.clear(); }
 };
 

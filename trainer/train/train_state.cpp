@@ -15,6 +15,7 @@
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/topology.h"
+#include "trainer/train/step_guard.h"
 #include "trainer/train/train_data.h"
 
 namespace exatrain {
@@ -118,6 +119,10 @@ CheckpointInfo checkpoint_info(const TrainState& state, const RunConfig& config,
   info.blobs["loader"] = state.data->state();
   const std::string optimizer_steps = std::to_string(state.optimizer->step_count());
   info.blobs["optimizer_steps"] = std::vector<uint8_t>(optimizer_steps.begin(), optimizer_steps.end());
+  if (state.guard) {
+    const std::string guard = state.guard->save();
+    info.blobs["step_guard"] = std::vector<uint8_t>(guard.begin(), guard.end());
+  }
   info.exatrain_version = std::string(version_string()) + " (" + git_commit() + ")";
   return info;
 }
@@ -143,6 +148,7 @@ struct CheckpointSaver::Pending {
   std::future<void> writer;  // on the saver's one-thread pool
   std::future<void> copied;  // the writer's host copy of the state is complete
   std::string list;
+  std::string error;  // this rank's failure to write its file
   bool written() const { return writer.valid() && writer.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
 };
 
@@ -168,11 +174,22 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
   const std::string checkpoints = run_dir_ + "/checkpoints";
   const std::string name = checkpoint_name(state.step);
   p->tmp = checkpoints + "/.tmp-" + name;
+  std::string begun;  // rank 0's error making the temporary directory
   if (topo_.world_rank == 0) {
-    begin_checkpoint(checkpoints, name);
-    p->info = checkpoint_info(state, config_, topo_);
+    try {
+      begin_checkpoint(checkpoints, name);
+      p->info = checkpoint_info(state, config_, topo_);
+    } catch (const Error& e) {
+      begun = e.what();
+    }
   }
-  topo_.world->barrier();
+  if (const std::string error = all_gather_strings(*topo_.world, begun)[0]; !error.empty()) {
+    SaveReport failed;
+    failed.step = state.step;
+    failed.dir = checkpoints + "/" + name;
+    failed.error = "rank 0: " + error;
+    return failed;  // (a save completed just before is reported in its place: it succeeded)
+  }
   p->pieces = state_pieces(state, /*canonical_only=*/true, /*copy=*/true, p->host);
   for (const auto& piece : p->pieces) p->bytes += static_cast<uint64_t>(piece.slice.numel()) * dtype_size(piece.dtype);
   const int rank = topo_.world_rank;
@@ -211,7 +228,11 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
     if (previous) return previous;
     return std::nullopt;
   }
-  raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
+  try {
+    raw->list = write_rank_pieces(raw->tmp, rank, raw->pieces);
+  } catch (const Error& e) {
+    raw->error = e.what();
+  }
   pending_ = std::move(p);
   auto report = commit(*pending_);
   pending_.reset();
@@ -247,29 +268,59 @@ std::optional<SaveReport> CheckpointSaver::drain() {
 
 std::optional<SaveReport> CheckpointSaver::commit(Pending& p) {
   const auto start = std::chrono::steady_clock::now();
-  if (p.writer.valid()) p.writer.get();  // rethrows the writer's error
-  const std::vector<std::string> lists = all_gather_strings(*topo_.world, p.list);
-  at::Tensor total = at::tensor({static_cast<int64_t>(p.bytes)}, at::kLong);
-  topo_.world->all_reduce(total);
   SaveReport report;
   report.step = p.step;
   report.async = p.async;
-  report.bytes = static_cast<uint64_t>(total.item<int64_t>());
   const std::string checkpoints = run_dir_ + "/checkpoints";
-  if (topo_.world_rank == 0) {
-    report.dir = commit_checkpoint(p.tmp, p.info, lists);
-    for (const auto& removed : prune_checkpoints(checkpoints, config_.checkpoint.keep))
-      log_info("removed old checkpoint {}/{} (checkpoint.keep {})", checkpoints, removed, config_.checkpoint.keep);
+  const std::string final_dir = checkpoints + "/" + checkpoint_name(p.step);
+  // Every rank's outcome, agreed: a rank that could not write its file (full disk, read-only,
+  // quota) fails the save everywhere, and nothing is committed.
+  auto first_error = [&](const std::string& mine) {
+    const std::vector<std::string> errors = all_gather_strings(*topo_.world, mine);
+    for (size_t r = 0; r < errors.size(); ++r)
+      if (!errors[r].empty()) return fmt::format("rank {}: {}", r, errors[r]);
+    return std::string();
+  };
+  std::string mine = p.error;
+  try {
+    if (p.writer.valid()) p.writer.get();  // rethrows the writer's error
+  } catch (const std::exception& e) {
+    mine = e.what();
   }
-  // When a commit returns on any rank, the checkpoint is complete.
-  topo_.world->barrier();
+  report.error = first_error(mine);
+  const std::vector<std::string> lists = all_gather_strings(*topo_.world, report.error.empty() ? p.list : "");
+  at::Tensor total = at::tensor({static_cast<int64_t>(p.bytes)}, at::kLong);
+  topo_.world->all_reduce(total);
+  report.bytes = static_cast<uint64_t>(total.item<int64_t>());
+  std::string committed;
+  if (topo_.world_rank == 0) {
+    if (!report.error.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(p.tmp, ec);  // frees what the other ranks wrote; best effort
+    } else {
+      try {
+        report.dir = commit_checkpoint(p.tmp, p.info, lists);
+      } catch (const Error& e) {
+        committed = e.what();
+      }
+      if (committed.empty()) {
+        try {
+          for (const auto& removed : prune_checkpoints(checkpoints, config_.checkpoint.keep))
+            log_info("removed old checkpoint {}/{} (checkpoint.keep {})", checkpoints, removed, config_.checkpoint.keep);
+        } catch (const Error& e) {
+          log_warn("could not remove old checkpoints: {}", e.what());
+        }
+      }
+    }
+  }
+  // When this returns on any rank, the checkpoint is complete (or failed everywhere).
+  if (const std::string error = first_error(committed); report.error.empty()) report.error = error;
   p.stall += seconds_since(start);
   at::Tensor times = at::tensor({seconds_since(p.start), p.stall}, at::kDouble);
   topo_.world->all_reduce(times, ReduceOp::Max);
   report.seconds = times[0].item<double>();
   report.stall = p.async ? times[1].item<double>() : report.seconds;
-  if (report.dir.empty()) report.dir = p.tmp.substr(0, p.tmp.rfind("/.tmp-")) + "/" +
-                                       p.tmp.substr(p.tmp.rfind("/.tmp-") + 6);
+  if (report.dir.empty()) report.dir = final_dir;
   return report;
 }
 
@@ -299,6 +350,10 @@ void load_checkpoint(TrainState& state, CheckpointReader& reader, const Topology
   state.optimizer->set_step_count(steps.empty() ? info.step : std::stoll(std::string(steps.begin(), steps.end())));
   state.optimizer->copy_master_to_params();
   state.data->restore(blob("loader"));
+  if (state.guard) {
+    const std::vector<uint8_t> guard = blob("step_guard");
+    state.guard->restore(std::string(guard.begin(), guard.end()));
+  }
   state.step = info.step;
   state.tokens = info.tokens;
   state.first_loss = info.first_loss;

@@ -31,12 +31,14 @@ class Exaone4Model;
 class DistributedOptimizer;
 class TrainData;
 class ThreadPool;
+class StepGuard;
 struct Topology;
 
 struct TrainState {
   std::unique_ptr<Exaone4Model> model;
   std::unique_ptr<DistributedOptimizer> optimizer;
   std::unique_ptr<TrainData> data;
+  std::unique_ptr<StepGuard> guard;  // spike windows and skip counters (optional)
   int64_t step = 0;              // optimizer steps completed
   int64_t tokens = 0;            // training tokens consumed
   double first_loss = std::nan("");  // the loss of step 1, for the summary
@@ -68,10 +70,14 @@ struct SaveReport {
   double seconds = 0;      // from the request to the commit, as the slowest rank saw it
   double stall = 0;        // of that, the time the training loop was held up (slowest rank)
   bool async = false;
+  // Not empty: the save failed (the first failing rank's error, e.g. a full or read-only disk);
+  // nothing was committed, `latest` and the previous checkpoints are untouched.
+  std::string error;
 };
 
 // Saves RUN/checkpoints/step_N from every rank (every call is collective over the world);
-// rank 0 commits the manifest, moves `latest` and prunes to checkpoint.keep.
+// rank 0 commits the manifest, moves `latest` and prunes to checkpoint.keep. A write that fails
+// on any rank fails the save on every rank (SaveReport::error) and commits nothing.
 //   synchronous: save() returns when the checkpoint is complete;
 //   checkpoint.async: save() returns at once; a writer thread per rank copies the state to
 //     host memory while the next forward and backward run (before_update() holds the

@@ -5,8 +5,12 @@
 #include <ATen/autocast_mode.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
+#include <limits>
+#include <thread>
 #include <fstream>
 #include <fmt/ranges.h>
 #include <optional>
@@ -19,15 +23,22 @@
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
 #include "trainer/core/logging.h"
+#include "trainer/core/progress.h"
+#include "trainer/core/run_lock.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
+#include "trainer/train/fault_injection.h"
 #include "trainer/train/flops.h"
 #include "trainer/train/generate.h"
+#include "trainer/train/memory_estimate.h"
 #include "trainer/train/memory_tracker.h"
 #include "trainer/train/train_data.h"
 #include "trainer/train/release.h"
 #include "trainer/train/train_state.h"
+#include "trainer/train/step_guard.h"
+#include "trainer/train/stop_signals.h"
+#include "trainer/train/watchdog.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/pipeline.h"
 #include "trainer/parallel/topology.h"
@@ -50,9 +61,9 @@ void prepare_run_dir(const std::string& dir) {
 
 namespace {
 
-// fp32 weights and gradients, fp32 master weights and two Adam moments: 8 bytes per local
-// parameter plus 12 per owned optimizer element, for every rank on this node, before activations.
-void check_memory_fits(int64_t parameters, const Topology& topo) {
+// The largest rank's weights, gradients and optimizer state (trainer/train/memory_estimate.h)
+// times the ranks on this node, against the node's available memory, before activations.
+void check_memory_fits(const RunConfig& config, const Topology& topo) {
   std::ifstream meminfo("/proc/meminfo");
   int64_t available_kib = -1;
   for (std::string key; meminfo >> key;) {
@@ -62,14 +73,14 @@ void check_memory_fits(int64_t parameters, const Topology& topo) {
     if (key == "MemAvailable:") available_kib = value;
   }
   if (available_kib < 0) return;  // not Linux: nothing to check against
-  const int ranks_here = topo.local_size;
-  const double local = static_cast<double>(parameters) / topo.tp;
-  const double need = ranks_here * (8.0 * local + 12.0 * local / (topo.dp > 1 ? topo.dp : 1));
+  const RankMemory rank = estimate_rank_memory(config, topo.tp, topo.pp, topo.dp);
+  const double need = topo.local_size * rank.total();
   const double have = 1024.0 * static_cast<double>(available_kib);
   if (need > have)
-    fail("the model has {} parameters: its fp32 weights, gradients, master weights and Adam moments need {:.1f} GiB "
-         "of memory on this node ({} ranks), but this machine has {:.1f} GiB available; choose a smaller model or "
-         "shard it over more ranks", parameters, need / (1 << 30), ranks_here, have / (1 << 30));
+    fail("the model has {} parameters: the largest rank (pipeline stage {}) needs {} before activations; {} ranks "
+         "on this node need {:.1f} GiB, but it has {:.1f} GiB available; choose a smaller model or shard it over more "
+         "ranks (parallel.tp, parallel.pp, parallel.zero: 1)", count_params(build_param_specs(config.model)).total,
+         rank.stage, rank.describe(), topo.local_size, need / (1 << 30), have / (1 << 30));
 }
 
 // This rank's device: the CPU, or the GPU of its node-local rank (one rank per GPU).
@@ -91,13 +102,6 @@ at::Device choose_device(const RunConfig& config, const Topology& topo) {
 PipelineStage stage_of(const RunConfig& config, int pp, int s) {
   return config.parallel.pipeline_layers.empty() ? pipeline_stage(config.model.num_layers, pp, s)
                                                  : pipeline_stage(config.parallel.pipeline_layers, s);
-}
-
-void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  out.close();
-  if (!out) fail("cannot write '{}': {}", path, std::strerror(errno));
 }
 
 // Scoped bf16 autocast on the given device type.
@@ -215,11 +219,19 @@ class Trainer {
   void setup(const ResumeOptions& resume);
   struct StepResult {
     double loss = 0, grad_norm = 0, lr = 0;
+    StepJudgement judgement;  // update, skipped (non-finite, spike) or stop
+    int first_bad_rank = -1;  // the lowest rank whose own loss or gradients were non-finite
+    int signal = 0;           // a stop signal some rank received (the highest number)
+    bool write_failed = false;  // rank 0 could not write metrics (agreed)
   };
   StepResult step();
   void log_step(const StepResult& r, const std::map<std::string, int64_t>& step_bytes, const std::vector<double>& val);
   void save(const char* why);
   void report_save(const std::optional<SaveReport>& report, const char* why);
+  void note_write(const std::string& error);
+  void stop(int exit_code, const std::string& reason);
+  void stop_on_signal(int signo);
+  void stop_on_nonfinite(const StepResult& r);
   void finish(TrainSummary& summary);
 
   RunConfig config_;  // as given, with the special token ids the run's tokenizer names
@@ -235,7 +247,17 @@ class Trainer {
   PipelineStage stage_;
   std::unique_ptr<Communicator> kv_replicas_, tied_embedding_;
   StageOptions stage_options_;
-  std::ofstream metrics_, checkpoint_log_;  // RUN/metrics.jsonl, RUN/checkpoints.jsonl
+  std::unique_ptr<RunDirLock> lock_;  // rank 0: this process group owns the run directory
+  LineAppender metrics_, checkpoint_log_;  // rank 0: RUN/metrics.jsonl, RUN/checkpoints.jsonl
+  std::string write_error_;           // rank 0: a failed write of metrics not yet acted on
+  bool write_warned_ = false;
+  FaultInjector faults_;              // EXATRAIN_FAULT_INJECT (tests)
+  // Set when the run must end before train.steps: the exit status and the one-line reason
+  // (the same on every rank).
+  int exit_code_ = 0;
+  std::string stop_reason_;
+  double interval_busy_s_ = 0, interval_step_s_ = 0;  // this rank, since the last log line
+  int64_t interval_steps_ = 0;
   std::unique_ptr<CheckpointSaver> saver_;
   double step_seconds_ = 0;  // training steps only, for the stall share
   int64_t steps_timed_ = 0;
@@ -256,13 +278,16 @@ void truncate_metrics(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step) break;
+    if (!j.is_object()) continue;  // a line cut short by a crash or a full disk
+    if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step) break;
     kept += line + "\n";
   }
   write_file_atomically(path, kept);
 }
 
 void Trainer::setup(const ResumeOptions& resume) {
+  install_stop_signals();  // a signal during set-up stops the run after its first step
+  faults_ = FaultInjector::from_env(topo_.world_rank);
   rows_per_rank_ = t_.global_batch / topo_.dp;  // this DP rank's slice of each global batch
   accumulation_ = rows_per_rank_ / t_.micro_batch;
   sequence_parallel_ = config_.parallel.sequence_parallel && topo_.tp > 1;
@@ -278,6 +303,25 @@ void Trainer::setup(const ResumeOptions& resume) {
   } catch (const Error& e) {
     config_error(config_.locations, "checkpoint.export_max_shard_size", e.what());
   }
+  // One process group per run directory, before anything in it is read or written: a second
+  // `train` on the same --run-dir (or a resubmitted job while the first still runs) stops here.
+  {
+    std::string locked;
+    if (rank0_) {
+      try {
+        std::error_code ec;
+        fs::create_directories(run_dir_, ec);
+        if (ec) fail("cannot create run directory '{}': {}", run_dir_, ec.message());
+        lock_ = std::make_unique<RunDirLock>(run_dir_);
+      } catch (const Error& e) {
+        locked = e.what();
+      }
+    }
+    if (const std::string error = all_gather_strings(*topo_.world, locked)[0]; !error.empty()) fail("{}", error);
+  }
+  state_.guard = std::make_unique<StepGuard>(t_.on_nonfinite == OnNonfinite::Skip ? NonfiniteAction::Skip
+                                                                                   : NonfiniteAction::Stop,
+                                             t_.spike.window, t_.spike.zscore);
   const std::string tokenizer_sha = state_.data->tokenizer() ? state_.data->tokenizer()->content_sha256() : "";
   std::unique_ptr<CheckpointReader> checkpoint;
   std::string fresh_reason;
@@ -297,7 +341,7 @@ void Trainer::setup(const ResumeOptions& resume) {
     fail("run directory '{}' already holds a run (metrics.jsonl); continue it with --resume, or choose another "
          "--run-dir", run_dir_);
   }
-  check_memory_fits(count_params(build_param_specs(config_.model)).total, topo_);
+  check_memory_fits(config_, topo_);
   // The groups of TP ranks that hold the same replicated KV head (num_kv_heads < tp).
   if (topo_.tp > config_.model.num_kv_heads)
     kv_replicas_ = topo_.tp_group->split("kv", topo_.tp_rank / (topo_.tp / config_.model.num_kv_heads), topo_.tp_rank);
@@ -336,10 +380,11 @@ void Trainer::setup(const ResumeOptions& resume) {
   setup_logging(config_.log.level, topo_.world_rank,
                 rank0_ ? run_dir_ + "/train.log" : fmt::format("{}/train.rank{}.log", run_dir_, topo_.world_rank),
                 /*console=*/rank0_);
-  if (rank0_) write_text_file(run_dir_ + "/config.resolved.yaml", resolved_yaml(config_));
+  if (rank0_) write_file_atomically(run_dir_ + "/config.resolved.yaml", resolved_yaml(config_));
   log_info("layout: {}; device {}", topo_.describe(), device_.str());
   for (const auto& line : state_.data->describe()) log_info("{}", line);
   if (!fresh_reason.empty()) log_info("{}", fresh_reason);
+  if (!faults_.empty()) log_warn("fault injection (tests only): EXATRAIN_FAULT_INJECT={}", faults_.spec());
 
   log_info("pipeline stage {} of {}: layers [{}, {}){}{}", topo_.pp_rank, topo_.pp, stage_.first_layer, stage_.end_layer,
            stage_.first ? ", embedding" : "", stage_.last ? ", final norm, lm_head and loss" : "");
@@ -373,10 +418,12 @@ void Trainer::setup(const ResumeOptions& resume) {
   if (rank0_) {
     const std::string path = run_dir_ + "/metrics.jsonl";
     if (checkpoint) truncate_metrics(path, state_.step);
-    metrics_.open(path, checkpoint ? std::ios::app : std::ios::trunc);
-    if (!metrics_) fail("cannot write '{}': {}", path, std::strerror(errno));
-    checkpoint_log_.open(run_dir_ + "/checkpoints.jsonl", std::ios::app);
+    metrics_.open(path, /*truncate=*/!checkpoint);
+    checkpoint_log_.open(run_dir_ + "/checkpoints.jsonl", /*truncate=*/false);
   }
+  if (t_.spike.zscore > 0)
+    log_info("spikes: an update is skipped when the loss or the gradient norm is {} deviations above the mean of the "
+             "last {} steps", t_.spike.zscore, t_.spike.window);
   saver_ = std::make_unique<CheckpointSaver>(config_, topo_, run_dir_);
   const at::DeviceType device_type = device_.type();
   const bool bf16 = t_.precision == Precision::BF16;
@@ -392,6 +439,11 @@ Trainer::StepResult Trainer::step() {
   const int64_t step = state_.step;  // 0-based index of the step being taken
   StepResult r;
   r.lr = learning_rate(config_.schedule, config_.optimizer.lr, step, t_.steps);
+  if (faults_.at(FaultKind::Signal, step + 1)) std::raise(SIGUSR1);
+  if (faults_.at(FaultKind::Hang, step + 1)) {
+    note_progress("step (injected hang)");
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   {
     // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
     at::NoGradGuard no_grad;
@@ -402,7 +454,9 @@ Trainer::StepResult Trainer::step() {
         p.mutable_grad() = at::zeros_like(p);
     }
   }
+  note_progress("data");
   const RankBatch batch = state_.data->next(step).to(device_);
+  note_progress("step");
   // With a loss mask the step's loss is the mean over the global batch's counted targets:
   // weights = mask / (count / dp), as DP averages gradients over its ranks.
   double per_rank_count = 1.0;
@@ -422,15 +476,44 @@ Trainer::StepResult Trainer::step() {
     at::Tensor g = model.param("model.embed_tokens.weight").grad();
     tied_embedding_->all_reduce(g);
   }
+  // Were this rank's own gradients finite (before any reduction spreads a NaN)? The max-abs
+  // norm of each gradient: one read of the local gradients, and it cannot overflow.
+  bool grads_finite = true;
+  {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (const auto& p : model.params())
+      if (p.grad().defined()) grads.push_back(p.grad());
+    if (faults_.at(FaultKind::NanGrad, step + 1) && !grads.empty())
+      grads.front().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
+    if (!grads.empty())
+      grads_finite = at::stack(at::_foreach_norm(grads, std::numeric_limits<double>::infinity())).isfinite().all()
+                         .item<bool>();
+  }
   r.grad_norm = state_.optimizer->reduce_gradients(config_.optimizer.grad_clip);
-  saver_->before_update();  // an asynchronous save's copy of the state must be complete
-  state_.optimizer->step(r.lr);
   // The mean loss over the global batch: every DP rank's share, counted once per TP group.
-  at::Tensor loss_sum = at::full({1}, topo_.tp_rank == 0 && stage_.last ? pipe.loss / topo_.dp : 0.0, at::kDouble);
+  double share = topo_.tp_rank == 0 && stage_.last ? pipe.loss / topo_.dp : 0.0;
+  if (faults_.at(FaultKind::NanLoss, step + 1)) share = std::numeric_limits<double>::quiet_NaN();
+  if (faults_.at(FaultKind::LossSpike, step + 1)) share *= 100;
+  at::Tensor loss_sum = at::full({1}, share, at::kDouble);
   topo_.world->all_reduce(loss_sum);
   r.loss = loss_sum.item<double>();
-  if (!std::isfinite(r.loss))
-    fail("step {}: the loss is {}; lower optimizer.lr or use train.precision: fp32", step + 1, r.loss);
+  // What every rank must agree on before the update, in one max-reduction: the first rank that
+  // saw a non-finite value (encoded as world_size - rank), a stop signal, a failed metrics write.
+  const bool bad_here = !std::isfinite(share) || !grads_finite;
+  at::Tensor flags = at::tensor({bad_here ? static_cast<int64_t>(topo_.world_size - topo_.world_rank) : int64_t{0},
+                                 static_cast<int64_t>(stop_signal()), int64_t{write_error_.empty() ? 0 : 1}}, at::kLong);
+  topo_.world->all_reduce(flags, ReduceOp::Max);
+  const int64_t bad = flags[0].item<int64_t>();
+  r.first_bad_rank = bad > 0 ? static_cast<int>(topo_.world_size - bad) : -1;
+  r.signal = static_cast<int>(flags[1].item<int64_t>());
+  r.write_failed = flags[2].item<int64_t>() != 0;
+  r.judgement = state_.guard->judge(r.loss, r.grad_norm);
+  if (r.judgement.verdict == StepVerdict::StopNonfinite) return r;  // the state stays the last good one
+  if (r.judgement.verdict == StepVerdict::Update) {
+    saver_->before_update();  // an asynchronous save's copy of the state must be complete
+    state_.optimizer->step(r.lr);
+  }
   state_.step = step + 1;
   state_.tokens += t_.global_batch * t_.seq_len;
   if (step == 0) state_.first_loss = r.loss;
@@ -448,6 +531,18 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
   // Per-rank MFU: the job's model FLOPs over all ranks' peaks.
   const double mfu = tokens_per_s * flops_per_token_ / (peak_ * topo_.world_size);
   const double eta = elapsed / static_cast<double>(step - start_step_) * static_cast<double>(t_.steps - step);
+  // Each rank's busy time per step (its step time less its waits in collectives), gathered:
+  // a slow node shows as the one rank whose busy time stands out while the others wait.
+  const double busy = interval_busy_s_ / static_cast<double>(std::max<int64_t>(interval_steps_, 1));
+  at::Tensor busy_all = topo_.world_size > 1 ? topo_.world->all_gather(at::tensor({busy}, at::kDouble), 0)
+                                             : at::tensor({busy}, at::kDouble);
+  std::vector<double> busy_s(busy_all.data_ptr<double>(), busy_all.data_ptr<double>() + busy_all.numel());
+  const int slowest = static_cast<int>(std::max_element(busy_s.begin(), busy_s.end()) - busy_s.begin());
+  std::vector<double> sorted = busy_s;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                          : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+  const double step_s = interval_step_s_ / static_cast<double>(std::max<int64_t>(interval_steps_, 1));
   std::string val_text;
   nlohmann::json val_json = nlohmann::json::object();
   for (size_t v = 0; v < val_losses.size(); ++v) {
@@ -461,16 +556,29 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
                         {"data_wait_share", data_wait_share}, {"comm_bytes", step_bytes},
                         {"optimizer_state_bytes", state_.optimizer->state_bytes()},
                         {"max_micro_batches_in_flight", max_in_flight_},
-                        {"peak_activation_bytes", peak_activation_bytes_}};
+                        {"peak_activation_bytes", peak_activation_bytes_},
+                        {"step_s", step_s},
+                        {"rank_busy_s", {{"min", sorted.front()}, {"median", median}, {"max", sorted.back()},
+                                         {"slowest_rank", slowest}}},
+                        {"loss_zscore", r.judgement.loss_zscore}, {"grad_norm_zscore", r.judgement.grad_norm_zscore},
+                        {"skipped_updates", {{"nonfinite", state_.guard->skipped_nonfinite()},
+                                             {"spike", state_.guard->skipped_spikes()}}}};
+    if (r.judgement.verdict == StepVerdict::SkipNonfinite) m["skipped"] = "nonfinite";
+    if (r.judgement.verdict == StepVerdict::SkipSpike) m["skipped"] = "spike";
     if (!val_losses.empty()) m["val_loss"] = val_json;
-    metrics_ << m.dump() << "\n" << std::flush;
+    note_write(metrics_.append(m.dump()));
   }
   std::string bytes;
   for (const auto& [key, n] : step_bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
+  const std::string ranks = topo_.world_size > 1 ? fmt::format(" | busy {:.3f}/{:.3f}/{:.3f} s (slowest rank {})",
+                                                                sorted.front(), median, sorted.back(), slowest)
+                                                  : "";
   log_info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | "
-           "data wait {:.1f}% | eta {}{}",
+           "data wait {:.1f}% | eta {}{}{}",
            step, std::to_string(t_.steps).size(), t_.steps, r.loss, val_text, r.lr, r.grad_norm, tokens_per_s,
-           100 * mfu, 100 * data_wait_share, format_duration(eta), bytes.empty() ? "" : " |" + bytes);
+           100 * mfu, 100 * data_wait_share, format_duration(eta), ranks, bytes.empty() ? "" : " |" + bytes);
+  interval_busy_s_ = interval_step_s_ = 0;
+  interval_steps_ = 0;
   interval_start_ = now;
   interval_tokens_ = 0;
   interval_eval_s_ = 0;
@@ -478,6 +586,21 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
 
 void Trainer::report_save(const std::optional<SaveReport>& report, const char* why) {
   if (!report) return;
+  if (!report->error.empty()) {
+    // Agreed on every rank (the saver gathers the first failing rank's error).
+    last_saved_ = -1;  // this step is not saved: the end of training must save again
+    const std::string previous = latest_checkpoint(run_dir_ + "/checkpoints");
+    const std::string what = fmt::format(
+        "checkpoint {} ({}) could not be written: {}; nothing was committed{}", report->dir, why, report->error,
+        previous.empty() ? "" : fmt::format(" and {} is intact", previous));
+    if (config_.checkpoint.on_error == OnWriteError::Warn && exit_code_ == 0) {
+      log_warn("{}; training goes on (checkpoint.on_error: warn)", what);
+    } else {
+      log_warn("{}", what);
+      stop(1, what + "; free space or fix the permissions, then continue with --resume");
+    }
+    return;
+  }
   const double mib = static_cast<double>(report->bytes) / (1 << 20);
   const double step_s = steps_timed_ > 0 ? step_seconds_ / static_cast<double>(steps_timed_) : 0.0;
   log_info("saved checkpoint {} ({}{}): {:.1f} MiB in {:.2f} s ({:.0f} MiB/s); training stalled {:.3f} s{}",
@@ -488,8 +611,70 @@ void Trainer::report_save(const std::optional<SaveReport>& report, const char* w
     nlohmann::json m = {{"checkpoint", report->step}, {"dir", report->dir}, {"bytes", report->bytes},
                         {"seconds", report->seconds}, {"stall_s", report->stall}, {"async", report->async},
                         {"step_s", step_s}};
-    checkpoint_log_ << m.dump() << "\n" << std::flush;
+    note_write(checkpoint_log_.append(m.dump()));
   }
+}
+
+// Rank 0's failed writes of metrics: the first is remembered and agreed at the next step (every
+// rank then follows checkpoint.on_error); with warn it is logged once.
+void Trainer::note_write(const std::string& error) {
+  if (error.empty()) return;
+  if (config_.checkpoint.on_error == OnWriteError::Warn) {
+    if (!write_warned_) log_warn("{}; training goes on without these lines (checkpoint.on_error: warn)", error);
+    write_warned_ = true;
+    return;
+  }
+  if (write_error_.empty()) write_error_ = error;
+}
+
+void Trainer::stop(int exit_code, const std::string& reason) {
+  if (exit_code_ != 0) return;  // the first reason stands
+  exit_code_ = exit_code;
+  stop_reason_ = reason;
+}
+
+// A stop signal, agreed at this step boundary: the step is complete; save it synchronously.
+void Trainer::stop_on_signal(int signo) {
+  note_progress("checkpoint");
+  report_save(saver_->drain(), "checkpoint.every");
+  if (last_saved_ != state_.step) {
+    save(signal_name(signo));
+    report_save(saver_->drain(), signal_name(signo));
+  }
+  if (exit_code_ != 0) return;  // the save failed: that is the reason to report
+  stop(kExitRequeue, fmt::format("{} received: stopped at step {} of {} and saved {}/checkpoints/{}; exit status {} "
+                                 "asks the job script to requeue; continue with --resume",
+                                 signal_name(signo), state_.step, t_.steps, run_dir_, checkpoint_name(state_.step),
+                                 kExitRequeue));
+}
+
+// train.on_nonfinite: stop. The update was not applied: the state is the last good one (after
+// step N-1); it is saved, and the run ends naming the step and the first rank that saw it.
+void Trainer::stop_on_nonfinite(const StepResult& r) {
+  const int64_t step = state_.step + 1;
+  std::string who = "no single rank (it appeared in a reduction)";
+  if (r.first_bad_rank >= 0) {
+    const int rank = r.first_bad_rank;
+    // world rank = (pp_rank * dp + dp_rank) * tp + tp_rank (trainer/parallel/topology.h)
+    who = fmt::format("rank {} (pipeline stage {}, tp rank {}, dp rank {})", rank, rank / (topo_.tp * topo_.dp),
+                      rank % topo_.tp, (rank / topo_.tp) % topo_.dp);
+  }
+  const std::string what = fmt::format("step {}: the {} is {} (first seen on {})", step,
+                                       std::isfinite(r.loss) ? "gradient norm" : "loss",
+                                       std::isfinite(r.loss) ? r.grad_norm : r.loss, who);
+  note_progress("checkpoint");
+  report_save(saver_->drain(), "checkpoint.every");
+  if (last_saved_ != state_.step) {
+    save("last good state");
+    report_save(saver_->drain(), "last good state");
+  }
+  if (exit_code_ != 0) {  // the save failed too: both reasons
+    stop_reason_ = what + "; " + stop_reason_;
+    return;
+  }
+  stop(1, fmt::format("{}; the update was not applied and the last good state (step {}) is in {}/checkpoints/{}; "
+                      "lower optimizer.lr, check the data, or set train.on_nonfinite: skip",
+                      what, state_.step, run_dir_, checkpoint_name(state_.step)));
 }
 
 void Trainer::save(const char* why) {
@@ -505,32 +690,84 @@ TrainSummary Trainer::run() {
   start_ = interval_start_ = Clock::now();
   const int64_t tokens_per_step = t_.global_batch * t_.seq_len;
   CommContext& comm = topo_.world->context();
-  while (state_.step < t_.steps) {
+  // A rank stuck outside a collective names itself before the others' collective timeouts fire.
+  std::optional<ProgressWatchdog> watchdog;
+  if (topo_.world_size > 1) watchdog.emplace(0.9 * config_.parallel.timeout_s, topo_.world_rank);
+  while (state_.step < t_.steps && exit_code_ == 0) {
     comm.step = state_.step + 1;
+    note_step(state_.step + 1);
     comm.reset_bytes();
+    const double waited_before = comm.wait_seconds;
     const auto step_start = Clock::now();
     const StepResult r = step();
-    step_seconds_ += std::chrono::duration<double>(Clock::now() - step_start).count();
+    const double step_wall = std::chrono::duration<double>(Clock::now() - step_start).count();
+    if (r.judgement.verdict == StepVerdict::StopNonfinite) {
+      stop_on_nonfinite(r);
+      break;
+    }
+    step_seconds_ += step_wall;
     steps_timed_ += 1;
+    interval_step_s_ += step_wall;
+    interval_busy_s_ += step_wall - (comm.wait_seconds - waited_before);
+    interval_steps_ += 1;
     const int64_t step = state_.step;  // steps completed
     interval_tokens_ += tokens_per_step;
     summary.final_loss = r.loss;
+    if (r.judgement.verdict == StepVerdict::SkipNonfinite)
+      log_warn("step {}: non-finite loss {} / gradient norm {} (first seen on rank {}); update skipped "
+               "(train.on_nonfinite: skip; {} so far)", step, r.loss, r.grad_norm, r.first_bad_rank,
+               state_.guard->skipped_nonfinite());
+    if (r.judgement.verdict == StepVerdict::SkipSpike)
+      log_warn("step {}: spike: loss {:.4f} (z {:.1f}), gradient norm {:.3f} (z {:.1f}) against the last {} steps; "
+               "update skipped (train.spike.zscore {}; {} so far)", step, r.loss, r.judgement.loss_zscore, r.grad_norm,
+               r.judgement.grad_norm_zscore, t_.spike.window, t_.spike.zscore, state_.guard->skipped_spikes());
     const std::map<std::string, int64_t> step_bytes = comm.bytes;  // this step's, before any evaluation
     const bool eval_now = t_.eval_every > 0 && (step % t_.eval_every == 0 || step == t_.steps);
     std::vector<double> val_losses;
     if (eval_now) {
+      note_progress("evaluation");
       const auto eval_start = Clock::now();
       val_losses = evaluate(*state_.model, topo_, *state_.data, stage_options_, t_.micro_batch);
       interval_eval_s_ += std::chrono::duration<double>(Clock::now() - eval_start).count();
     }
-    if (step % config_.log.every == 0 || step == start_step_ + 1 || step == t_.steps || eval_now)
+    if (step % config_.log.every == 0 || step == start_step_ + 1 || step == t_.steps || eval_now ||
+        r.judgement.verdict != StepVerdict::Update || r.signal != 0)
       log_step(r, step_bytes, val_losses);
+    note_progress("checkpoint");
     if (saver_->in_flight()) {
       const auto poll_start = Clock::now();
       report_save(saver_->poll(), "checkpoint.every");
       interval_eval_s_ += std::chrono::duration<double>(Clock::now() - poll_start).count();
     }
+    if (r.write_failed && exit_code_ == 0) {
+      // Rank 0 could not write metrics (checkpoint.on_error: stop): every rank ends here, after
+      // trying to save this step (it may fail too; the previous checkpoint stays intact).
+      const std::string error = all_gather_strings(*topo_.world, write_error_)[0];
+      stop(1, fmt::format("{}; stopped at step {} (checkpoint.on_error: stop)", error, step));
+      report_save(saver_->drain(), "checkpoint.every");
+      if (last_saved_ != step) {
+        save("write error");
+        report_save(saver_->drain(), "write error");
+      }
+      break;
+    }
+    if (r.signal != 0) {
+      stop_on_signal(r.signal);
+      break;
+    }
     if (config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0) save("checkpoint.every");
+  }
+  watchdog.reset();
+  if (exit_code_ != 0) {
+    report_save(saver_->drain(), "checkpoint.every");
+    summary.steps = state_.step;
+    summary.first_loss = state_.first_loss;
+    summary.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    summary.exit_code = exit_code_;
+    summary.stop_reason = stop_reason_;
+    if (exit_code_ == kExitRequeue) log_info("{}", stop_reason_);
+    else log_warn("{}", stop_reason_);
+    return summary;
   }
   finish(summary);
   return summary;
@@ -543,15 +780,17 @@ void Trainer::finish(TrainSummary& summary) {
     at::Tensor mine = at::tensor({static_cast<int64_t>(topo_.pp_rank), peak_activation_bytes_,
                                   static_cast<int64_t>(max_in_flight_)}, at::kLong);
     at::Tensor all = topo_.world->all_gather(mine, 0).view({topo_.world_size, 3});
-    if (rank0_) {
+    if (rank0_) try {
       nlohmann::json ranks = nlohmann::json::array();
       for (int r = 0; r < topo_.world_size; ++r)
         ranks.push_back({{"rank", r}, {"stage", all[r][0].item<int64_t>()},
                          {"peak_activation_bytes", all[r][1].item<int64_t>()},
                          {"max_micro_batches_in_flight", all[r][2].item<int64_t>()}});
-      write_text_file(run_dir_ + "/memory.json", nlohmann::json{{"micro_batches", accumulation_},
-                                                                {"micro_batch", t_.micro_batch},
-                                                                {"ranks", ranks}}.dump(1) + "\n");
+      write_file_atomically(run_dir_ + "/memory.json", nlohmann::json{{"micro_batches", accumulation_},
+                                                                      {"micro_batch", t_.micro_batch},
+                                                                      {"ranks", ranks}}.dump(1) + "\n");
+    } catch (const Error& e) {
+      note_write(e.what());
     }
     log_info("peak activation memory on this rank (stage {}): {:.2f} MiB with at most {} of {} micro-batches in "
              "flight", topo_.pp_rank, static_cast<double>(peak_activation_bytes_) / (1 << 20), max_in_flight_,
@@ -569,6 +808,14 @@ void Trainer::finish(TrainSummary& summary) {
   if ((config_.checkpoint.every > 0 || config_.checkpoint.save_final) && last_saved_ != state_.step)
     save("end of training");
   report_save(saver_->drain(), "end of training");
+  if (exit_code_ == 0 && last_saved_ != state_.step && (config_.checkpoint.every > 0 || config_.checkpoint.save_final))
+    stop(1, stop_reason_.empty() ? "the end-of-training checkpoint could not be written" : stop_reason_);
+  if (exit_code_ != 0) {  // the last checkpoint failed: no release can be made from it
+    summary.exit_code = exit_code_;
+    summary.stop_reason = stop_reason_;
+    log_warn("{}", stop_reason_);
+    return;
+  }
   const Exaone4Model& model = *state_.model;
   if (config_.checkpoint.save_final) {
     // Every rank writes its share of the release's shards from the checkpoint just saved.
@@ -596,14 +843,35 @@ void Trainer::finish(TrainSummary& summary) {
     std::vector<int64_t> continuation(out.begin() + static_cast<int64_t>(prompt_len), out.end());
     log_info("sample: \"{}\" -> \"{}\"", config_.log.sample_prompt, state_.data->decode(continuation));
   }
+  // A metrics write that failed at the end (checkpoint.on_error: stop): the run is complete, but
+  // its record is not; say so with the exit status.
+  if (const std::string error = all_gather_strings(*topo_.world, write_error_)[0]; !error.empty()) {
+    stop(1, error + " (checkpoint.on_error: stop)");
+    summary.exit_code = exit_code_;
+    summary.stop_reason = stop_reason_;
+    log_warn("{}", stop_reason_);
+  }
 }
 
 }  // namespace
 
 TrainSummary run_training(const RunConfig& config, const std::string& run_dir, Topology& topo,
                           const ResumeOptions& resume) {
-  Trainer trainer(config, run_dir, topo, resume);
-  return trainer.run();
+  // The run directory is made (and locked) early; if set-up then fails, one made here holds
+  // nothing but the lock file: remove it, so a refused run leaves nothing behind.
+  std::error_code ec;
+  const bool existed = fs::exists(run_dir, ec);
+  try {
+    Trainer trainer(config, run_dir, topo, resume);
+    return trainer.run();
+  } catch (...) {
+    if (!existed && topo.world_rank == 0) {
+      bool only_lock = true;
+      for (const auto& entry : fs::directory_iterator(run_dir, ec)) only_lock = only_lock && entry.path().filename() == ".lock";
+      if (!ec && only_lock) fs::remove_all(run_dir, ec);
+    }
+    throw;
+  }
 }
 
 }  // namespace exatrain

@@ -13,6 +13,11 @@ struct TrainSummary {
   double first_loss = 0, final_loss = 0;
   double seconds = 0;
   std::string run_dir;
+  // Not 0: the run ended before train.steps or without its outputs; the same on every rank.
+  // kExitRequeue (stop_signals.h): stopped on SIGTERM/SIGUSR1 after saving, resume it. 1: a
+  // non-finite step (train.on_nonfinite: stop) or a failed write (checkpoint.on_error: stop).
+  int exit_code = 0;
+  std::string stop_reason;  // one line
 };
 
 struct Topology;
