@@ -60,7 +60,7 @@ void register_config_command(CLI::App& app) {
            rank.stage, tp, pp, dp, rank.describe(), gpu_memory_gib);
     std::cout << fmt::format("ok: tp {} x pp {} x dp {} = {} ranks{}; the largest rank (pipeline stage {}) holds {} "
                              "before activations{}\n", tp, pp, dp, ranks,
-                             config.parallel.zero == 1 ? " (ZeRO-1)" : "", rank.stage, rank.describe(),
+                             config.parallel.zero == 1 && dp > 1 ? " (ZeRO-1)" : "", rank.stage, rank.describe(),
                              gpu_memory_gib > 0 ? fmt::format(" ({:.0f}% of {} GiB)",
                                                               100 * rank.total() / (gpu_memory_gib * gib), gpu_memory_gib)
                                                 : "");

@@ -13,7 +13,8 @@ FaultInjector::FaultInjector(const std::string& spec, int rank) : spec_(spec) {
                                                          {"nan_grad", FaultKind::NanGrad},
                                                          {"loss_spike", FaultKind::LossSpike},
                                                          {"hang", FaultKind::Hang},
-                                                         {"signal", FaultKind::Signal}};
+                                                         {"signal", FaultKind::Signal},
+                                                         {"slow", FaultKind::Slow}};
   std::stringstream in(spec);
   for (std::string item; std::getline(in, item, ',');) {
     if (item.empty()) continue;
@@ -21,7 +22,7 @@ FaultInjector::FaultInjector(const std::string& spec, int rank) : spec_(spec) {
     const auto it = kinds.find(item.substr(0, at));
     if (at == std::string::npos || it == kinds.end())
       fail("EXATRAIN_FAULT_INJECT: '{}' is not KIND@STEP[:RANK] with KIND one of nan_loss, nan_grad, loss_spike, "
-           "hang, signal", item);
+           "hang, signal, slow", item);
     const std::string where = item.substr(at + 1);
     const auto colon = where.find(':');
     char* end = nullptr;
@@ -40,6 +41,12 @@ FaultInjector FaultInjector::from_env(int rank) {
 bool FaultInjector::at(FaultKind kind, int64_t step) const {
   for (const auto& [k, s] : faults_)
     if (k == kind && s == step) return true;
+  return false;
+}
+
+bool FaultInjector::since(FaultKind kind, int64_t step) const {
+  for (const auto& [k, s] : faults_)
+    if (k == kind && s <= step) return true;
   return false;
 }
 

@@ -6,6 +6,7 @@
 //   loss_spike  this rank's loss share is multiplied by 100 (what the spike detector sees)
 //   hang        this rank sleeps before the step's forward pass, outside any collective
 //   signal      this rank receives SIGUSR1 before the step's forward pass
+//   slow        from this step on, this rank sleeps 100 ms per step outside collectives (a slow node)
 // The trainer logs a warning when any is set. Real signals, kills and disk faults are what the
 // tests use wherever they can be timed (tests/e2e/faults.sh).
 #pragma once
@@ -16,7 +17,7 @@
 
 namespace exatrain {
 
-enum class FaultKind { NanLoss, NanGrad, LossSpike, Hang, Signal };
+enum class FaultKind { NanLoss, NanGrad, LossSpike, Hang, Signal, Slow };
 
 class FaultInjector {
  public:
@@ -26,6 +27,7 @@ class FaultInjector {
   static FaultInjector from_env(int rank);
 
   bool at(FaultKind kind, int64_t step) const;
+  bool since(FaultKind kind, int64_t step) const;  // set for a step <= `step`
   bool empty() const { return spec_.empty(); }
   const std::string& spec() const { return spec_; }
 

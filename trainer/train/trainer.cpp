@@ -440,6 +440,7 @@ Trainer::StepResult Trainer::step() {
   StepResult r;
   r.lr = learning_rate(config_.schedule, config_.optimizer.lr, step, t_.steps);
   if (faults_.at(FaultKind::Signal, step + 1)) std::raise(SIGUSR1);
+  if (faults_.since(FaultKind::Slow, step + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   if (faults_.at(FaultKind::Hang, step + 1)) {
     note_progress("step (injected hang)");
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -596,7 +597,7 @@ void Trainer::report_save(const std::optional<SaveReport>& report, const char* w
     if (config_.checkpoint.on_error == OnWriteError::Warn && exit_code_ == 0) {
       log_warn("{}; training goes on (checkpoint.on_error: warn)", what);
     } else {
-      log_warn("{}", what);
+      if (exit_code_ != 0) log_warn("{}", what);  // the run already stops for another reason
       stop(1, what + "; free space or fix the permissions, then continue with --resume");
     }
     return;
@@ -656,7 +657,7 @@ void Trainer::stop_on_nonfinite(const StepResult& r) {
   if (r.first_bad_rank >= 0) {
     const int rank = r.first_bad_rank;
     // world rank = (pp_rank * dp + dp_rank) * tp + tp_rank (trainer/parallel/topology.h)
-    who = fmt::format("rank {} (pipeline stage {}, tp rank {}, dp rank {})", rank, rank / (topo_.tp * topo_.dp),
+    who = fmt::format("rank {}: pipeline stage {}, tp rank {}, dp rank {}", rank, rank / (topo_.tp * topo_.dp),
                       rank % topo_.tp, (rank / topo_.tp) % topo_.dp);
   }
   const std::string what = fmt::format("step {}: the {} is {} (first seen on {})", step,
@@ -679,8 +680,8 @@ void Trainer::stop_on_nonfinite(const StepResult& r) {
 
 void Trainer::save(const char* why) {
   const auto start = Clock::now();
+  last_saved_ = state_.step;  // before the report: a failed save resets it
   report_save(saver_->save(state_), why);
-  last_saved_ = state_.step;
   interval_eval_s_ += std::chrono::duration<double>(Clock::now() - start).count();  // not training time
 }
 
