@@ -227,6 +227,16 @@ else
     && "$PY" -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/mfull.metrics" \
     && pass "full disk under metrics.jsonl: the run stops with one line; every line of metrics.jsonl is whole" \
     || fail "metrics on a full disk" "$(cat "$T/mfull.rc"): $line"
+  # An export onto a full disk: one line, no half-written release left behind.
+  train --run-dir "$T/exportme" --set train.steps=2 --set checkpoint.save_final=false --set checkpoint.every=2 >/dev/null 2>&1
+  in_tmpfs 1m '
+    "$BIN" export --checkpoint "$T/exportme" --output "$D/release" --dtype fp32 >"$T/xfull.log" 2>&1
+    echo "rc=$?" >"$T/xfull.rc"; ls -A "$D" >"$T/xfull.ls"' >/dev/null
+  line=$(cat "$T/xfull.log")
+  [[ $(cat "$T/xfull.rc") == rc=1 && $(grep -c . "$T/xfull.log") == 1 && $line == "exatrain: error: "*"No space left on device"* \
+     && ! -s "$T/xfull.ls" ]] \
+    && pass "export onto a full disk: one line, nothing left behind ($line)" \
+    || fail "export on a full disk" "$(cat "$T/xfull.rc"): $line; left: $(cat "$T/xfull.ls")"
   # Read-only: an existing run's file system remounted read-only before --resume; and mid-run, its
   # checkpoints directory made read-only (a read-only bind mount over itself: a remount of the
   # whole file system is refused while the run has files open for writing).
