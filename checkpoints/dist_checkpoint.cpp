@@ -20,6 +20,7 @@
 #include "checkpoint.pb.h"
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
+#include "trainer/core/progress.h"
 #include "trainer/core/sha256.h"
 
 namespace exatrain {
@@ -150,6 +151,7 @@ std::string write_rank_pieces(const std::string& tmp_dir, int rank, const std::v
   out.write(header);
   static const std::vector<uint8_t> zeros(kAlign, 0);
   for (const auto& piece : pieces) {
+    note_progress();  // a large synchronous save is progress (trainer/train/watchdog.h)
     piece.slice.check_inside(piece.global_shape, "checkpoint: tensor '" + piece.name + "'");
     out.write(zeros.data(), (kAlign - out.size() % kAlign) % kAlign);
     const uint64_t offset = out.size();

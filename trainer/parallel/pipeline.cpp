@@ -5,6 +5,7 @@
 #include <deque>
 
 #include "trainer/core/error.h"
+#include "trainer/core/progress.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/parallel/comm.h"
 
@@ -47,6 +48,7 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   auto forward = [&](at::Tensor input) {
     if (!model.stage().first) input.requires_grad_(true);
     const int i = forwarded++;
+    note_progress();  // a long accumulation without collectives is progress (trainer/train/watchdog.h)
     at::Tensor out = run_stage(options, [&] {
       return model.stage_forward(model.stage().first ? inputs[i] : input, options.recompute, options.sequence_parallel);
     });
@@ -64,6 +66,7 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   auto backward = [&](const at::Tensor& grad_out) {
     InFlight f = std::move(queue.front());
     queue.pop_front();
+    note_progress();
     if (model.stage().last)
       f.output.backward();
     else

@@ -149,6 +149,7 @@ std::vector<double> evaluate(const Exaone4Model& model, const Topology& topo, Tr
   for (const auto& set : data.validation_sets()) {
     double sum = 0, count = 0;
     for (int64_t i = 0; i < set.batches; ++i) {
+      note_progress();  // every validation batch is progress (trainer/train/watchdog.h)
       const RankBatch batch = data.validation_batch(set, i).to(model.device());
       if (batch.tokens.size(0) == 0) continue;
       const MicroBatches mb = split_micro_batches(batch, micro, 1.0);
