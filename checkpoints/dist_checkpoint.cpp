@@ -131,8 +131,19 @@ std::string begin_checkpoint(const std::string& checkpoints_dir, const std::stri
   std::error_code ec;
   fs::create_directories(checkpoints_dir, ec);
   if (ec) fail("cannot create the checkpoint directory '{}': {}", checkpoints_dir, ec.message());
-  for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec))
-    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
+  // What a process killed inside a save leaves: its .tmp- directory, a half-moved `latest`
+  // (latest.tmp.PID) and a checkpoint set aside by commit_checkpoint (.old-step_N), unless
+  // `latest` still falls back to it. Only rank 0 saves, one save at a time: nothing here is live.
+  std::string fallback;
+  try {
+    fallback = fs::path(latest_checkpoint(checkpoints_dir)).filename().string();
+  } catch (const Error&) {
+  }
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (n.starts_with(".tmp-") || n.starts_with("latest.tmp.") || (n.starts_with(".old-") && n != fallback))
+      fs::remove_all(entry.path(), ec);
+  }
   const std::string tmp = checkpoints_dir + "/.tmp-" + name;
   fs::create_directory(tmp, ec);
   if (ec) fail("cannot create '{}': {}", tmp, ec.message());

@@ -256,6 +256,19 @@ TEST(DistCheckpoint, LatestMovesLastAndKeepPrunesTheOldest) {
   EXPECT_EQ(fs::path(latest_checkpoint(checkpoints)).filename(), "step_00000006");
   save_four_ranks(scratch.path, 10);
   EXPECT_FALSE(fs::exists(checkpoints + "/.tmp-step_00000008"));
+  // A process killed while moving `latest` leaves latest.tmp.PID; one killed after moving it,
+  // before removing the directory it set aside, leaves .old-step_N. The next save removes both,
+  // but keeps an .old- directory that `latest` falls back to (killed between the two renames).
+  std::ofstream(checkpoints + "/latest.tmp.12345") << "step_00000012";
+  fs::rename(checkpoints + "/step_00000006", checkpoints + "/.old-step_00000006");
+  fs::rename(checkpoints + "/step_00000010", checkpoints + "/.old-step_00000010");  // `latest` names it
+  EXPECT_EQ(fs::path(latest_checkpoint(checkpoints)).filename(), ".old-step_00000010");
+  begin_checkpoint(checkpoints, checkpoint_name(12));
+  EXPECT_FALSE(fs::exists(checkpoints + "/latest.tmp.12345"));
+  EXPECT_FALSE(fs::exists(checkpoints + "/.old-step_00000006"));
+  EXPECT_EQ(fs::path(latest_checkpoint(checkpoints)).filename(), ".old-step_00000010");
+  save_four_ranks(scratch.path, 10);
+  EXPECT_FALSE(fs::exists(checkpoints + "/.old-step_00000010"));
   // Saving a step again (a resume from an older checkpoint) replaces the directory.
   save_four_ranks(scratch.path, 4);
   EXPECT_EQ(fs::path(latest_checkpoint(checkpoints)).filename(), "step_00000004");

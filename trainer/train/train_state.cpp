@@ -149,6 +149,7 @@ struct CheckpointSaver::Pending {
   std::future<void> copied;  // the writer's host copy of the state is complete
   std::string list;
   std::string error;  // this rank's failure to write its file
+  std::optional<SaveReport> committed;  // by before_update(); reported by the next poll() or drain()
   bool written() const { return writer.valid() && writer.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
 };
 
@@ -239,29 +240,43 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
   return report;
 }
 
+bool CheckpointSaver::written_everywhere() {
+  at::Tensor done = at::tensor({pending_->written() ? int64_t{1} : int64_t{0}}, at::kLong);
+  topo_.world->all_reduce(done, ReduceOp::Sum);
+  return done.item<int64_t>() == topo_.world_size;
+}
+
 void CheckpointSaver::before_update() {
-  if (!pending_ || !pending_->copied.valid()) return;
+  if (!pending_ || pending_->committed) return;
   const auto start = std::chrono::steady_clock::now();
-  pending_->copied.get();  // rethrows a failed copy
+  if (pending_->copied.valid()) pending_->copied.get();  // rethrows a failed copy
   pending_->stall += seconds_since(start);
+  // Commit before this step's update when every writer is done: committed only at the step
+  // boundary after it, a kill between this step's update and that commit lost checkpoint.every + 1
+  // steps (tests/e2e/kill_resume.sh).
+  if (written_everywhere()) pending_->committed = commit(*pending_);
 }
 
 std::optional<SaveReport> CheckpointSaver::poll() {
   if (!pending_) return std::nullopt;
-  at::Tensor done = at::tensor({pending_->written() ? int64_t{1} : int64_t{0}}, at::kLong);
-  topo_.world->all_reduce(done, ReduceOp::Sum);
-  if (done.item<int64_t>() < topo_.world_size) return std::nullopt;
-  auto report = commit(*pending_);
+  if (!pending_->committed) {
+    if (!written_everywhere()) return std::nullopt;
+    pending_->committed = commit(*pending_);
+  }
+  auto report = std::move(pending_->committed);
   pending_.reset();
   return report;
 }
 
 std::optional<SaveReport> CheckpointSaver::drain() {
   if (!pending_) return std::nullopt;
-  const auto start = std::chrono::steady_clock::now();
-  if (pending_->writer.valid()) pending_->writer.wait();
-  pending_->stall += seconds_since(start);
-  auto report = commit(*pending_);
+  if (!pending_->committed) {
+    const auto start = std::chrono::steady_clock::now();
+    if (pending_->writer.valid()) pending_->writer.wait();
+    pending_->stall += seconds_since(start);
+    pending_->committed = commit(*pending_);
+  }
+  auto report = std::move(pending_->committed);
   pending_.reset();
   return report;
 }

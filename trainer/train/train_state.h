@@ -82,9 +82,10 @@ struct SaveReport {
 //   checkpoint.async: save() returns at once; a writer thread per rank copies the state to
 //     host memory while the next forward and backward run (before_update() holds the
 //     optimizer update until the copy is complete), then writes its file beside training;
-//     poll() at each step boundary commits once every rank's writer is done (one small
-//     all-reduce while a save is in flight). At most one save is in flight: a save while one
-//     is pending waits for it first.
+//     the save commits once every rank's writer is done: in before_update() if they are done
+//     by then (so a kill loses at most checkpoint.every steps), else in poll() at a later step
+//     boundary (one small all-reduce in each while a save is in flight). At most one save is
+//     in flight: a save while one is pending waits for it first.
 class CheckpointSaver {
  public:
   CheckpointSaver(const RunConfig& config, const Topology& topo, std::string run_dir);
@@ -92,7 +93,8 @@ class CheckpointSaver {
   // Returns the report of the save it completed (synchronous), else std::nullopt.
   std::optional<SaveReport> save(const TrainState& state);
   // Before the optimizer changes the state: waits until an asynchronous save's host copy is
-  // complete (the copy runs beside forward and backward). Not collective.
+  // complete (the copy runs beside forward and backward), and commits the save if every rank's
+  // write is done (its report comes from the next poll() or drain()). Collective.
   void before_update();
   // Commits a finished asynchronous save: its report, else std::nullopt. Collective.
   std::optional<SaveReport> poll();
@@ -103,6 +105,7 @@ class CheckpointSaver {
  private:
   struct Pending;
   std::optional<SaveReport> commit(Pending& p);
+  bool written_everywhere();  // every rank's writer is done (collective)
   const RunConfig& config_;
   const Topology& topo_;
   std::string run_dir_;
