@@ -101,6 +101,42 @@ printf 'model: {preset: tiny}\ntrain: {steps: ~}\n' >null_value.yaml
 expect_fail "null value" "null_value.yaml:2:16:" "train.steps" "found nothing (null)" -- \
   "$EXATRAIN" config show null_value.yaml
 
+# Anchors and aliases are refused before yaml-cpp builds its node graph (which crashed on a
+# self-reference and expanded "billion laughs" to gigabytes); the address space is capped so a
+# regression fails fast.
+printf 'model: {preset: tiny}\nx: &a [*a]\n' >alias_self.yaml
+expect_fail "self-referencing YAML alias" "alias_self.yaml:2:4:" "YAML anchors (&a) are not supported" \
+  "write the value out in full" -- \
+  "$EXATRAIN" config show alias_self.yaml
+{
+  echo 'model: {preset: tiny}'
+  echo 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
+  prev=a
+  for c in b c d e f g h i j k l m n o p q r s; do
+    echo "$c: &$c [*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev]"
+    prev=$c
+  done
+} >laughs.yaml
+expect_fail "YAML alias bomb (billion laughs)" "laughs.yaml:2:4:" "YAML anchors (&a) are not supported" -- \
+  bash -c 'ulimit -v 4000000 && exec "$@"' _ "$EXATRAIN" config show laughs.yaml
+printf 'model: {preset: tiny}\ntrain: {steps: *n}\n' >alias_only.yaml
+expect_fail "YAML alias" "alias_only.yaml:2:16:" "YAML aliases (*name) are not supported" -- \
+  "$EXATRAIN" config show alias_only.yaml
+printf 'model: {preset: tiny}\nlog: {sample_prompt: "&a *b"}  # &c *d\n' >amp_in_string.yaml
+expect_ok "& and * inside a string and a comment are text" 'sample_prompt: "&a *b"' -- \
+  "$EXATRAIN" config show amp_in_string.yaml
+
+# yaml-cpp 0.7 let a quoted string run to the end of the file when a line break came first: the
+# keys below it vanished into the string and the run used defaults (exit 0).
+printf 'model: {preset: tiny}\nlog:\n  sample_prompt: "Hello\ntrain:\n  steps: 9\n' >open_quote.yaml
+expect_fail "unterminated double quote" "open_quote.yaml:3:18:" \
+  "the double-quoted string that opens here is never closed" "add the closing \"" -- \
+  "$EXATRAIN" config show open_quote.yaml
+printf "model: {preset: tiny}\nlog: {level: 'info}\ntrain: {steps: 9}\n" >open_quote1.yaml
+expect_fail "unterminated single quote in a flow mapping" "open_quote1.yaml:2:14:" \
+  "the single-quoted string that opens here is never closed" -- \
+  "$EXATRAIN" config show open_quote1.yaml
+
 # ---------------------------------------------------------------------------------------------
 # Unknown keys
 # ---------------------------------------------------------------------------------------------
