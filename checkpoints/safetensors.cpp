@@ -207,19 +207,35 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
       tensors_.push_back(std::move(info));
     }
 
-    // Overlap check: sort the non-empty byte ranges and compare neighbours.
+    // The reference implementation (safetensors' Metadata::validate and read_metadata) sorts
+    // the tensors by data_offsets and requires them to tile the data section exactly: the
+    // first begins at 0, each begins where the one before ends, the last ends at the end of
+    // the file. Without that, a header length a few bytes short (the JSON still parses when
+    // its padding is cut) shifts every tensor and reads garbage, and bytes after the last
+    // tensor go unnoticed.
     std::vector<const TensorInfo*> by_offset;
-    for (const auto& t : tensors_)
-      if (t.end > t.begin) by_offset.push_back(&t);
-    std::sort(by_offset.begin(), by_offset.end(),
-              [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-    for (size_t i = 1; i < by_offset.size(); ++i) {
-      const TensorInfo& a = *by_offset[i - 1];
-      const TensorInfo& b = *by_offset[i];
-      if (b.begin < a.end)
-        fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data section", path, a.name, a.begin,
-             a.end, b.name, b.begin, b.end);
+    for (const auto& t : tensors_) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+      return std::pair(a->begin, a->end) < std::pair(b->begin, b->end);
+    });
+    const TensorInfo* previous = nullptr;
+    uint64_t covered = 0;  // bytes of the data section tiled so far
+    for (const TensorInfo* t : by_offset) {
+      if (t->begin < covered)
+        fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data section", path, previous->name,
+             previous->begin, previous->end, t->name, t->begin, t->end);
+      if (t->begin > covered)
+        fail("{}: bytes {} to {} of the data section, before tensor '{}', belong to no tensor; the header length "
+             "or the header is corrupt (safetensors requires the tensors to fill the data section exactly)",
+             path, covered, t->begin, t->name);
+      covered = t->end;
+      previous = t;
     }
+    if (covered != data_size)
+      fail("{}: the tensors fill {} bytes of the data section but it holds {}: {} bytes after the last tensor; the "
+           "header length is wrong or bytes were appended (safetensors requires the tensors to fill the data "
+           "section exactly)",
+           path, covered, data_size, data_size - covered);
   } catch (...) {
     unmap();
     throw;

@@ -521,6 +521,47 @@ rm hf_no_weights/model.safetensors
 expect_fail "HF: no safetensors file" "hf_no_weights" "no model.safetensors or model.safetensors.index.json" -- \
   "$EXATRAIN" logits --hf hf_no_weights --input tokens.txt --output out.safetensors
 
+# The tensors must fill the data section exactly, as the safetensors library requires. A header
+# length a few bytes short still parses (only the padding is cut) and used to shift every tensor
+# (all-NaN logits); bytes after the last tensor went unnoticed. The library is the judge here.
+copy_hf hf_short_len
+"$PY" - hf_short_len/model.safetensors <<'EOF' || fail "fixture hf_short_len" "could not rewrite the file"
+import json, struct, sys
+path = sys.argv[1]
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+text = json.dumps(json.loads(raw[8:8 + n]))
+open(path, "wb").write(struct.pack("<Q", len(text) + 5) + (text + " " * 8).encode() + raw[8 + n:])
+EOF
+if "$PY" -c 'import sys; from safetensors import safe_open; safe_open(sys.argv[1], "np")' \
+  hf_short_len/model.safetensors 2>/dev/null; then
+  fail "judge: safetensors refuses a header length 3 bytes short" "the Python library accepted it"
+else
+  pass "judge: safetensors refuses a header length 3 bytes short"
+fi
+expect_fail "HF: header length 3 bytes short" "hf_short_len/model.safetensors" "3 bytes after the last tensor" \
+  "header length is wrong" -- \
+  "$EXATRAIN" logits --hf hf_short_len --input tokens.txt --output out.safetensors
+
+copy_hf hf_trailing
+printf 'trailing bytes' >>hf_trailing/model.safetensors
+expect_fail "HF: bytes after the last tensor" "hf_trailing/model.safetensors" "14 bytes after the last tensor" -- \
+  "$EXATRAIN" logits --hf hf_trailing --input tokens.txt --output out.safetensors
+
+# tie_word_embeddings: true (the tiny preset) with a stored lm_head.weight: transformers ties them
+# only when they are equal; when they differ it keeps both, so exatrain refuses rather than tie.
+rewrite_weights hf_tied_head_differs "w['lm_head.weight'] = w['model.embed_tokens.weight'] * 2"
+expect_fail "HF: tied config with a different lm_head.weight" "hf_tied_head_differs/model.safetensors" \
+  "tie_word_embeddings: true, but lm_head.weight is stored and differs" \
+  "set \"tie_word_embeddings\": false in config.json" -- \
+  "$EXATRAIN" logits --hf hf_tied_head_differs --input tokens.txt --output out.safetensors
+rewrite_weights hf_tied_head_equal "w['lm_head.weight'] = w['model.embed_tokens.weight'].copy()"
+if expect_ok "HF: tied config with an equal lm_head.weight" -- \
+  "$EXATRAIN" logits --hf hf_tied_head_equal --input tokens.txt --output tied_equal.safetensors; then
+  if cmp -s ok.safetensors tied_equal.safetensors; then pass "HF: an equal lm_head.weight gives the tied logits"
+  else fail "HF: an equal lm_head.weight gives the tied logits" "tied_equal.safetensors differs from ok.safetensors"; fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Token input and output of logits
 # ---------------------------------------------------------------------------------------------
