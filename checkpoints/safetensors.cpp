@@ -12,13 +12,16 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 
 namespace exatrain {
 
@@ -64,13 +67,6 @@ bool byte_size(const std::vector<int64_t>& shape, DType dtype, uint64_t& bytes) 
 }
 
 std::string json_kind(const json& j) { return fmt::format("{} {}", j.type_name(), j.dump().substr(0, 40)); }
-
-// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
-std::string parse_error_text(const nlohmann::json::parse_error& e) {
-  const std::string what = e.what();
-  const size_t end = what.find("] ");
-  return end == std::string::npos ? what : what.substr(end + 2);
-}
 
 std::string system_error(const std::string& what, const std::string& path) {
   return fmt::format("{}: {}: {}", path, what, std::strerror(errno));
@@ -148,8 +144,9 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     try {
       const char* text = reinterpret_cast<const char*>(bytes + 8);
       header = json::parse(text, text + header_len, on_event);
-    } catch (const json::parse_error& e) {
-      fail("{}: the header is not valid JSON (byte {} of the header): {}", path, e.byte, parse_error_text(e));
+    } catch (const json::exception& e) {
+      fail("{}: the header is not valid JSON: {}", path,
+           json_error_text(e, std::string_view(reinterpret_cast<const char*>(bytes + 8), header_len)));
     }
     if (!header.is_object()) fail("{}: the header is a JSON {}, expected an object", path, header.type_name());
     if (!duplicate.empty()) fail("{}: the header names '{}' twice", path, duplicate);
@@ -326,16 +323,18 @@ SafetensorsDir::SafetensorsDir(const std::string& dir) : dir_(dir) {
   }
 
   const std::string ip = index_path.string();
-  std::FILE* f = std::fopen(ip.c_str(), "rb");
-  if (!f) fail("{}", system_error("cannot open", ip));
+  std::ifstream in(ip, std::ios::binary);
+  if (!in) fail("{}", system_error("cannot open", ip));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("{}", system_error("cannot read", ip));
+  const std::string bytes = text.str();
   json index;
   try {
-    index = json::parse(f);
-  } catch (const json::parse_error& e) {
-    std::fclose(f);
-    fail("{}: invalid JSON at byte {}: {}", ip, e.byte, parse_error_text(e));
+    index = json::parse(bytes);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON: {}", ip, json_error_text(e, bytes));
   }
-  std::fclose(f);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     fail("{}: expected an object with a 'weight_map' object (tensor name -> file)", ip);
 
