@@ -478,6 +478,14 @@ printf '{"model_type": "exaone4",\n' >hf_bad_json/config.json
 expect_fail "HF: config.json invalid JSON" "hf_bad_json/config.json" "invalid JSON" "line 2, column 1" -- \
   "$EXATRAIN" logits --hf hf_bad_json --input tokens.txt --output out.safetensors
 
+# A number beyond a double (nlohmann's out_of_range 406) used to be an "internal error" naming
+# no file; now the file, line and column.
+copy_hf hf_overflow
+sed -i 's/"rms_norm_eps": [^,]*/"rms_norm_eps": 1e999/' hf_overflow/config.json
+expect_fail "HF: config.json number overflow" "hf_overflow/config.json: invalid JSON" \
+  "number overflow parsing '1e999' at line" -- \
+  "$EXATRAIN" logits --hf hf_overflow --input tokens.txt --output out.safetensors
+
 copy_hf hf_llama
 sed -i 's/"model_type": "exaone4"/"model_type": "llama"/' hf_llama/config.json
 expect_fail "HF: model_type llama" "hf_llama/config.json" "model_type is 'llama'" "exaone4" -- \
@@ -606,6 +614,33 @@ expect_fail "logits: output under a regular file" "file/out.safetensors" "Not a 
 mkdir out_dir
 expect_fail "logits: output is a directory" "out_dir" "Is a directory" -- \
   "$EXATRAIN" logits --hf "$HF" --input tokens.txt --output out_dir
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer.json, and output that cannot be written
+# ---------------------------------------------------------------------------------------------
+sed '0,/"id": 0,/s//"id": 1e999,/' "$SRC/tests/parity/tokenizer/genesis-bpe.json" >tok_overflow.json
+expect_fail "tokenizer.json number overflow" "tok_overflow.json: not valid JSON" \
+  "number overflow parsing '1e999' at line" -- \
+  bash -c 'echo hello | "$@"' _ "$EXATRAIN" tokenizer encode --tokenizer tok_overflow.json
+expect_fail "tokenizer encode --json: number overflow" "<stdin>:1: not a JSON string: number overflow parsing '1e999'" -- \
+  bash -c 'echo 1e999 | "$@"' _ "$EXATRAIN" tokenizer encode --json --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+
+# Every command checks that its output arrived (stdout on a full device used to exit 0).
+expect_fail "config show to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" config show base.yaml
+expect_fail "tokenizer decode to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c 'echo 1 2 3 | "$@" >/dev/full' _ "$EXATRAIN" tokenizer decode --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+expect_fail "tokenizer encode to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c 'yes "In the beginning" | head -n 20000 | "$@" >/dev/full' _ "$EXATRAIN" tokenizer encode \
+  --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+expect_fail "model info to a full device" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" model info --preset tiny
+expect_fail "config keys to a full device (fails mid-way)" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" config keys
+expect_fail "--help to a full device" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" --help
+expect_fail "config show with stdout closed" "cannot write to standard output: Bad file descriptor" -- \
+  bash -c '"$@" >&-' _ "$EXATRAIN" config show base.yaml
 
 echo
 if ((failures > 0)); then
