@@ -8,6 +8,7 @@
 
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 
 namespace exatrain {
 
@@ -77,13 +78,6 @@ class JsonKeys {
   std::string where_;
 };
 
-// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
-std::string parse_error_text(const nlohmann::json::parse_error& e) {
-  const std::string what = e.what();
-  const size_t end = what.find("] ");
-  return end == std::string::npos ? what : what.substr(end + 2);
-}
-
 json load_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -93,10 +87,11 @@ json load_json(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  const std::string bytes = text.str();
   try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    fail("{}: invalid JSON at byte {}: {}", path, e.byte, parse_error_text(e));
+    return json::parse(bytes);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON: {}", path, json_error_text(e, bytes));
   }
 }
 

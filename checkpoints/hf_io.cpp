@@ -17,6 +17,7 @@ void load_hf_weights(Exaone4Model& model, const std::string& dir) {
   if (!unexpected.empty())
     fail("{}: {} tensor(s) that an Exaone4ForCausalLM with this config.json does not have, e.g. '{}' ({})", dir,
          unexpected.size(), unexpected.front(), files.describe_location(unexpected.front()));
+  if (model.config().tie_embeddings) check_tied_lm_head(files);
   std::vector<StatePiece> targets;
   std::vector<std::pair<at::Tensor, at::Tensor>> staged;  // host copy, parameter (GPU parameters)
   for (size_t i = 0; i < model.params().size(); ++i) {

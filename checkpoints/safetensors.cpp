@@ -12,13 +12,16 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 
 namespace exatrain {
 
@@ -64,13 +67,6 @@ bool byte_size(const std::vector<int64_t>& shape, DType dtype, uint64_t& bytes) 
 }
 
 std::string json_kind(const json& j) { return fmt::format("{} {}", j.type_name(), j.dump().substr(0, 40)); }
-
-// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
-std::string parse_error_text(const nlohmann::json::parse_error& e) {
-  const std::string what = e.what();
-  const size_t end = what.find("] ");
-  return end == std::string::npos ? what : what.substr(end + 2);
-}
 
 std::string system_error(const std::string& what, const std::string& path) {
   return fmt::format("{}: {}: {}", path, what, std::strerror(errno));
@@ -148,8 +144,9 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     try {
       const char* text = reinterpret_cast<const char*>(bytes + 8);
       header = json::parse(text, text + header_len, on_event);
-    } catch (const json::parse_error& e) {
-      fail("{}: the header is not valid JSON (byte {} of the header): {}", path, e.byte, parse_error_text(e));
+    } catch (const json::exception& e) {
+      fail("{}: the header is not valid JSON: {}", path,
+           json_error_text(e, std::string_view(reinterpret_cast<const char*>(bytes + 8), header_len)));
     }
     if (!header.is_object()) fail("{}: the header is a JSON {}, expected an object", path, header.type_name());
     if (!duplicate.empty()) fail("{}: the header names '{}' twice", path, duplicate);
@@ -207,19 +204,35 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
       tensors_.push_back(std::move(info));
     }
 
-    // Overlap check: sort the non-empty byte ranges and compare neighbours.
+    // The reference implementation (safetensors' Metadata::validate and read_metadata) sorts
+    // the tensors by data_offsets and requires them to tile the data section exactly: the
+    // first begins at 0, each begins where the one before ends, the last ends at the end of
+    // the file. Without that, a header length a few bytes short (the JSON still parses when
+    // its padding is cut) shifts every tensor and reads garbage, and bytes after the last
+    // tensor go unnoticed.
     std::vector<const TensorInfo*> by_offset;
-    for (const auto& t : tensors_)
-      if (t.end > t.begin) by_offset.push_back(&t);
-    std::sort(by_offset.begin(), by_offset.end(),
-              [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-    for (size_t i = 1; i < by_offset.size(); ++i) {
-      const TensorInfo& a = *by_offset[i - 1];
-      const TensorInfo& b = *by_offset[i];
-      if (b.begin < a.end)
-        fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data section", path, a.name, a.begin,
-             a.end, b.name, b.begin, b.end);
+    for (const auto& t : tensors_) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+      return std::pair(a->begin, a->end) < std::pair(b->begin, b->end);
+    });
+    const TensorInfo* previous = nullptr;
+    uint64_t covered = 0;  // bytes of the data section tiled so far
+    for (const TensorInfo* t : by_offset) {
+      if (t->begin < covered)
+        fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data section", path, previous->name,
+             previous->begin, previous->end, t->name, t->begin, t->end);
+      if (t->begin > covered)
+        fail("{}: bytes {} to {} of the data section, before tensor '{}', belong to no tensor; the header length "
+             "or the header is corrupt (safetensors requires the tensors to fill the data section exactly)",
+             path, covered, t->begin, t->name);
+      covered = t->end;
+      previous = t;
     }
+    if (covered != data_size)
+      fail("{}: the tensors fill {} bytes of the data section but it holds {}: {} bytes after the last tensor; the "
+           "header length is wrong or bytes were appended (safetensors requires the tensors to fill the data "
+           "section exactly)",
+           path, covered, data_size, data_size - covered);
   } catch (...) {
     unmap();
     throw;
@@ -310,16 +323,18 @@ SafetensorsDir::SafetensorsDir(const std::string& dir) : dir_(dir) {
   }
 
   const std::string ip = index_path.string();
-  std::FILE* f = std::fopen(ip.c_str(), "rb");
-  if (!f) fail("{}", system_error("cannot open", ip));
+  std::ifstream in(ip, std::ios::binary);
+  if (!in) fail("{}", system_error("cannot open", ip));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("{}", system_error("cannot read", ip));
+  const std::string bytes = text.str();
   json index;
   try {
-    index = json::parse(f);
-  } catch (const json::parse_error& e) {
-    std::fclose(f);
-    fail("{}: invalid JSON at byte {}: {}", ip, e.byte, parse_error_text(e));
+    index = json::parse(bytes);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON: {}", ip, json_error_text(e, bytes));
   }
-  std::fclose(f);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     fail("{}: expected an object with a 'weight_map' object (tensor name -> file)", ip);
 

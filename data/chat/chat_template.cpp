@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 #include "trainer/core/utf8.h"
 
 namespace exatrain {
@@ -170,8 +171,8 @@ std::string python_json_dumps(std::string_view json) {
   Json j;
   try {
     j = Json::parse(json);
-  } catch (const Json::parse_error& e) {
-    fail("not JSON: {}", e.what());
+  } catch (const Json::exception& e) {
+    fail("not JSON: {}", json_error_text(e, json));
   }
   std::string out;
   append_python_json(j, out);
@@ -188,10 +189,8 @@ Conversation parse_chat_record(std::string_view json) {
   Json record;
   try {
     record = Json::parse(json);
-  } catch (const Json::parse_error& e) {
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    if (const size_t close = what.find("] "); close != std::string::npos) what = what.substr(close + 2);
-    fail("malformed JSON: {}", what);
+  } catch (const Json::exception& e) {
+    fail("malformed JSON: {}", json_error_text(e, json));
   }
   if (!record.is_object()) fail("expected a JSON object with \"messages\", found {}", record.type_name());
   if (record.contains("tools") && !record["tools"].is_null() && !record["tools"].empty())

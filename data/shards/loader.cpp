@@ -8,6 +8,7 @@
 #include "data/shards/blend_schedule.h"
 #include "data/shards/bounded_queue.h"
 #include "data/shards/index_permutation.h"
+#include "data/shards/shard_verifier.h"
 #include "trainer/core/sha256.h"
 #include "data/shards/token_dataset.h"
 #include "trainer/core/error.h"
@@ -75,6 +76,8 @@ struct DataLoader::Impl {
   std::vector<std::unique_ptr<TokenDataset>> data;
   std::vector<LoaderDatasetInfo> info;
   std::unique_ptr<BlendSchedule> blend;
+  std::vector<size_t> first_shard;          // dataset d's shards are the verifier's [first_shard[d], ...)
+  std::unique_ptr<ShardVerifier> verifier;  // null when verify_checksums is off
   Position consumer;  // what state() reports
   LoaderStats stats;
 
@@ -149,11 +152,25 @@ DataLoader::Impl::Impl(const LoaderConfig& c) : config(c) {
   blend = std::make_unique<BlendSchedule>(weights);
   for (size_t d = 0; d < info.size(); ++d) info[d].weight_units = blend->units()[d];
   consumer.drawn.assign(info.size(), 0);
+  if (c.verify_checksums) {
+    std::vector<ShardVerifier::Shard> shards;
+    for (const auto& ds : data) {
+      first_shard.push_back(shards.size());
+      for (size_t s = 0; s < ds->shard_count(); ++s)
+        shards.push_back(ShardVerifier::Shard{ds->shard(s).path(), ds->dir(), ds->shard(s).file_bytes(),
+                                              ds->manifest().shards[s].sha256});
+    }
+    verifier = std::make_unique<ShardVerifier>(std::move(shards));
+  }
 }
 
 void DataLoader::Impl::fill_row(Batch& out, size_t dataset, int64_t sequence, int64_t epoch) const {
   const int64_t L = config.seq_len;
   const size_t row = out.dataset.size();
+  if (verifier) {  // hash these shards next, if they are still waiting
+    const auto [first, last] = data[dataset]->shards_of(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1));
+    for (size_t s = first; s <= last; ++s) verifier->prefer(first_shard[dataset] + s);
+  }
   data[dataset]->read(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1), out.tokens.data() + row * (L + 1));
   data[dataset]->read_loss_mask(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1),
                                 out.loss_mask.data() + row * (L + 1));
@@ -298,6 +315,7 @@ Batch DataLoader::next() {
   Impl& s = *impl_;
   if (!s.queue) {
     Batch b = s.make_batch(s.consumer);
+    if (s.verifier) s.verifier->check();
     ++s.stats.batches;
     return b;
   }
@@ -306,6 +324,7 @@ Batch DataLoader::next() {
   s.stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!item) fail("loader: the prefetch thread stopped after an error");
   if (item->error) std::rethrow_exception(item->error);
+  if (s.verifier) s.verifier->check();  // a mismatch found since this batch was assembled
   s.consumer = std::move(item->after);
   ++s.stats.batches;
   return std::move(item->batch);
@@ -345,9 +364,20 @@ Batch DataLoader::validation_batch(size_t dataset, int64_t index) const {
   out.loss_mask.resize(static_cast<size_t>(out.rows * (L + 1)));
   out.doc_start_offsets.push_back(0);
   for (int64_t i = lo; i < hi; ++i) s.fill_row(out, dataset, in.train_sequences + first + i, 0);
+  if (s.verifier) s.verifier->check();
   return out;
 }
 
 LoaderStats DataLoader::stats() const { return impl_->stats; }
+
+void DataLoader::wait_verified() const {
+  if (impl_->verifier) impl_->verifier->wait();
+}
+
+DataLoader::Verification DataLoader::verification() const {
+  if (!impl_->verifier) return {};
+  const ShardVerifier::Progress p = impl_->verifier->progress();
+  return Verification{impl_->verifier->shards(), p.shards, p.bytes, p.seconds};
+}
 
 }  // namespace exatrain

@@ -20,6 +20,19 @@
 //             [r * B / dp, (r + 1) * B / dp).
 //
 // A prefetch thread keeps `prefetch` batches ready; next() only waits if it falls behind.
+//
+// Integrity (verify_checksums, on by default). Every id read is checked against the vocabulary
+// as the batch is assembled: an id outside it is an Error naming the shard and the token's
+// position, before the batch is handed out. And every shard is hashed (sha256) against its
+// manifest by one background thread (ShardVerifier), from the moment the datasets are opened,
+// the shards the next batches read first. Batches never wait for the hashing, so the first
+// steps are not delayed; instead:
+//   - next() and validation_batch() hand out nothing once a mismatch has been found: the
+//     Error names the shard file;
+//   - wait_verified() blocks until every shard is hashed (the trainer calls it before its last
+//     step, so a run never finishes on unchecked data).
+// So a corrupt shard can reach the optimizer only in the steps taken while it is still being
+// hashed, the first seconds of a run (docs/performance.md has the rate).
 #pragma once
 
 #include <cstdint>
@@ -47,6 +60,7 @@ struct LoaderConfig {
   int64_t prefetch = 4;               // batches prepared ahead by a thread; 0: none
   std::string tokenizer_sha256;       // if set, every dataset must have been made with it
   int64_t vocab_size = 0;             // if set, datasets with a larger vocabulary are rejected
+  bool verify_checksums = true;       // hash every shard in the background (above)
 };
 
 // One rank's slice of one global batch.
@@ -103,6 +117,16 @@ class DataLoader {
   Batch validation_batch(size_t dataset, int64_t index) const;
 
   LoaderStats stats() const;
+
+  // Blocks until the background hashing has checked every shard; an Error names a shard that
+  // does not match its manifest. Returns at once when verify_checksums is off.
+  void wait_verified() const;
+  struct Verification {
+    size_t shards = 0, checked = 0;  // checked: hashed and matching so far
+    uint64_t bytes = 0;              // hashed so far
+    double seconds = 0;              // from opening the datasets to the last shard hashed
+  };
+  Verification verification() const;  // all zero when verify_checksums is off
 
  private:
   struct Impl;

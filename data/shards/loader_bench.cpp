@@ -27,6 +27,7 @@ LoaderConfig bench_config(const LoaderBenchOptions& o, int64_t prefetch) {
   c.dp_rank = 0;
   c.dp_size = o.dp_size;
   c.prefetch = prefetch;
+  c.verify_checksums = false;  // the bench measures reading; `data verify` measures hashing
   return c;
 }
 

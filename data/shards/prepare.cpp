@@ -21,6 +21,7 @@
 #include "trainer/core/utf8.h"
 #include "trainer/core/config.h"  // version_string, git_commit
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 #include "trainer/core/logging.h"
 #include "trainer/core/thread_pool.h"
 
@@ -157,10 +158,8 @@ class ChunkEncoder {
       nlohmann::json record;
       try {
         record = nlohmann::json::parse(bytes);
-      } catch (const nlohmann::json::parse_error& e) {
-        std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-        if (const size_t close = what.find("] "); close != std::string::npos) what = what.substr(close + 2);
-        return bad_record(doc, "malformed JSON: " + what, out);
+      } catch (const nlohmann::json::exception& e) {
+        return bad_record(doc, "malformed JSON: " + json_error_text(e, bytes), out);
       }
       if (!record.is_object()) return bad_record(doc, fmt::format("expected a JSON object, found {}", json_type_name(record)), out);
       const auto it = record.find(options_.jsonl_field);

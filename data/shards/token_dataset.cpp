@@ -55,10 +55,21 @@ void TokenDataset::for_each_piece(uint64_t begin, uint64_t count, const char* wh
 }
 
 void TokenDataset::read(uint64_t begin, uint64_t count, int32_t* out) const {
+  const uint64_t vocab = manifest_.vocab_size;
   for_each_piece(begin, count, "tokens", [&](const ShardReader& shard, uint64_t local, uint64_t take) {
     shard.copy_tokens(local, take, out);
+    // One comparison per token, before any id can reach an embedding lookup.
+    for (uint64_t i = 0; i < take; ++i)
+      if (static_cast<uint32_t>(out[i]) >= vocab)  // ids above 2^31 - 1 came in negative
+        fail("shard '{}': token {} is id {}, outside the dataset's vocabulary (size {}); the shard is corrupt: check "
+             "it with `exatrain data verify {}` and prepare the dataset again",
+             shard.path(), local + i, uint32_t(out[i]), vocab, dir_);
     out += take;
   });
+}
+
+std::pair<size_t, size_t> TokenDataset::shards_of(uint64_t begin, uint64_t count) const {
+  return {shard_of(begin), shard_of(begin + count - 1)};
 }
 
 void TokenDataset::read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const {

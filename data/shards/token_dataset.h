@@ -1,10 +1,12 @@
 // One prepared dataset opened for reading: its manifest and its shards, memory-mapped, seen
 // as one stream of tokens with document starts. Opening checks the structure of every shard
-// against the manifest (sizes and counts; checksums are `exatrain data verify`'s job).
+// against the manifest (sizes and counts); reading checks every id against the vocabulary.
+// Checksums are `exatrain data verify`'s job, and the loader's (shard_verifier.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/shards/manifest.h"
@@ -22,13 +24,19 @@ class TokenDataset {
   // sha256 over the tokenizer hash and every shard's checksum: names the data, not its files.
   const std::string& identity() const { return identity_; }
 
-  // Tokens [begin, begin + count) of the stream, widened to int32.
+  // Tokens [begin, begin + count) of the stream, widened to int32. An id outside the manifest's
+  // vocabulary (a corrupt shard) is an Error naming the shard and the token's position in it.
   void read(uint64_t begin, uint64_t count, int32_t* out) const;
   // Loss-mask values of tokens [begin, begin + count) as 0/1; all 1 for a dataset without a mask.
   void read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const;
   bool has_loss_mask() const { return manifest_.has_loss_mask; }
   // Appends p - begin for every document start p in [begin, begin + count).
   void document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const;
+
+  size_t shard_count() const { return shards_.size(); }
+  const ShardReader& shard(size_t i) const { return shards_[i]; }
+  // The shards holding stream tokens [begin, begin + count): [first, last], count > 0.
+  std::pair<size_t, size_t> shards_of(uint64_t begin, uint64_t count) const;
 
  private:
   size_t shard_of(uint64_t position) const;  // the shard holding stream position `position`

@@ -7,6 +7,7 @@
 #include "data/tokenizer/onig_regex.h"
 #include "data/tokenizer/tokenizer_impl.h"
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 
 namespace exatrain {
 
@@ -286,8 +287,8 @@ std::shared_ptr<Tokenizer::Impl> load_tokenizer_json(std::string_view text, cons
   json j;
   try {
     j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", name, e.what());
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", name, json_error_text(e, text));
   }
   if (!j.is_object()) fail("{}: expected a JSON object at the top level", name);
   auto impl = std::make_shared<Tokenizer::Impl>();

@@ -101,6 +101,42 @@ printf 'model: {preset: tiny}\ntrain: {steps: ~}\n' >null_value.yaml
 expect_fail "null value" "null_value.yaml:2:16:" "train.steps" "found nothing (null)" -- \
   "$EXATRAIN" config show null_value.yaml
 
+# Anchors and aliases are refused before yaml-cpp builds its node graph (which crashed on a
+# self-reference and expanded "billion laughs" to gigabytes); the address space is capped so a
+# regression fails fast.
+printf 'model: {preset: tiny}\nx: &a [*a]\n' >alias_self.yaml
+expect_fail "self-referencing YAML alias" "alias_self.yaml:2:4:" "YAML anchors (&a) are not supported" \
+  "write the value out in full" -- \
+  "$EXATRAIN" config show alias_self.yaml
+{
+  echo 'model: {preset: tiny}'
+  echo 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
+  prev=a
+  for c in b c d e f g h i j k l m n o p q r s; do
+    echo "$c: &$c [*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev,*$prev]"
+    prev=$c
+  done
+} >laughs.yaml
+expect_fail "YAML alias bomb (billion laughs)" "laughs.yaml:2:4:" "YAML anchors (&a) are not supported" -- \
+  bash -c 'ulimit -v 4000000 && exec "$@"' _ "$EXATRAIN" config show laughs.yaml
+printf 'model: {preset: tiny}\ntrain: {steps: *n}\n' >alias_only.yaml
+expect_fail "YAML alias" "alias_only.yaml:2:16:" "YAML aliases (*name) are not supported" -- \
+  "$EXATRAIN" config show alias_only.yaml
+printf 'model: {preset: tiny}\nlog: {sample_prompt: "&a *b"}  # &c *d\n' >amp_in_string.yaml
+expect_ok "& and * inside a string and a comment are text" 'sample_prompt: "&a *b"' -- \
+  "$EXATRAIN" config show amp_in_string.yaml
+
+# yaml-cpp 0.7 let a quoted string run to the end of the file when a line break came first: the
+# keys below it vanished into the string and the run used defaults (exit 0).
+printf 'model: {preset: tiny}\nlog:\n  sample_prompt: "Hello\ntrain:\n  steps: 9\n' >open_quote.yaml
+expect_fail "unterminated double quote" "open_quote.yaml:3:18:" \
+  "the double-quoted string that opens here is never closed" "add the closing \"" -- \
+  "$EXATRAIN" config show open_quote.yaml
+printf "model: {preset: tiny}\nlog: {level: 'info}\ntrain: {steps: 9}\n" >open_quote1.yaml
+expect_fail "unterminated single quote in a flow mapping" "open_quote1.yaml:2:14:" \
+  "the single-quoted string that opens here is never closed" -- \
+  "$EXATRAIN" config show open_quote1.yaml
+
 # ---------------------------------------------------------------------------------------------
 # Unknown keys
 # ---------------------------------------------------------------------------------------------
@@ -442,6 +478,14 @@ printf '{"model_type": "exaone4",\n' >hf_bad_json/config.json
 expect_fail "HF: config.json invalid JSON" "hf_bad_json/config.json" "invalid JSON" "line 2, column 1" -- \
   "$EXATRAIN" logits --hf hf_bad_json --input tokens.txt --output out.safetensors
 
+# A number beyond a double (nlohmann's out_of_range 406) used to be an "internal error" naming
+# no file; now the file, line and column.
+copy_hf hf_overflow
+sed -i 's/"rms_norm_eps": [^,]*/"rms_norm_eps": 1e999/' hf_overflow/config.json
+expect_fail "HF: config.json number overflow" "hf_overflow/config.json: invalid JSON" \
+  "number overflow parsing '1e999' at line" -- \
+  "$EXATRAIN" logits --hf hf_overflow --input tokens.txt --output out.safetensors
+
 copy_hf hf_llama
 sed -i 's/"model_type": "exaone4"/"model_type": "llama"/' hf_llama/config.json
 expect_fail "HF: model_type llama" "hf_llama/config.json" "model_type is 'llama'" "exaone4" -- \
@@ -484,6 +528,47 @@ copy_hf hf_no_weights
 rm hf_no_weights/model.safetensors
 expect_fail "HF: no safetensors file" "hf_no_weights" "no model.safetensors or model.safetensors.index.json" -- \
   "$EXATRAIN" logits --hf hf_no_weights --input tokens.txt --output out.safetensors
+
+# The tensors must fill the data section exactly, as the safetensors library requires. A header
+# length a few bytes short still parses (only the padding is cut) and used to shift every tensor
+# (all-NaN logits); bytes after the last tensor went unnoticed. The library is the judge here.
+copy_hf hf_short_len
+"$PY" - hf_short_len/model.safetensors <<'EOF' || fail "fixture hf_short_len" "could not rewrite the file"
+import json, struct, sys
+path = sys.argv[1]
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+text = json.dumps(json.loads(raw[8:8 + n]))
+open(path, "wb").write(struct.pack("<Q", len(text) + 5) + (text + " " * 8).encode() + raw[8 + n:])
+EOF
+if "$PY" -c 'import sys; from safetensors import safe_open; safe_open(sys.argv[1], "np")' \
+  hf_short_len/model.safetensors 2>/dev/null; then
+  fail "judge: safetensors refuses a header length 3 bytes short" "the Python library accepted it"
+else
+  pass "judge: safetensors refuses a header length 3 bytes short"
+fi
+expect_fail "HF: header length 3 bytes short" "hf_short_len/model.safetensors" "3 bytes after the last tensor" \
+  "header length is wrong" -- \
+  "$EXATRAIN" logits --hf hf_short_len --input tokens.txt --output out.safetensors
+
+copy_hf hf_trailing
+printf 'trailing bytes' >>hf_trailing/model.safetensors
+expect_fail "HF: bytes after the last tensor" "hf_trailing/model.safetensors" "14 bytes after the last tensor" -- \
+  "$EXATRAIN" logits --hf hf_trailing --input tokens.txt --output out.safetensors
+
+# tie_word_embeddings: true (the tiny preset) with a stored lm_head.weight: transformers ties them
+# only when they are equal; when they differ it keeps both, so exatrain refuses rather than tie.
+rewrite_weights hf_tied_head_differs "w['lm_head.weight'] = w['model.embed_tokens.weight'] * 2"
+expect_fail "HF: tied config with a different lm_head.weight" "hf_tied_head_differs/model.safetensors" \
+  "tie_word_embeddings: true, but lm_head.weight is stored and differs" \
+  "set \"tie_word_embeddings\": false in config.json" -- \
+  "$EXATRAIN" logits --hf hf_tied_head_differs --input tokens.txt --output out.safetensors
+rewrite_weights hf_tied_head_equal "w['lm_head.weight'] = w['model.embed_tokens.weight'].copy()"
+if expect_ok "HF: tied config with an equal lm_head.weight" -- \
+  "$EXATRAIN" logits --hf hf_tied_head_equal --input tokens.txt --output tied_equal.safetensors; then
+  if cmp -s ok.safetensors tied_equal.safetensors; then pass "HF: an equal lm_head.weight gives the tied logits"
+  else fail "HF: an equal lm_head.weight gives the tied logits" "tied_equal.safetensors differs from ok.safetensors"; fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Token input and output of logits
@@ -529,6 +614,33 @@ expect_fail "logits: output under a regular file" "file/out.safetensors" "Not a 
 mkdir out_dir
 expect_fail "logits: output is a directory" "out_dir" "Is a directory" -- \
   "$EXATRAIN" logits --hf "$HF" --input tokens.txt --output out_dir
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer.json, and output that cannot be written
+# ---------------------------------------------------------------------------------------------
+sed '0,/"id": 0,/s//"id": 1e999,/' "$SRC/tests/parity/tokenizer/genesis-bpe.json" >tok_overflow.json
+expect_fail "tokenizer.json number overflow" "tok_overflow.json: not valid JSON" \
+  "number overflow parsing '1e999' at line" -- \
+  bash -c 'echo hello | "$@"' _ "$EXATRAIN" tokenizer encode --tokenizer tok_overflow.json
+expect_fail "tokenizer encode --json: number overflow" "<stdin>:1: not a JSON string: number overflow parsing '1e999'" -- \
+  bash -c 'echo 1e999 | "$@"' _ "$EXATRAIN" tokenizer encode --json --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+
+# Every command checks that its output arrived (stdout on a full device used to exit 0).
+expect_fail "config show to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" config show base.yaml
+expect_fail "tokenizer decode to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c 'echo 1 2 3 | "$@" >/dev/full' _ "$EXATRAIN" tokenizer decode --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+expect_fail "tokenizer encode to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c 'yes "In the beginning" | head -n 20000 | "$@" >/dev/full' _ "$EXATRAIN" tokenizer encode \
+  --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+expect_fail "model info to a full device" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" model info --preset tiny
+expect_fail "config keys to a full device (fails mid-way)" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" config keys
+expect_fail "--help to a full device" "cannot write to standard output" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" --help
+expect_fail "config show with stdout closed" "cannot write to standard output: Bad file descriptor" -- \
+  bash -c '"$@" >&-' _ "$EXATRAIN" config show base.yaml
 
 echo
 if ((failures > 0)); then

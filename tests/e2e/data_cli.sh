@@ -159,6 +159,28 @@ expect_fail "missing shard" "shard-00000.bin: missing" -- "$EXATRAIN" data verif
 expect_fail "not a dataset" "no manifest.pb" -- "$EXATRAIN" data verify "$T"
 expect_fail "info of a non-dataset" "no manifest.pb" -- "$EXATRAIN" data info "$T"
 
+# A string field of manifest.pb with invalid UTF-8: protobuf's own "[libprotobuf ERROR ...]" line
+# used to come before ours (expect_fail allows exactly one line).
+cp -r ds ds_utf8
+"$PY" - ds_utf8/manifest.pb <<'PYEOF' || fail "fixture ds_utf8" "could not rewrite manifest.pb"
+import sys
+path = sys.argv[1]
+b = bytearray(open(path, "rb").read())
+i = b.index(b"KJV Genesis")  # the source field
+b[i] = 0xFF
+open(path, "wb").write(b)
+PYEOF
+expect_fail "manifest.pb with invalid UTF-8: one line, no protobuf log" "ds_utf8/manifest.pb" \
+  "not a valid Protocol Buffers message" -- "$EXATRAIN" data info ds_utf8
+expect_fail "verify: manifest.pb with invalid UTF-8" "ds_utf8/manifest.pb" -- "$EXATRAIN" data verify ds_utf8
+# A JSON number beyond a double: nlohmann's out_of_range used to escape as an internal error.
+printf '{"text": "fine"}\n{"text": 1e999}\n' >overflow.jsonl
+expect_fail "jsonl: number overflow" "overflow.jsonl:2: malformed JSON: number overflow parsing '1e999' at line 1, column 10" -- \
+  "$EXATRAIN" data prepare "${common[@]}" --input overflow.jsonl --format jsonl --output out8
+# Output that cannot be written is a failure, not exit 0.
+expect_fail "info to a full device" "cannot write to standard output: No space left on device" -- \
+  bash -c '"$@" >/dev/full' _ "$EXATRAIN" data info ds
+
 # ---- chat data (the fixture tokenizer has the EXAONE-4 special tokens; ids and mask are judged
 # by tests/parity/check_chat.py, here the CLI around it) -------------------------------------------
 CHAT_TOK=$SRC/tests/parity/tokenizer/genesis-bpe.json

@@ -6,7 +6,9 @@
 #   - the loss and final weights of dp 2 and tp 2 x pp 2 runs equal the single-rank run (the
 #     global batches do not depend on the layout);
 #   - a tokenizer other than the datasets', a vocabulary too small for the tokenizer, evaluation
-#     without a validation split, a misspelled dataset key: one clear error, no run directory.
+#     without a validation split, a misspelled dataset key: one clear error, no run directory;
+#   - corrupt shards (an id changed, shards swapped, EOS removed, ids outside the vocabulary):
+#     the run stops with one error naming the shard and writes no final weights.
 #   train_data.sh EXATRAIN_BIN PYTHON
 set -euo pipefail
 BIN=$1 PY=$2
@@ -113,4 +115,81 @@ sed 's/validation_sequences: 8/validation_sequences: 0/; s/validation_fraction: 
 expect_error "no validation split" "no dataset has a validation split" -- train "$T/noval.yaml"
 sed 's/      weight: 3/      wieght: 3/' "$T/run.yaml" >"$T/typo.yaml"
 expect_error "misspelled dataset key" "unknown key 'data.datasets[0].wieght' (did you mean 'weight'?)" -- train "$T/typo.yaml"
+# ---- corrupt shards (a fuzzing probe's finds): the run stops with one line naming the shard ----
+# Shards of 8192 tokens; each case corrupts a fresh copy. The checksums are hashed in the
+# background (data/shards/loader.h): the run ends at the first step after the mismatch is found
+# and at the latest before its last step, so it never finishes (no RUN/final) on bad data.
+"$BIN" data prepare --tokenizer "$TOK" --eos "[|endofturn|]" --input "$SRC/data/corpora/kjv-genesis.txt" \
+  --format text --output "$T/small_shards" --name genesis --license LicenseRef-PublicDomain \
+  --source "KJV Genesis" --shard-tokens 8192 >"$T/prep3.log" 2>&1 || { cat "$T/prep3.log"; fail "prepare small shards"; }
+cat >"$T/corrupt.yaml" <<YAML
+model: {preset: tiny, vocab_size: 1216}
+train: {steps: 3, global_batch: 4, micro_batch: 2, seq_len: 32, threads: 1}
+data:
+  tokenizer: $TOK
+  datasets: [{path: corrupt}]
+log: {sample_tokens: 0}
+YAML
+# corrupt MODE: a fresh copy of the dataset in $T/corrupt, changed as MODE says.
+corrupt() {
+  rm -rf "$T/corrupt" && cp -r "$T/small_shards" "$T/corrupt"
+  "$PY" - "$T/corrupt" "$1" <<'PY'
+import hashlib, struct, sys
+d, mode = sys.argv[1:3]
+def shard(i): return f"{d}/shard-{i:05d}.bin"
+if mode == "swap":
+    a, b = open(shard(0), "rb").read(), open(shard(1), "rb").read()
+    open(shard(0), "wb").write(b); open(shard(1), "wb").write(a)
+    sys.exit()
+path = shard(2)
+raw = bytearray(open(path, "rb").read())
+ids = 64  # uint16 ids after the 64-byte header
+if mode == "valid_id":       # one id for another id inside the vocabulary
+    old = struct.unpack_from("<H", raw, ids + 2 * 100)[0]
+    struct.pack_into("<H", raw, ids + 2 * 100, 500 if old != 500 else 501)
+elif mode == "no_eos":       # the EOS before the second document becomes a word
+    tokens, docs = struct.unpack_from("<QQ", raw, 16)
+    start = struct.unpack_from("<Q", raw, len(raw) - 8 * docs + 8)[0]
+    assert struct.unpack_from("<H", raw, ids + 2 * (start - 1))[0] == 2, "expected EOS (id 2)"
+    struct.pack_into("<H", raw, ids + 2 * (start - 1), 500)
+elif mode == "oov":          # every id of every shard outside the model's vocabulary, checksums made to match
+    for i in range(100):
+        try: raw = bytearray(open(shard(i), "rb").read())
+        except FileNotFoundError: break
+        tokens = struct.unpack_from("<Q", raw, 16)[0]
+        old = hashlib.sha256(raw).hexdigest()
+        raw[ids:ids + 2 * tokens] = struct.pack("<H", 60000) * tokens
+        new = hashlib.sha256(raw).hexdigest()
+        open(shard(i), "wb").write(raw)
+        for m in ("manifest.pb", "manifest.txtpb"):
+            b = open(f"{d}/{m}", "rb").read()
+            open(f"{d}/{m}", "wb").write(b.replace(old.encode(), new.encode()))
+    sys.exit()
+open(path, "wb").write(raw)
+PY
+}
+# expect_stop NAME TEXT...: the run exits 1, its last stderr line is one "exatrain: error:" naming
+# TEXT, no torch or internal error, and there is no RUN/final.
+expect_stop() {
+  local name=$1; shift
+  rm -rf "$T/stopped"
+  if "$BIN" train "$T/corrupt.yaml" --run-dir "$T/stopped" >"$T/stop.out" 2>"$T/stop.err"; then fail "$name: exit 0"; fi
+  local last; last=$(tail -n 1 "$T/stop.err")
+  [[ $last == "exatrain: error: "* ]] || fail "$name: last line is not the error: $(tail -n 3 "$T/stop.err")"
+  for text in "$@"; do [[ $last == *"$text"* ]] || fail "$name: '$text' missing in: $last"; done
+  ! grep -q "internal error\|error: torch" "$T/stop.err" || fail "$name: $(cat "$T/stop.err")"
+  [[ ! -e "$T/stopped/final" ]] || fail "$name: the run wrote final weights"
+  echo "ok - $name: ${last:0:160}..."
+}
+corrupt valid_id
+expect_stop "shard with one id changed to another valid id" "corrupt/shard-00002.bin': sha256 is" \
+  "exatrain data verify"
+corrupt swap
+expect_stop "two shards swapped" "corrupt/shard-0000" "sha256 is" "swapped with another shard"
+corrupt no_eos
+expect_stop "EOS removed" "corrupt/shard-00002.bin': sha256 is"
+corrupt oov
+expect_stop "ids outside the vocabulary (checksums fixed up)" "corrupt/shard-0000" "is id 60000, outside the dataset's vocabulary (size 1202)"
+[[ ! -s "$T/stopped/metrics.jsonl" ]] || fail "out-of-vocabulary ids: a step ran before the error"
+
 echo "PASS: training on prepared datasets"

@@ -186,6 +186,8 @@ TEST(ChatRecord, PythonJsonDumps) {
 
 TEST(ChatRecord, ErrorsSayWhatAndWhere) {
   expect_error([] { parse_chat_record("{\"messages\": [}"); }, {"malformed JSON"});
+  expect_error([] { parse_chat_record("{\"messages\": [], \"x\": 1e999}"); },
+               {"malformed JSON: number overflow parsing '1e999' at line 1, column 23"});
   expect_error([] { parse_chat_record("[1]"); }, {"expected a JSON object", "array"});
   expect_error([] { parse_chat_record("{\"text\": \"x\"}"); }, {"no \"messages\""});
   expect_error([] { parse_chat_record("{\"messages\": []}"); }, {"\"messages\" is empty"});

@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/expect_error.h"
 #include "trainer/core/config.h"
+#include "trainer/core/config_tree.h"
 #include "trainer/core/error.h"
 
 namespace exatrain {
@@ -139,6 +141,50 @@ TEST(Config, InvalidYamlNamesLine) {
   const std::string msg = error_of([&] { load_run_config(path); });
   EXPECT_NE(msg.find(path + ":"), std::string::npos);
   EXPECT_NE(msg.find("invalid YAML"), std::string::npos) << msg;
+}
+
+// yaml-cpp 0.7's node graph crashed (SIGSEGV) on a self-referencing alias and expanded an alias
+// "billion laughs" to gigabytes; anchors and aliases are refused before any graph is built.
+TEST(Config, AnchorsAndAliasesRefused) {
+  expect_error([] { parse_yaml("model: {preset: tiny}\nx: &a [*a]\n", "self.yaml"); },
+               {"self.yaml:2:4: YAML anchors (&a) are not supported in a config"});
+  std::string laughs = "a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n";
+  for (char c = 'b'; c <= 'z'; ++c)
+    laughs += fmt::format("{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n", c, c, char(c - 1), char(c - 1),
+                          char(c - 1), char(c - 1), char(c - 1), char(c - 1), char(c - 1), char(c - 1), char(c - 1));
+  expect_error([&] { parse_yaml(laughs, "laughs.yaml"); }, {"laughs.yaml:1:4: YAML anchors (&a)"});
+  expect_error([] { parse_yaml("train: {steps: *n}\n", "alias.yaml"); },
+               {"alias.yaml:1:16: YAML aliases (*name) are not supported in a config"});
+  expect_error([] { parse_yaml("train:\n  steps: !!int &n 5\n", "tagged.yaml"); }, {"tagged.yaml:2:10: YAML anchors (&n)"});
+  // & and * inside quoted strings, plain scalars and comments are text, not anchors.
+  ConfigNode n = parse_yaml("log: {sample_prompt: \"&a *b\"}  # &c *d\nx: 'a&b*c'\ny: a&b*\n", "ok.yaml");
+  EXPECT_EQ(n.find("log")->find("sample_prompt")->scalar, "&a *b");
+  EXPECT_TRUE(n.find("log")->find("sample_prompt")->quoted);
+  EXPECT_EQ(n.find("x")->scalar, "a&b*c");
+  EXPECT_EQ(n.find("y")->scalar, "a&b*");
+}
+
+// yaml-cpp 0.7 accepted a quoted string left open when the file ends after a line break: it
+// swallowed every key below it and the run used defaults. PyYAML names where the quote opened.
+TEST(Config, UnterminatedQuoteNamesWhereItOpened) {
+  const auto path = write_file("quote.yaml", "model: {preset: tiny}\nlog:\n  sample_prompt: \"Hello\ntrain:\n  steps: 9\n");
+  expect_error([&] { load_run_config(path); },
+               {path + ":3:18: invalid YAML: the double-quoted string that opens here is never closed", "add the closing \""});
+  expect_error([] { parse_yaml("a: 'it''s\nb: 1\n", "single.yaml"); },
+               {"single.yaml:1:4: invalid YAML: the single-quoted string"});
+  expect_error([] { parse_yaml("a: \"x\\\"\nb: 1\n", "escaped.yaml"); }, {"escaped.yaml:1:4:"});
+  expect_error([] { parse_yaml("a: !!str \"x\nb: 1\n", "tag.yaml"); }, {"tag.yaml:1:4:"});
+  expect_error([] { parse_yaml("\"x\n", "--set a=\"x"); }, {"--set a=\"x:1:1: invalid YAML", "swallows the rest of the value"});
+  // Closed strings, including escaped quotes, '' and a string over two lines, and a block scalar
+  // running to the end of the file, are all fine.
+  ConfigNode n = parse_yaml("a: \"x\\\"y\"\nb: 'it''s'\nc: \"one\n  two\"\nd: |\n  text\n", "ok.yaml");
+  EXPECT_EQ(n.find("a")->scalar, "x\"y");
+  EXPECT_EQ(n.find("b")->scalar, "it's");
+  EXPECT_EQ(n.find("c")->scalar, "one two");
+  EXPECT_EQ(n.find("d")->scalar, "text\n");
+  // A byte-order mark shifts yaml-cpp's positions; the check still finds the quote.
+  EXPECT_EQ(parse_yaml("\xEF\xBB\xBF" "a: \"x\"\n", "bom.yaml").find("a")->scalar, "x");
+  expect_error([] { parse_yaml("\xEF\xBB\xBF" "a: \"x\nb: 1\n", "bom.yaml"); }, {"bom.yaml:1:4:"});
 }
 
 TEST(Config, UnknownPresetSuggests) {

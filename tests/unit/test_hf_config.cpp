@@ -196,7 +196,11 @@ TEST(HfConfig, ErrorsNameTheFileAndTheKey) {
 
   write_text(dir / "config.json", R"({"model_type": "exaone4", "vocab_size": })");
   const std::string bad_json = error_of([&] { read_hf_config(dir.string()); });
-  EXPECT_CONTAINS(bad_json, path + ": invalid JSON at byte 41");
+  EXPECT_CONTAINS(bad_json, path + ": invalid JSON: parse error at line 1, column 41");
+  // A number beyond a double is nlohmann's out_of_range (no position of its own), not a parse_error.
+  write_text(dir / "config.json", "{\"model_type\": \"exaone4\",\n  \"rms_norm_eps\": 1e999}");
+  EXPECT_CONTAINS(error_of([&] { read_hf_config(dir.string()); }),
+                  path + ": invalid JSON: number overflow parsing '1e999' at line 2, column 19");
 
   const std::vector<BadConfig> cases = {
       {"model_type", [](json& c) { c["model_type"] = "llama"; },

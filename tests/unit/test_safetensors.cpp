@@ -10,6 +10,7 @@
 #include <functional>
 #include <sstream>
 
+#include "checkpoints/hf_import.h"
 #include "checkpoints/safetensors.h"
 #include "tests/unit/scratch_dir.h"
 #include "trainer/core/error.h"
@@ -217,15 +218,77 @@ TEST(Safetensors, MalformedFilesAreRejectedWithAReason) {
   }
 }
 
-TEST(Safetensors, AcceptsGapsAndEmptyTensorsAnywhere) {
+// The tensors must tile the data section exactly, as the reference implementation requires
+// (safetensors' Metadata::validate): from byte 0, no gap, no overlap, nothing after the last.
+// Each file below is refused by the Python library as well (safetensors 0.8).
+TEST(Safetensors, TensorsMustFillTheDataSectionExactly) {
   const ScratchDir scratch;
-  const fs::path& dir = scratch.path;
-  const fs::path path = dir / "gaps.safetensors";
-  write_bytes(path, safetensors_bytes(R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [4, 6]},)"
-                                      R"( "e": {"dtype": "F32", "shape": [0], "data_offsets": [5, 5]}})",
+  const fs::path path = scratch.path / "model.safetensors";
+  const std::string x2 = R"({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})";
+  const std::vector<Malformed> cases = {
+      {"gap at the start",
+       safetensors_bytes(R"({"x": {"dtype": "U8", "shape": [4], "data_offsets": [4, 8]}})", std::string(8, '\1')),
+       "bytes 0 to 4 of the data section, before tensor 'x', belong to no tensor"},
+      {"gap between tensors",
+       safetensors_bytes(R"({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},)"
+                         R"( "b": {"dtype": "U8", "shape": [4], "data_offsets": [8, 12]}})",
+                         std::string(12, '\1')),
+       "bytes 4 to 8 of the data section, before tensor 'b', belong to no tensor"},
+      {"bytes after the last tensor", safetensors_bytes(x2, std::string(12, '\1')),
+       "the tensors fill 8 bytes of the data section but it holds 12: 4 bytes after the last tensor"},
+      // The fuzzed case: the length field 3 bytes short still parses (only padding is cut), and
+      // every tensor would be read 3 bytes early.
+      {"header length 3 bytes short", safetensors_bytes(x2 + "   ", std::string(8, '\1'), x2.size()),
+       "3 bytes after the last tensor"},
+      {"no tensors but data", safetensors_bytes("{}", "1234"), "the tensors fill 0 bytes of the data section but it holds 4"},
+  };
+  for (const auto& c : cases) {
+    write_bytes(path, c.bytes);
+    const std::string msg = error_of([&] { SafetensorsReader r(path.string()); });
+    EXPECT_CONTAINS(msg, path.string() + ": ") << c.what;
+    EXPECT_CONTAINS(msg, c.expected) << c.what;
+  }
+  // Empty tensors sit anywhere on a boundary, in any header order.
+  write_bytes(path, safetensors_bytes(R"({"z": {"dtype": "F32", "shape": [0], "data_offsets": [6, 6]},)"
+                                      R"( "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]},)"
+                                      R"( "e": {"dtype": "F32", "shape": [0, 3], "data_offsets": [2, 2]},)"
+                                      R"( "a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}})",
                                       "\x01\x02\x03\x04\x05\x06"));
   SafetensorsReader reader(path.string());
-  EXPECT_EQ(reader.data(*reader.find("a"))[1], 6);
+  EXPECT_EQ(reader.data(*reader.find("b"))[3], 6);
+}
+
+// tie_word_embeddings: true with a stored lm_head.weight: transformers 5 ties only when the two
+// are equal (torch.equal); when they differ it keeps them apart and the logits differ from a
+// tied model's, so exatrain refuses instead of tying silently.
+TEST(HfImport, StoredLmHeadOfATiedModel) {
+  const ScratchDir scratch;
+  const fs::path dir = scratch.path;
+  const float embed[6] = {1, 2, 3, -4, 0.5f, 0};
+  uint16_t embed_bf16[6];
+  convert_f32_to(DType::BF16, embed, embed_bf16, 6);
+  float other[6] = {1, 2, 3, -4, 0.5f, 0};
+  other[4] = 0.25f;
+  const float negative_zero[6] = {1, 2, 3, -4, 0.5f, -0.0f};
+  auto check = [&](const TensorView& head) {
+    write_safetensors((dir / "model.safetensors").string(),
+                      {{"model.embed_tokens.weight", DType::F32, {2, 3}, embed}, head});
+    check_tied_lm_head(SafetensorsDir(dir.string()));
+  };
+  check({"lm_head.weight", DType::F32, {2, 3}, embed});          // equal: tied, as transformers does
+  check({"lm_head.weight", DType::BF16, {2, 3}, embed_bf16});    // equal values in another dtype
+  check({"lm_head.weight", DType::F32, {2, 3}, negative_zero});  // -0 == 0, as torch.equal says
+  const std::string file = (dir / "model.safetensors").string();
+  for (const TensorView& head : {TensorView{"lm_head.weight", DType::F32, {2, 3}, other},
+                                 TensorView{"lm_head.weight", DType::F32, {3, 2}, embed}}) {
+    const std::string msg = error_of([&] { check(head); });
+    EXPECT_CONTAINS(msg, file + ": config.json says tie_word_embeddings: true, but lm_head.weight is stored and "
+                                "differs from model.embed_tokens.weight");
+    EXPECT_CONTAINS(msg, "set \"tie_word_embeddings\": false in config.json");
+  }
+  // No stored lm_head.weight: nothing to compare.
+  write_safetensors(file, {{"model.embed_tokens.weight", DType::F32, {2, 3}, embed}});
+  check_tied_lm_head(SafetensorsDir(dir.string()));
 }
 
 TEST(Safetensors, MissingFileAndDirectoryAreErrors) {

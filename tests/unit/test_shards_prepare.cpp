@@ -103,6 +103,7 @@ TEST(Prepare, MalformedJsonlIsAnErrorWithFileAndLine) {
       {"{\"txt\": \"a\"}\n", "input:1: no field \"text\""},
       {"{\"text\": \"a\"}\n{\"text\": 5}\n", "input:2: field \"text\" is number, expected a string"},
       {"{\"text\": \"\\ud800\"}\n", "input:1: malformed JSON"},  // a lone surrogate
+      {"{\"text\": \"a\"}\n{\"text\": 1e999}\n", "input:2: malformed JSON: number overflow parsing '1e999' at line 1, column 10"},
   };
   for (const auto& [input, message] : cases) {
     TempDir dir;

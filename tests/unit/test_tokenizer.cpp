@@ -140,6 +140,9 @@ std::string replace(std::string s, const std::string& from, const std::string& t
 TEST(Tokenizer, ErrorsNameTheJsonPath) {
   const std::string ok = tiny_json();
   expect_error("{not json", "not valid JSON");
+  // A number beyond a double (nlohmann's out_of_range 406) names the file, line and column too.
+  expect_error(replace(ok, R"("normalizer": {"type": "NFC"})", "\"normalizer\": {\"type\": 1e999}"),
+               "bad.json: not valid JSON: number overflow parsing '1e999' at line");
   expect_error(replace(ok, R"("normalizer": {"type": "NFC"})", R"("normalizer": {"type": "Lowercase"})"),
                "normalizer: normalizer \"Lowercase\" is not supported");
   expect_error(replace(ok, R"("pre_tokenizer": {"type": "ByteLevel")",

@@ -16,7 +16,9 @@
 #include <charconv>
 #include <filesystem>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "trainer/app/commands.h"
 #include "trainer/core/atomic_file.h"
 #include "trainer/core/error.h"
+#include "trainer/core/json_error.h"
 #include "trainer/core/logging.h"
 
 namespace exatrain {
@@ -114,7 +117,13 @@ class LineReader {
 };
 
 void write_out(const std::string& text) {
-  if (!text.empty() && std::fwrite(text.data(), 1, text.size(), stdout) != text.size()) fail("cannot write to stdout");
+  if (!text.empty() && std::fwrite(text.data(), 1, text.size(), stdout) != text.size())
+    fail("cannot write to standard output: {}", std::strerror(errno));
+}
+
+// Before the warnings on stderr, so that the two streams appear in order on a terminal.
+void flush_out() {
+  if (std::fflush(stdout) != 0) fail("cannot write to standard output: {}", std::strerror(errno));
 }
 
 void append_ids(const std::vector<uint32_t>& ids, std::string& out) {
@@ -145,7 +154,8 @@ void run_encode(const Options& o) {
         try {
           value = nlohmann::json::parse(lines[i]);
         } catch (const nlohmann::json::exception& e) {
-          fail("{}:{}: not a JSON string: {}", reader.name(), reader.first_line_number() + i, e.what());
+          fail("{}:{}: not a JSON string: {}", reader.name(), reader.first_line_number() + i,
+               json_error_text(e, lines[i]));
         }
         if (!value.is_string()) fail("{}:{}: expected a JSON string", reader.name(), reader.first_line_number() + i);
         decoded[i] = value.get<std::string>();
@@ -159,7 +169,7 @@ void run_encode(const Options& o) {
     for (const auto& line_ids : ids) append_ids(line_ids, out);
     write_out(out);
   }
-  std::fflush(stdout);
+  flush_out();
   EncodeStats stats = batch.stats();
   if (stats.invalid_utf8_sequences > 0) {
     log_warn("{}: {} invalid UTF-8 sequence(s) in {} line(s) were replaced by U+FFFD before encoding", reader.name(),
@@ -207,7 +217,7 @@ void run_decode(const Options& o) {
     }
     write_out(out);
   }
-  std::fflush(stdout);
+  flush_out();
   if (unknown > 0) log_warn("{}: {} id(s) not in the vocabulary were dropped, as tokenizers drops them", reader.name(), unknown);
 }
 

@@ -1,12 +1,15 @@
 #include "trainer/core/config_tree.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "trainer/core/error.h"
@@ -67,54 +70,156 @@ SourceLoc loc_of(const YAML::Mark& mark, const std::string& origin) {
   return SourceLoc{origin, mark.line + 1, mark.column + 1};
 }
 
-ConfigNode convert(const YAML::Node& node, const std::string& origin) {
-  ConfigNode out;
-  out.loc = loc_of(node.Mark(), origin);
-  switch (node.Type()) {
-    case YAML::NodeType::Undefined:
-    case YAML::NodeType::Null:
-      out.kind = ConfigNode::Kind::Null;
-      break;
-    case YAML::NodeType::Scalar:
-      out.kind = ConfigNode::Kind::Scalar;
-      out.scalar = node.Scalar();
-      out.quoted = node.Tag() == "!";
-      break;
-    case YAML::NodeType::Sequence:
-      out.kind = ConfigNode::Kind::Sequence;
-      for (const auto& item : node) out.items.push_back(convert(item, origin));
-      break;
-    case YAML::NodeType::Map:
-      out.kind = ConfigNode::Kind::Map;
-      for (const auto& kv : node) {
-        SourceLoc key_loc = loc_of(kv.first.Mark(), origin);
-        if (!kv.first.IsScalar())
-          fail("{}: a mapping key must be a plain name, found {}", key_loc.str(),
-               kv.first.IsMap() ? "a mapping" : "a list");
-        const std::string key = kv.first.Scalar();
-        if (out.find(key))
-          fail("{}: key '{}' appears twice in the same mapping", key_loc.str(), key);
-        out.entries.push_back(ConfigNode::Entry{key, key_loc, convert(kv.second, origin)});
-      }
-      break;
+// Builds the ConfigNode tree straight from yaml-cpp's parser events (YAML::Parser), so that
+// yaml-cpp never builds its own node graph. That graph is where yaml-cpp 0.7 fails on hostile
+// input: a self-referencing alias (`x: &a [*a]`) recursed until SIGSEGV and an alias "billion
+// laughs" expanded to gigabytes. A config needs neither anchors nor aliases, so the first
+// anchor or alias ends the parse with file:line before anything is expanded.
+// Why yaml-cpp's event parser rather than libfyaml (which passes the YAML test suite): the
+// tree is built from events in one pass with no second library, no new package and the same
+// scalar rules (null, quoted) as before; the one scanner bug that matters here (below) costs
+// a dozen lines.
+class TreeBuilder : public YAML::EventHandler {
+ public:
+  TreeBuilder(const std::string& text, const std::string& origin) : text_(text), origin_(origin) {
+    // yaml-cpp's Mark::pos counts characters after a byte-order mark; only UTF-8 maps them
+    // to bytes of `text`.
+    if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) bom_ = 3;
+    utf8_ = !(text.size() >= 2 && (text[0] == '\0' || text[1] == '\0' || text.compare(0, 2, "\xFE\xFF") == 0 ||
+                                    text.compare(0, 2, "\xFF\xFE") == 0));
   }
-  return out;
-}
+
+  std::vector<ConfigNode> documents;
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnAnchor(const YAML::Mark& mark, const std::string& name) override {
+    fail("{}: YAML anchors (&{}) are not supported in a config; write the value out in full",
+         loc_of(mark, origin_).str(), name);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    fail("{}: YAML aliases (*name) are not supported in a config; write the value out in full",
+         loc_of(mark, origin_).str());
+  }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { add(start(ConfigNode::Kind::Null, mark)); }
+  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t, const std::string& value) override {
+    if (tag != "?") check_quote_closed(mark);
+    ConfigNode n = start(ConfigNode::Kind::Scalar, mark);
+    n.scalar = value;
+    n.quoted = tag == "!";  // yaml-cpp's non-specific tag of a quoted (or block) scalar
+    add(std::move(n));
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    open_.push_back(Open{start(ConfigNode::Kind::Sequence, mark)});
+  }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    open_.push_back(Open{start(ConfigNode::Kind::Map, mark)});
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Open {  // a list or mapping whose items are still arriving
+    ConfigNode node;
+    std::optional<ConfigNode> key;  // a mapping's key waiting for its value
+  };
+
+  ConfigNode start(ConfigNode::Kind kind, const YAML::Mark& mark) const {
+    ConfigNode n;
+    n.kind = kind;
+    n.loc = loc_of(mark, origin_);
+    return n;
+  }
+
+  void close() {
+    ConfigNode done = std::move(open_.back().node);
+    open_.pop_back();
+    add(std::move(done));
+  }
+
+  void add(ConfigNode n) {
+    if (open_.empty()) {
+      documents.push_back(std::move(n));
+      return;
+    }
+    Open& parent = open_.back();
+    if (parent.node.kind == ConfigNode::Kind::Sequence) {
+      parent.node.items.push_back(std::move(n));
+    } else if (!parent.key) {
+      if (n.kind != ConfigNode::Kind::Scalar)
+        fail("{}: a mapping key must be a plain name, found {}", n.loc.str(),
+             n.kind == ConfigNode::Kind::Map ? "a mapping" : n.kind == ConfigNode::Kind::Sequence ? "a list" : "nothing");
+      if (parent.node.find(n.scalar))
+        fail("{}: key '{}' appears twice in the same mapping", n.loc.str(), n.scalar);
+      parent.key = std::move(n);
+    } else {
+      parent.node.entries.push_back(ConfigNode::Entry{parent.key->scalar, parent.key->loc, std::move(n)});
+      parent.key.reset();
+    }
+  }
+
+  // yaml-cpp 0.7 accepts a quoted string that is never closed when the end of the input comes
+  // after a line break (ScanScalar leaves its loop at the end of the input without the
+  // EOF_IN_SCALAR check): the string silently swallows every key below it. PyYAML and the
+  // YAML spec reject it. yaml-cpp marks a quoted scalar at its opening quote (after any tag);
+  // find its closing quote by the same escape rules (`\x` in "...", '' in '...').
+  void check_quote_closed(const YAML::Mark& mark) const {
+    if (!utf8_ || mark.pos < 0) return;
+    size_t i = static_cast<size_t>(mark.pos) + bom_;
+    while (i < text_.size() && text_[i] == '!') {  // a tag: `!!str "..."`
+      while (i < text_.size() && !std::isspace(static_cast<unsigned char>(text_[i]))) ++i;
+      while (i < text_.size() && std::isspace(static_cast<unsigned char>(text_[i]))) ++i;
+    }
+    if (i >= text_.size() || (text_[i] != '"' && text_[i] != '\'')) return;  // a block scalar (| or >)
+    const char quote = text_[i];
+    for (++i; i < text_.size(); ++i) {
+      if (quote == '"' && text_[i] == '\\') {
+        ++i;
+      } else if (text_[i] == quote) {
+        if (quote == '\'' && i + 1 < text_.size() && text_[i + 1] == '\'') {
+          ++i;
+          continue;
+        }
+        return;
+      }
+    }
+    fail("{}: invalid YAML: the {}-quoted string that opens here is never closed, so it swallows the rest of "
+         "the {}; add the closing {}",
+         loc_of(mark, origin_).str(), quote == '"' ? "double" : "single",
+         origin_.rfind("--set ", 0) == 0 ? "value" : "file", quote);
+  }
+
+  const std::string& text_;
+  const std::string& origin_;
+  size_t bom_ = 0;
+  bool utf8_ = true;
+  std::vector<Open> open_;
+};
 
 }  // namespace
 
 ConfigNode parse_yaml(const std::string& text, const std::string& origin) {
-  std::vector<YAML::Node> docs;
+  TreeBuilder builder(text, origin);
   try {
-    docs = YAML::LoadAll(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    while (parser.HandleNextDocument(builder)) {
+    }
   } catch (const YAML::Exception& e) {
+    // Anchors are refused as they are defined, so any alias names an unknown anchor.
+    if (e.msg.rfind(YAML::ErrorMsg::UNKNOWN_ANCHOR, 0) == 0)
+      fail("{}: YAML aliases (*name) are not supported in a config; write the value out in full",
+           loc_of(e.mark, origin).str());
     fail("{}: invalid YAML: {}", loc_of(e.mark, origin).str(), e.msg);
   }
+  const auto& docs = builder.documents;
   if (docs.size() > 1)
-    fail("{}: holds {} YAML documents (separated by '---'); a config is one document",
-         loc_of(docs[1].Mark(), origin).str(), docs.size());
-  YAML::Node root = docs.empty() ? YAML::Node() : docs.front();
-  return convert(root, origin);
+    fail("{}: holds {} YAML documents (separated by '---'); a config is one document", docs[1].loc.str(),
+         docs.size());
+  if (!docs.empty()) return docs.front();
+  ConfigNode empty;  // no document at all: null
+  empty.loc = SourceLoc{origin, 0, 0};
+  return empty;
 }
 
 ConfigNode load_yaml_file(const std::string& path) {

@@ -7,6 +7,7 @@
 #include "data/shards/loader.h"
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/core/error.h"
+#include "trainer/core/logging.h"
 #include "trainer/parallel/topology.h"
 #include "trainer/train/data_source.h"
 
@@ -19,6 +20,7 @@ struct TrainData::Impl {
   std::unique_ptr<DataLoader> loader;     // data.datasets
   std::unique_ptr<TokenFileSource> file;  // data.path
   double wait = 0;
+  bool verified_logged = false;
 };
 
 namespace {
@@ -91,7 +93,16 @@ RankBatch TrainData::next(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   RankBatch out;
   if (impl_->loader) {
+    // The shards' checksums are checked in the background (loader.h): next() fails on a mismatch
+    // found so far, and the last step waits for all of them, so that no run finishes on unchecked data.
+    if (step + 1 == impl_->config.train.steps) impl_->loader->wait_verified();
     const Batch b = impl_->loader->next();
+    const DataLoader::Verification v = impl_->loader->verification();
+    if (!impl_->verified_logged && v.shards > 0 && v.checked == v.shards) {
+      impl_->verified_logged = true;
+      log_info("data: all {} shards ({:.1f} MB) match the sha256 of their manifests (checked in the background in "
+               "{:.2f} s)", v.shards, static_cast<double>(v.bytes) / 1e6, v.seconds);
+    }
     EXATRAIN_CHECK(b.index == step, "internal: loader returned batch {} for step {}", b.index, step);
     out = to_tensors(b);
   } else {
@@ -141,7 +152,10 @@ std::string TrainData::decode(const std::vector<int64_t>& ids) const {
   }
   if (impl_->file && impl_->config.data.format == DataFormat::Text) return byte_ids_to_text(ids);
   std::string s;
-  for (int64_t id : ids) s += (s.empty() ? "" : " ") + std::to_string(id);
+  for (int64_t id : ids) {  // (not `s += sep + to_string`: g++ 12 warns -Wstringop-overflow on that)
+    if (!s.empty()) s += ' ';
+    s += std::to_string(id);
+  }
   return s;
 }
 
