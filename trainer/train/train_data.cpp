@@ -89,6 +89,10 @@ TrainData::TrainData(const RunConfig& config, const Topology& topo) : impl_(new 
 
 TrainData::~TrainData() = default;
 
+void TrainData::wait_verified() const {
+  if (impl_->loader) impl_->loader->wait_verified();
+}
+
 RankBatch TrainData::next(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   RankBatch out;

@@ -49,6 +49,11 @@ class TrainData {
   std::vector<uint8_t> state() const;
   void restore(const std::vector<uint8_t>& state);
 
+  // Blocks until every shard's checksum is checked (in the background since the datasets were
+  // opened); throws naming the first shard that does not match. The trainer calls it before each
+  // checkpoint, so no checkpoint holds state trained on unchecked data.
+  void wait_verified() const;
+
   // Seconds next() spent waiting for data (loader prefetch or file reads) since the last call.
   double take_wait_seconds();
 

@@ -681,6 +681,7 @@ void Trainer::stop_on_nonfinite(const StepResult& r) {
 
 void Trainer::save(const char* why) {
   const auto start = Clock::now();
+  state_.data->wait_verified();  // no checkpoint of state trained on unchecked shards
   last_saved_ = state_.step;  // before the report: a failed save resets it
   report_save(saver_->save(state_), why);
   interval_eval_s_ += std::chrono::duration<double>(Clock::now() - start).count();  // not training time
