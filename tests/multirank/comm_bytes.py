@@ -18,7 +18,9 @@ Per step on one rank, with L layers, hidden H, head_dim Dh, M = R / B micro-batc
   norm gradients: q/k norms 2L * Dh * 4 and the sequence-split norms (2L + 1) * H * 4
   dp.all_reduce   = P_pad * 4                      (zero 0: the flat gradient bucket)
   dp.reduce_scatter = P_pad * 4, dp.all_gather = P_pad / D * 4   (zero 1)
-  world.all_reduce = 16                            (global grad norm and mean loss, fp64)
+  world.all_reduce = 40                            (global grad norm and mean loss, fp64; the step's
+                                                   agreement before the update, 3 x int64: first rank
+                                                   with a non-finite value, stop signal, write error)
 and the optimizer state (fp32 master + 2 moments) = 12 * P_pad / (D if zero 1 else 1).
 where P_pad is this rank's parameter count (TP shard) rounded up to a multiple of D.
 """
@@ -59,7 +61,7 @@ def main():
     local = (V // tp) * H + L * per_layer + H + (0 if tied else (V // tp) * H)
     padded = -(-local // a.dp) * a.dp
     B, S, M = a.micro_batch, a.seq_len, a.rows_per_rank // a.micro_batch
-    expected = {"world.all_reduce": 16}
+    expected = {"world.all_reduce": 8 + 8 + 3 * 8}
     if tp > 1 and not a.sp:
         expected["tp.all_reduce"] = M * ((4 * L + 2) * B * S * H * 4 + 3 * B * S * 4) + 2 * L * Dh * 4
     if tp > 1 and a.sp:

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "trainer/model/exaone4.h"
+#include "trainer/train/memory_estimate.h"
 
 namespace exatrain {
 namespace {
@@ -195,6 +196,38 @@ TEST(Model, MetaDeviceAllocatesNothing) {
   int64_t n = 0;
   for (const auto& p : m.params()) n += p.numel();
   EXPECT_EQ(n, 32003216384);  // untied: embedding + lm_head
+}
+
+// trainer/train/memory_estimate: the largest rank's parameters equal what the model actually
+// allocates on each pipeline stage (meta tensors), tied and untied, even and explicit splits; and
+// the bytes follow from them (4 + 4 + 4 per parameter, 16 per owned optimizer element).
+TEST(MemoryEstimate, LargestStageMatchesTheModelsAllocation) {
+  for (const bool tied : {false, true}) {
+    for (const std::vector<int64_t>& split : {std::vector<int64_t>{}, std::vector<int64_t>{1, 3}, std::vector<int64_t>{3, 1}}) {
+      RunConfig run;
+      run.model = tiny_config();
+      run.model.tie_embeddings = tied;
+      run.parallel.pipeline_layers = split;
+      int64_t largest = 0;
+      for (int s = 0; s < 2; ++s) {
+        const PipelineStage stage = split.empty() ? pipeline_stage(4, 2, s) : pipeline_stage(split, s);
+        Exaone4Model m(run.model, at::TensorOptions().device(at::kMeta), TensorParallelGroups{}, stage);
+        int64_t n = 0;
+        for (const auto& p : m.params()) n += p.numel();
+        largest = std::max(largest, n);
+      }
+      const RankMemory r = estimate_rank_memory(run, 1, 2, 1);
+      EXPECT_EQ(r.elements, largest) << "tied " << tied << ", split " << split.size();
+      EXPECT_EQ(r.weights, 4.0 * static_cast<double>(largest));
+      EXPECT_EQ(r.optimizer, 16.0 * static_cast<double>(largest));
+    }
+  }
+  RunConfig run;
+  run.model = tiny_config();
+  run.parallel.zero = 1;
+  const RankMemory z = estimate_rank_memory(run, 1, 1, 4);
+  EXPECT_EQ(z.owned, (z.elements + 3) / 4);
+  EXPECT_EQ(z.optimizer, 20.0 * static_cast<double>(z.owned));
 }
 
 }  // namespace
