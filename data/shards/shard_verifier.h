@@ -4,6 +4,9 @@
 // flipped) keeps its structure and reads fine; only its checksum tells. `exatrain data verify`
 // checks the same, file by file, up front; the trainer cannot wait that long before its first
 // step, so it hashes beside training. What the loader guarantees with it: loader.h.
+// A dedicated thread rather than a task on trainer/core/thread_pool.h: the order of the work
+// changes while it runs (prefer() moves a shard a batch is about to read to the front), which a
+// queued pool task cannot do.
 #pragma once
 
 #include <condition_variable>
