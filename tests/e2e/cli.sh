@@ -91,6 +91,48 @@ if expect_ok "model info --config --set --json" -- \
     fail "model info --json reports 8 layers" "$(head -c 400 "$T/stdout")"
 fi
 
+# Per-rank figures of a run config's layout, against the parameter counts worked out here from
+# the preset's shape (TP splits heads, MLP width and vocabulary; norms are whole; the last stage
+# of a tied model holds a copy of the embedding).
+per_rank_judge() {  # per_rank_judge TP PP DP ZERO < model info --json
+  python3 -c 'import json, sys
+tp, pp, dp, zero = map(int, sys.argv[1:5])
+d = json.load(sys.stdin)
+V, H, I, L, nh, kv, hd = 320, 128, 384, 4, 4, 2, 32     # configs/models/tiny.yaml (tied embeddings)
+kv_local = kv // tp if kv >= tp else 1
+layer = H * nh * hd // tp + 2 * H * kv_local * hd + nh * hd // tp * H + 2 * hd + 2 * H + 3 * H * I // tp
+per_stage = [L // pp + (1 if s < L % pp else 0) for s in range(pp)]
+stages = []
+for s, n in enumerate(per_stage):
+    e = n * layer
+    if s == 0: e += V // tp * H
+    if s == pp - 1: e += H + (V // tp * H if pp > 1 else 0)   # final norm; the tied copy
+    stages.append(e)
+big = max(stages)
+owned = -(-big // dp) if zero and dp > 1 else big
+r = d["per_rank"]
+want = {"parameters": big, "optimizer_elements": owned, "largest_stage": stages.index(big)}
+got = {k: r[k] for k in want}
+b = r["bytes"]
+ok = got == want and b["fp32_weights"] == 4 * big and b["optimizer_state"] == (20 if zero and dp > 1 else 16) * owned
+print(got, want) if not ok else None
+sys.exit(0 if ok else 1)' "$@"
+}
+for layout in "2 2 1 0" "1 2 2 1" "2 1 2 1" "1 4 1 0"; do
+  read -r tp pp dp zero <<<"$layout"
+  if expect_ok "model info --config RUN --json: per rank under tp $tp pp $pp dp $dp zero $zero" -- \
+    "$EXATRAIN" model info --config "$DEMO" --json --set parallel.tp="$tp" --set parallel.pp="$pp" \
+    --set parallel.dp="$dp" --set parallel.zero="$zero"; then
+    per_rank_judge "$tp" "$pp" "$dp" "$zero" <"$T/stdout" &&
+      pass "per-rank parameters and bytes equal the count from the preset's shape (tp $tp pp $pp dp $dp zero $zero)" ||
+      fail "per-rank figures (tp $tp pp $pp dp $dp zero $zero)" "$(head -c 400 "$T/stdout")"
+  fi
+done
+expect_ok "model info --config RUN --ranks 8: dp from the ranks" "tp 2 x pp 1 x dp 4 = 8 ranks, ZeRO-1" "largest rank:" -- \
+  "$EXATRAIN" model info --config "$DEMO" --ranks 8 --set parallel.tp=2 --set parallel.zero=1 --set train.micro_batch=4
+expect_fail "model info --ranks with a layout that does not fit" "does not divide the job's 3 ranks" -- \
+  "$EXATRAIN" model info --config "$DEMO" --ranks 3 --set parallel.tp=2
+
 # ---------------------------------------------------------------------------------------------
 # config show / config keys
 # ---------------------------------------------------------------------------------------------

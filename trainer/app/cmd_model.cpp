@@ -1,17 +1,22 @@
-// exatrain model info (--preset NAME | --config FILE) [--set k=v]... [--json]
+// exatrain model info (--preset NAME | --config FILE) [--set k=v]... [--ranks N] [--json]
 // Builds the model on the meta device (no memory) and reports parameter counts, the attention
-// kind of each layer, and the bytes of weights and optimizer state.
+// kind of each layer, and the bytes of weights and optimizer state; for a run config, also what
+// the largest rank of its layout holds (trainer/train/memory_estimate.h).
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
 
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "trainer/app/commands.h"
 #include "trainer/core/config.h"
 #include "trainer/core/error.h"
+#include "trainer/core/config_tree.h"
 #include "trainer/model/exaone4.h"
+#include "trainer/parallel/topology.h"
+#include "trainer/train/memory_estimate.h"
 
 namespace exatrain {
 
@@ -20,6 +25,7 @@ namespace {
 struct ModelInfoOptions {
   std::string preset, config;
   std::vector<std::string> overrides;
+  int ranks = 0;  // a run config with parallel.dp: 0 (auto) needs the job's ranks
   bool json = false;
 };
 
@@ -41,8 +47,35 @@ ModelConfig model_from_options(const ModelInfoOptions& o) {
   return load_model_config(o.config, o.overrides);
 }
 
+// A run config's layout: tp x pp x dp ranks and what the largest of them holds.
+struct RankFigures {
+  int tp = 1, pp = 1, dp = 1;
+  bool zero1 = false;
+  RankMemory memory;
+};
+
+std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
+  if (o.config.empty() || !load_yaml_file(o.config).find("model")) {  // a preset: no layout
+    if (o.ranks > 0) fail("--ranks needs a run config (with model: and parallel: sections), not a model preset");
+    return std::nullopt;
+  }
+  const RunConfig run = load_run_config(o.config, o.overrides);
+  const auto& p = run.parallel;
+  if (p.dp == 0 && o.ranks == 0) return std::nullopt;  // dp auto: the job decides (--ranks N shows it)
+  const int ranks = o.ranks > 0 ? o.ranks : static_cast<int>(p.tp * p.pp * p.dp);
+  check_layout(run, ranks);
+  RankFigures f;
+  f.tp = static_cast<int>(p.tp);
+  f.pp = static_cast<int>(p.pp);
+  f.dp = ranks / (f.tp * f.pp);
+  f.zero1 = p.zero == 1 && f.dp > 1;
+  f.memory = estimate_rank_memory(run, f.tp, f.pp, f.dp);
+  return f;
+}
+
 void model_info(const ModelInfoOptions& o) {
   const ModelConfig c = model_from_options(o);
+  const std::optional<RankFigures> rank = rank_figures(o);
   Exaone4Model model(c, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   int64_t total = 0;
   for (const auto& p : model.params()) total += p.numel();
@@ -62,6 +95,14 @@ void model_info(const ModelInfoOptions& o) {
                         {"layers", c.num_layers},
                         {"layer_attention", kinds},
                         {"bytes", {{"bf16_weights", bf16}, {"fp32_master_weights", fp32}, {"adam_moments", adam}}}};
+    if (rank) {
+      const RankMemory& m = rank->memory;
+      j["per_rank"] = {{"tp", rank->tp}, {"pp", rank->pp}, {"dp", rank->dp}, {"zero", rank->zero1 ? 1 : 0},
+                       {"largest_stage", m.stage}, {"parameters", m.elements}, {"optimizer_elements", m.owned},
+                       {"bytes", {{"fp32_weights", m.weights}, {"fp32_gradients", m.gradients},
+                                  {"reduction_bucket", m.reduce_buffer}, {"optimizer_state", m.optimizer},
+                                  {"total_before_activations", m.total()}}}};
+    }
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -85,6 +126,22 @@ void model_info(const ModelInfoOptions& o) {
   std::cout << fmt::format("bf16 weights:             {}\n", size(bf16));
   std::cout << fmt::format("fp32 master weights:      {}\n", size(fp32));
   std::cout << fmt::format("Adam moments (fp32 x2):   {}\n", size(adam));
+  if (!rank && !o.config.empty() && load_yaml_file(o.config).find("model"))
+    std::cout << "per rank:                 give --ranks N (parallel.dp is auto) to see what one rank holds\n";
+  if (rank) {
+    const RankMemory& m = rank->memory;
+    const auto bytes = [&](double b) { return size(static_cast<int64_t>(b)); };
+    std::cout << fmt::format("layout:                   tp {} x pp {} x dp {} = {} ranks{}\n", rank->tp, rank->pp,
+                             rank->dp, rank->tp * rank->pp * rank->dp, rank->zero1 ? ", ZeRO-1" : "");
+    std::cout << fmt::format("largest rank:             pipeline stage {}, {} parameters, {} optimizer elements\n",
+                             m.stage, with_commas(m.elements), with_commas(m.owned));
+    std::cout << fmt::format("  fp32 weights:           {}\n", bytes(m.weights));
+    std::cout << fmt::format("  fp32 gradients:         {}\n", bytes(m.gradients));
+    std::cout << fmt::format("  reduction bucket:       {}\n", bytes(m.reduce_buffer));
+    std::cout << fmt::format("  optimizer state:        {}  (master weights, 2 Adam moments, norm mask{})\n",
+                             bytes(m.optimizer), rank->zero1 ? ", reduce-scattered gradients" : "");
+    std::cout << fmt::format("  total:                  {}  before activations\n", bytes(m.total()));
+  }
 }
 
 }  // namespace
@@ -99,6 +156,7 @@ void register_model_command(CLI::App& app) {
   info->add_option("--preset", o.preset, "built-in preset: " + fmt::format("{}", fmt::join(preset_names(), ", ")));
   info->add_option("--config", o.config, "a preset file or run config");
   info->add_option("--set", o.overrides, "override a key of --config: --set model.num_layers=8");
+  info->add_option("--ranks", o.ranks, "a run config's ranks, when parallel.dp is 0 (auto)")->check(CLI::PositiveNumber);
   info->add_flag("--json", o.json, "print JSON");
   info->callback([] { model_info(o); });
 }
