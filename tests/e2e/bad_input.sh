@@ -427,6 +427,24 @@ expect_fail "model too large for memory" "32003216384 parameters" "GiB available
   "$EXATRAIN" train d_text.yaml --run-dir "$T/run_too_big" --set model.preset=exaone4-32b \
   --set model.pad_token_id=0
 
+# train.device: auto on a job that asked for GPUs but has none usable: an error, not a silent CPU
+# run (this machine has no GPU: exactly that case). A CPU job (--gpus-per-node=0) and
+# train.device: cpu still run.
+expect_fail "device auto, GPUs asked for (CUDA_VISIBLE_DEVICES) but none usable" "train.device" \
+  "this job asked for GPUs (CUDA_VISIBLE_DEVICES=0,1)" "set train.device: cpu" -- \
+  env CUDA_VISIBLE_DEVICES=0,1 "$EXATRAIN" train d_text.yaml --run-dir "$T/run_gpu_asked" --set train.steps=1
+expect_fail "device auto, GPUs asked for (SLURM_GPUS_PER_NODE=h100:8)" "SLURM_GPUS_PER_NODE=h100:8" -- \
+  env SLURM_GPUS_PER_NODE=h100:8 "$EXATRAIN" train d_text.yaml --run-dir "$T/run_gpu_asked2" --set train.steps=1
+expect_absent "device auto, GPUs asked for: no run directory" "$T/run_gpu_asked"
+if env SLURM_GPUS_PER_NODE=0 CUDA_VISIBLE_DEVICES=-1 "$EXATRAIN" train d_text.yaml --run-dir "$T/run_gpu_zero" \
+     --set train.steps=1 --set log.sample_tokens=0 --set checkpoint.save_final=false >/dev/null 2>&1 \
+   && env CUDA_VISIBLE_DEVICES=0 "$EXATRAIN" train d_text.yaml --run-dir "$T/run_gpu_cpu" --set train.device=cpu \
+     --set train.steps=1 --set log.sample_tokens=0 --set checkpoint.save_final=false >/dev/null 2>&1; then
+  pass "a CPU job (SLURM_GPUS_PER_NODE=0) and train.device: cpu with GPUs asked for both run"
+else
+  fail "CPU job / train.device: cpu" "one of them did not run"
+fi
+
 # A failed train must not clobber an existing run: keep its log and resolved config.
 mkdir -p existing_run
 echo "log of an earlier run" >existing_run/train.log

@@ -61,9 +61,20 @@ void prepare_run_dir(const std::string& dir) {
 
 namespace {
 
-// The largest rank's weights, gradients and optimizer state (trainer/train/memory_estimate.h)
-// times the ranks on this node, against the node's available memory, before activations.
-void check_memory_fits(const RunConfig& config, const Topology& topo) {
+// The largest rank's weights, gradients and optimizer state (trainer/train/memory_estimate.h),
+// before activations: on a GPU against that device's free memory; on the CPU times the ranks on
+// this node, against the node's available memory.
+void check_memory_fits(const RunConfig& config, const Topology& topo, const at::Device& device) {
+  const RankMemory rank = estimate_rank_memory(config, topo.tp, topo.pp, topo.dp);
+  if (device.is_cuda()) {  // untested here: no GPU on the development machine
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return;  // cannot tell: let the allocator say
+    if (rank.total() > static_cast<double>(free_bytes))
+      fail("the largest rank (pipeline stage {}) needs {} before activations, but GPU {} has {:.1f} GiB free of "
+           "{:.1f} GiB; raise parallel.tp or parallel.pp, or set parallel.zero: 1", rank.stage, rank.describe(),
+           device.index(), static_cast<double>(free_bytes) / (1 << 30), static_cast<double>(total_bytes) / (1 << 30));
+    return;
+  }
   std::ifstream meminfo("/proc/meminfo");
   int64_t available_kib = -1;
   for (std::string key; meminfo >> key;) {
@@ -73,7 +84,6 @@ void check_memory_fits(const RunConfig& config, const Topology& topo) {
     if (key == "MemAvailable:") available_kib = value;
   }
   if (available_kib < 0) return;  // not Linux: nothing to check against
-  const RankMemory rank = estimate_rank_memory(config, topo.tp, topo.pp, topo.dp);
   const double need = topo.local_size * rank.total();
   const double have = 1024.0 * static_cast<double>(available_kib);
   if (need > have)
@@ -83,10 +93,37 @@ void check_memory_fits(const RunConfig& config, const Topology& topo) {
          rank.stage, rank.describe(), topo.local_size, need / (1 << 30), have / (1 << 30));
 }
 
+// The variables by which a job says it was given GPUs (Slurm's GPU requests, the visible-device
+// list), as "NAME=value" for the message; empty when none asks for one. A count of 0 (Slurm's
+// --gpus-per-node=0, a CPU job) and "-1" / "NoDevFiles" (no device) ask for none.
+std::string gpu_request_in_environment() {
+  std::string found;
+  for (const char* name : {"CUDA_VISIBLE_DEVICES", "SLURM_GPUS", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK",
+                           "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"}) {
+    const char* raw = std::getenv(name);
+    if (!raw || !*raw) continue;
+    std::string v = raw;
+    if (v == "-1" || v == "NoDevFiles" || v == "none") continue;
+    const std::string count = v.substr(v.rfind(':') == std::string::npos ? 0 : v.rfind(':') + 1);  // "h100:8"
+    if (std::string(name).starts_with("SLURM_GPUS") && count.find_first_not_of('0') == std::string::npos) continue;
+    found += (found.empty() ? "" : ", ") + std::string(name) + "=" + v;
+  }
+  return found;
+}
+
 // This rank's device: the CPU, or the GPU of its node-local rank (one rank per GPU).
 at::Device choose_device(const RunConfig& config, const Topology& topo) {
   const DeviceKind kind = config.train.device;
   const int gpus = kind == DeviceKind::Cpu || !at::hasCUDA() ? 0 : static_cast<int>(c10::cuda::device_count());
+  if (kind == DeviceKind::Auto && gpus == 0) {
+    // A job that asked for GPUs and sees none has a broken driver, container or torch build: a
+    // silent CPU run would be orders of magnitude slower and look like it works.
+    if (const std::string asked = gpu_request_in_environment(); !asked.empty())
+      config_error(config.locations, "train.device",
+                   fmt::format("auto, but this job asked for GPUs ({}) and none is usable (check nvidia-smi, the "
+                               "driver and the container's device access); set train.device: cpu to train on the "
+                               "CPU anyway", asked));
+  }
   if (kind == DeviceKind::Cpu || (kind == DeviceKind::Auto && gpus == 0)) return at::Device(at::kCPU);
   if (gpus == 0)
     config_error(config.locations, "train.device",
@@ -342,7 +379,7 @@ void Trainer::setup(const ResumeOptions& resume) {
     fail("run directory '{}' already holds a run (metrics.jsonl); continue it with --resume, or choose another "
          "--run-dir", run_dir_);
   }
-  check_memory_fits(config_, topo_);
+  check_memory_fits(config_, topo_, device_);
   // The groups of TP ranks that hold the same replicated KV head (num_kv_heads < tp).
   if (topo_.tp > config_.model.num_kv_heads)
     kv_replicas_ = topo_.tp_group->split("kv", topo_.tp_rank / (topo_.tp / config_.model.num_kv_heads), topo_.tp_rank);
