@@ -133,6 +133,14 @@ expect_ok "model info --config RUN --ranks 8: dp from the ranks" "tp 2 x pp 1 x 
 expect_fail "model info --ranks with a layout that does not fit" "does not divide the job's 3 ranks" -- \
   "$EXATRAIN" model info --config "$DEMO" --ranks 3 --set parallel.tp=2
 
+# launch/gpu_check.sh on a machine without a GPU: one line, exit 0 (on a GPU node it runs for real).
+if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }; then
+  if expect_ok "launch/gpu_check.sh without a GPU" "gpu_check: no GPU on this node" -- "$SRC/launch/gpu_check.sh"; then
+    [[ $(grep -c . "$T/stdout") == 1 ]] && pass "gpu_check.sh: exactly one line" || fail "gpu_check.sh: one line" "$(cat "$T/stdout")"
+  fi
+fi
+expect_ok "launch/gpu_check.sh --help" "--skip-bench" -- "$SRC/launch/gpu_check.sh" --help
+
 # ---------------------------------------------------------------------------------------------
 # config show / config keys
 # ---------------------------------------------------------------------------------------------

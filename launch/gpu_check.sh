@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The first GPU node's verdict: everything in exatrain that needs a GPU, in one command, in
+# minutes, with no network. Writes a Markdown report (docs/gpu.md explains how to read it).
+#   launch/gpu_check.sh [--report FILE] [--skip-bench]
+# Run it from a built checkout (launch/setup.sh) on a node with one or more GPUs; under Slurm:
+#   srun --nodes=1 --gpus-per-node=8 --ntasks=1 --cpus-per-task=16 launch/gpu_check.sh
+# What it runs (each item PASS / FAIL / SKIP with its time and, on failure, the log's tail):
+#   1. exatrain selftest --kernels (the fused kernels against their references), when it exists;
+#   2. NCCL: every collective in fp32 and bf16 on all local GPUs, one rank per GPU, against values
+#      worked out from the ranks (build/bin/comm_check); a rank that never joins must end the job;
+#   3. training on GPUs at every layout the GPU count allows (TP, PP, DP, ZeRO-1, SP) against the
+#      same config on one CPU rank (tests/multirank/compare_runs.py, 1e-4 relative);
+#   4. a short bf16 benchmark of the 1.2B preset: tokens/s, MFU, memory.
+# Exit status: 0 when nothing failed (also on a machine without a GPU, which it says in one line).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+REPORT="" BENCH=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --report) REPORT=${2:?--report needs a file}; shift 2 ;;
+    --skip-bench) BENCH=0; shift ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+gpus=0
+if command -v nvidia-smi >/dev/null 2>&1; then gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true); fi
+if ((gpus == 0)); then
+  echo "gpu_check: no GPU on this node (nvidia-smi lists none); nothing to check"
+  exit 0
+fi
+BIN=$ROOT/build/bin/exatrain CHECK=$ROOT/build/bin/comm_check PY=$ROOT/.venv/bin/python
+for f in "$BIN" "$CHECK" "$PY"; do
+  [[ -x "$f" ]] || { echo "gpu_check: $f is missing; run launch/setup.sh first" >&2; exit 1; }
+done
+REPORT=${REPORT:-$ROOT/gpu_check-$(hostname -s)-$(date +%Y%m%d-%H%M%S).md}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+n=$((gpus > 8 ? 8 : gpus))
+ROWS=() FAILED=0 DETAILS=""
+record() {  # record NAME STATUS SECONDS NOTE [LOG]
+  ROWS+=("| $1 | $2 | $3 s | $4 |")
+  [[ "$2" == FAIL ]] && FAILED=$((FAILED + 1))
+  if [[ "$2" == FAIL && -n "${5:-}" ]]; then
+    DETAILS+=$'\n'"### $1"$'\n\n```\n'"$(tail -n 40 "$5")"$'\n```\n'
+  fi
+  printf 'gpu_check: %-44s %s (%s s) %s\n' "$1" "$2" "$3" "$4"
+}
+run() {  # run NAME LOG TIMEOUT COMMAND...: exit status of COMMAND (124: time limit)
+  local rc=0
+  timeout -k 10 "$3" "${@:4}" >"$2" 2>&1 </dev/null || rc=$?
+  return "$rc"
+}
+echo "gpu_check: $gpus GPU(s): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+
+# 1. kernels
+t=$(date +%s)
+if "$BIN" selftest --help >/dev/null 2>&1; then
+  if run kernels "$T/kernels.log" 300 "$BIN" selftest --kernels; then record "kernel selftest" PASS $(($(date +%s) - t)) ""
+  else record "kernel selftest" FAIL $(($(date +%s) - t)) "" "$T/kernels.log"; fi
+else
+  record "kernel selftest" SKIP 0 "this build has no \`exatrain selftest\` (the fused-kernels issue adds it)"
+fi
+
+# 2. NCCL collectives and a stuck rank
+t=$(date +%s)
+if ((n < 2)); then
+  record "NCCL collectives" SKIP 0 "one GPU: NCCL runs between ranks, and it refuses two ranks on one device"
+else
+  if run nccl "$T/nccl.log" 300 mpirun -n "$n" "$CHECK" --device cuda --timeout 60 \
+     && grep -q "rank 0: comm_check on cuda, $n ranks: 12 cases, 0 wrong" "$T/nccl.log"; then
+    record "NCCL collectives ($n ranks, fp32 + bf16)" PASS $(($(date +%s) - t)) "12 cases against the worked-out values"
+  else
+    record "NCCL collectives ($n ranks, fp32 + bf16)" FAIL $(($(date +%s) - t)) "" "$T/nccl.log"
+  fi
+  t=$(date +%s); rc=0
+  run stuck "$T/stuck.log" 120 mpirun -n 2 "$CHECK" --device cuda --stuck --timeout 10 || rc=$?
+  if ((rc != 0 && rc != 124)) && grep -q "did not complete within 10 s" "$T/stuck.log"; then
+    record "NCCL: a rank that never joins" PASS $(($(date +%s) - t)) "the job ended with the timeout message"
+  else
+    record "NCCL: a rank that never joins" FAIL $(($(date +%s) - t)) "exit $rc (124: it hung)" "$T/stuck.log"
+  fi
+fi
+
+# 3. training on GPUs against one CPU rank
+COMMON=(--set train.steps=10 --set train.global_batch=8 --set train.micro_batch=2 --set train.seq_len=64
+        --set log.every=1 --set log.sample_tokens=0 --set train.threads=1 --set checkpoint.export_dtype=fp32)
+CONFIG=$ROOT/configs/train/tiny-demo.yaml
+t=$(date +%s)
+if run cpu "$T/cpu.log" 300 "$BIN" train "$CONFIG" --run-dir "$T/cpu" "${COMMON[@]}" --set train.device=cpu; then
+  layouts=("1 tp1 --set parallel.tp=1")
+  ((n >= 2)) && layouts+=("2 tp2 --set parallel.tp=2" "2 dp2 --set parallel.dp=2" "2 pp2 --set parallel.pp=2"
+                          "2 dp2-zero1 --set parallel.dp=2 --set parallel.zero=1"
+                          "2 tp2-sp --set parallel.tp=2 --set parallel.sequence_parallel=true")
+  ((n >= 4)) && layouts+=("4 tp2-pp2 --set parallel.tp=2 --set parallel.pp=2" "4 tp4 --set parallel.tp=4"
+                          "4 tp2-dp2-zero1 --set parallel.tp=2 --set parallel.dp=2 --set parallel.zero=1"
+                          "4 pp4 --set parallel.pp=4")
+  ((n >= 8)) && layouts+=("8 tp2-pp2-dp2-zero1-sp --set parallel.tp=2 --set parallel.pp=2 --set parallel.dp=2 --set parallel.zero=1 --set parallel.sequence_parallel=true"
+                          "8 tp4-pp2 --set parallel.tp=4 --set parallel.pp=2")
+  for layout in "${layouts[@]}"; do
+    read -r k name sets <<<"$layout"
+    t=$(date +%s)
+    # shellcheck disable=SC2086
+    if run "$name" "$T/$name.log" 300 mpirun -n "$k" "$BIN" train "$CONFIG" --run-dir "$T/$name" "${COMMON[@]}" \
+         --set train.device=cuda $sets \
+       && run "$name-cmp" "$T/$name.cmp" 120 "$PY" "$ROOT/tests/multirank/compare_runs.py" "$T/cpu" "$T/$name" --rtol 1e-4; then
+      record "train on GPUs: $name ($k ranks)" PASS $(($(date +%s) - t)) "$(tail -n 1 "$T/$name.cmp")"
+    else
+      cat "$T/$name.cmp" >>"$T/$name.log" 2>/dev/null
+      record "train on GPUs: $name ($k ranks)" FAIL $(($(date +%s) - t)) "" "$T/$name.log"
+    fi
+  done
+else
+  record "train on one CPU rank (the reference)" FAIL $(($(date +%s) - t)) "" "$T/cpu.log"
+fi
+
+# 4. a short bf16 benchmark of the 1.2B preset (tp over the GPUs, up to 8)
+if ((BENCH)); then
+  t=$(date +%s)
+  if run bench "$T/bench.log" 600 mpirun -n "$n" "$BIN" train "$CONFIG" --run-dir "$T/bench" \
+       --set model.preset=exaone4-1.2b --set model.pad_token_id=0 --set parallel.tp="$n" \
+       --set train.device=cuda --set train.precision=bf16 --set train.recompute=full --set train.steps=12 \
+       --set train.global_batch=4 --set train.micro_batch=1 --set train.seq_len=2048 --set schedule.warmup_steps=2 \
+       --set log.every=1 --set log.sample_tokens=0 --set checkpoint.save_final=false; then
+    note=$("$PY" - "$T/bench" <<'PY'
+import json, sys
+m = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")][2:]   # after two warm-up steps
+mem = json.load(open(sys.argv[1] + "/memory.json"))
+tps = sum(x["tokens_per_s"] for x in m) / len(m)
+mfu = sum(x["mfu"] for x in m) / len(m)
+act = max(r["peak_activation_bytes"] for r in mem["ranks"]) / 2**30
+print(f"{tps:.0f} tokens/s, MFU {100 * mfu:.1f}% (against the measured GEMM peak), peak activations {act:.2f} GiB per rank, optimizer state {m[-1]['optimizer_state_bytes'] / 2**30:.2f} GiB per rank")
+PY
+)
+    record "bench: exaone4-1.2b bf16, tp $n, seq 2048" PASS $(($(date +%s) - t)) "$note"
+  else
+    record "bench: exaone4-1.2b bf16, tp $n, seq 2048" FAIL $(($(date +%s) - t)) "" "$T/bench.log"
+  fi
+fi
+
+{
+  echo "# exatrain gpu_check: $(hostname) $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  echo "- exatrain: $("$BIN" --version 2>&1)"
+  echo "- GPUs: $gpus; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+  echo "- topology:"; echo; echo '```'; nvidia-smi topo -m 2>&1 | head -20; echo '```'
+  echo
+  echo "| check | result | time | note |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  ((FAILED)) && { echo "## Failures"; echo "$DETAILS"; }
+} >"$REPORT"
+echo "gpu_check: $FAILED failed; report $REPORT"
+((FAILED == 0))
