@@ -511,10 +511,6 @@ Trainer::StepResult Trainer::step() {
   const PipelineStepResult pipe = run_1f1b(model, *topo_.pp_group, micro_batches, stage_options_);
   peak_activation_bytes_ = std::max(peak_activation_bytes_, MemoryTracker::peak(cuda_index_) - baseline);
   max_in_flight_ = std::max(max_in_flight_, pipe.max_in_flight);
-  if (tied_embedding_ && (stage_.first || stage_.last)) {
-    at::Tensor g = model.param("model.embed_tokens.weight").grad();
-    tied_embedding_->all_reduce(g);
-  }
   // Were this rank's own gradients finite (before any reduction spreads a NaN)? The max-abs
   // norm of each gradient: one read of the local gradients, and it cannot overflow.
   bool grads_finite = true;
@@ -528,6 +524,12 @@ Trainer::StepResult Trainer::step() {
     if (!grads.empty())
       grads_finite = at::stack(at::_foreach_norm(grads, std::numeric_limits<double>::infinity())).isfinite().all()
                          .item<bool>();
+  }
+  // After the check: the tied embedding's two copies exchange gradients here, which would spread
+  // a NaN from the last stage to the first before it could be traced to its rank.
+  if (tied_embedding_ && (stage_.first || stage_.last)) {
+    at::Tensor g = model.param("model.embed_tokens.weight").grad();
+    tied_embedding_->all_reduce(g);
   }
   r.grad_norm = state_.optimizer->reduce_gradients(config_.optimizer.grad_clip);
   // The mean loss over the global batch: every DP rank's share, counted once per TP group.
