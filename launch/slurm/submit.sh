@@ -17,11 +17,11 @@
 #   --dry-run            check and print the sbatch command, submit nothing
 # Before anything is queued, `exatrain config check` refuses a config that cannot run on the
 # job: a layout that does not fill nodes x ranks per node or does not divide the model, or a
-# model whose weights, gradients and optimizer state do not fit one GPU (or one node's memory
-# for a CPU job) under that layout. The job's output goes to runs/slurm/NAME-JOBID.out/.err.
+# model whose weights, gradients and optimizer state do not fit one GPU under that layout (a CPU
+# job's memory is checked on its node at start-up). The job's output goes to runs/slurm/NAME-JOBID.out/.err.
 # EXATRAIN_BIN, EXATRAIN_RUNS (instead of runs/) and EXATRAIN_RUN_DIR change them (see train.sbatch).
 set -euo pipefail
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "submit.sh: $*" >&2; exit 2; }
 
 nodes=1 gpus=8 tasks="" cpus=8 gpu_mem=80 name="" wait=0 dry=0 extra=()
