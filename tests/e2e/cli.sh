@@ -140,6 +140,12 @@ if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '
   fi
 fi
 expect_ok "launch/gpu_check.sh --help" "--skip-bench" -- "$SRC/launch/gpu_check.sh" --help
+for script in launch/slurm/submit.sh launch/slurm/train.sbatch; do
+  if expect_ok "$script --help" "train.sbatch" -- bash "$SRC/$script" --help; then
+    ! grep -qE '^(set |usage\(|#SBATCH)' "$T/stdout" && pass "$script --help prints its header only" \
+      || fail "$script --help" "prints code: $(grep -E '^(set |usage\(|#SBATCH)' "$T/stdout" | head -2)"
+  fi
+done
 
 # ---------------------------------------------------------------------------------------------
 # config show / config keys
