@@ -17,6 +17,8 @@ APT_PACKAGES=(
   libspdlog-dev libfmt-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   libcli11-dev libgtest-dev nlohmann-json3-dev libonig-dev libutf8proc-dev libicu-dev libssl-dev libxxhash-dev
   python3 python3-venv python3-dev
+  # pgrep/pkill (tests that signal one rank), unshare/mount (the private tmpfs of tests/e2e/faults.sh)
+  procps util-linux
   # Slurm for tests/slurm (a real single-node slurmctld + slurmd); srun --mpi=pmix starts Open
   # MPI ranks through PMIx, whose unversioned libpmix.so only libpmix-dev installs.
   slurm-wlm slurmctld slurmd slurm-client munge libpmix-dev
