@@ -41,7 +41,7 @@ fi
 
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
-  "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench"; do
+  "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -140,6 +140,16 @@ if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '
   fi
 fi
 expect_ok "launch/gpu_check.sh --help" "--skip-bench" -- "$SRC/launch/gpu_check.sh" --help
+
+# The kernel selftest: every row within its bound, and the JSON says so row by row. The same
+# kernels are judged more closely by unit_model (FlashAttention*) and parity_transformers.
+expect_ok "selftest --kernels" "attention fwd+bwd" "checks passed" -- "$EXATRAIN" selftest --kernels --threads 2
+if expect_ok "selftest --kernels --json" "max_error" -- "$EXATRAIN" selftest --kernels --json --threads 1; then
+  json_check 'd["passed"] and len(d["checks"]) >= 5 and all(c["max_error"] <= c["bound"] for c in d["checks"])
+              and {c["op"] for c in d["checks"]} >= {"attention fwd+bwd", "rmsnorm fwd"}' <"$T/stdout" \
+    && pass "selftest JSON: every check within its bound" || fail "selftest JSON" "$(head -c 600 "$T/stdout")"
+fi
+expect_fail "selftest without --kernels" "--kernels" -- "$EXATRAIN" selftest
 for script in launch/slurm/submit.sh launch/slurm/train.sbatch; do
   if expect_ok "$script --help" "train.sbatch" -- bash "$SRC/$script" --help; then
     ! grep -qE '^(set |usage\(|#SBATCH)' "$T/stdout" && pass "$script --help prints its header only" \

@@ -2,7 +2,8 @@
 """Build small random Exaone4ForCausalLM models (fp32) for the parity tests.
 
 Each case is saved with save_pretrained to OUTDIR/NAME (config.json + model.safetensors) next
-to OUTDIR/NAME/tokens.txt: 2 lines of 48 random token ids, at least one holding pad_token_id.
+to OUTDIR/NAME/tokens.txt: 2 lines of 48 random token ids (200 for long_window), at least one
+holding pad_token_id.
 """
 import argparse
 import json
@@ -44,8 +45,17 @@ CASES = {
         sliding_window_pattern=4, tie_word_embeddings=False, max_position_embeddings=256,
         pad_token_id=319, rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # A sequence much longer than the window, neither a multiple of the other nor of the
+    # attention kernel's 64-token tiles: 200 tokens, window 23 (keys reach back across tiles).
+    "long_window": dict(
+        vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=23,
+        sliding_window_pattern=4, tie_word_embeddings=True, max_position_embeddings=256,
+        pad_token_id=0, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 DERIVE_LAYER_TYPES = {"pattern"}
+SEQ_LENS = {"long_window": 200}  # tokens per line; the others use SEQ_LEN
 
 
 def randomize_(model, gen):
@@ -61,8 +71,8 @@ def randomize_(model, gen):
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
 
 
-def make_tokens(vocab, pad_id, gen):
-    ids = torch.randint(0, vocab, (2, SEQ_LEN), generator=gen)
+def make_tokens(vocab, pad_id, gen, seq_len=SEQ_LEN):
+    ids = torch.randint(0, vocab, (2, seq_len), generator=gen)
     # pad id inside line 0 as an input and as a label, and as line 1's first token
     ids[0, 5] = ids[0, 30] = pad_id
     ids[1, 0] = pad_id
@@ -89,7 +99,7 @@ def main():
             del cfg["layer_types"]
             with open(cfg_path, "w") as f:
                 json.dump(cfg, f, indent=2)
-        ids = make_tokens(config.vocab_size, config.pad_token_id, gen)
+        ids = make_tokens(config.vocab_size, config.pad_token_id, gen, SEQ_LENS.get(name, SEQ_LEN))
         with open(os.path.join(path, "tokens.txt"), "w") as f:
             for row in ids.tolist():
                 f.write(" ".join(map(str, row)) + "\n")

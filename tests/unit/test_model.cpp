@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "kernels/ops.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/train/memory_estimate.h"
 
@@ -61,14 +62,14 @@ TEST(Rope, TablesAndRotation) {
 }
 
 TEST(Attention, SlidingWindowMaskEdges) {
-  at::Tensor m = attention_mask(6, 3, at::kCPU);  // q - 3 < k <= q
+  at::Tensor m = ops::visibility_mask(6, 3, at::kCPU);  // q - 3 < k <= q
   EXPECT_FALSE(m[4][1].item<bool>());
   EXPECT_TRUE(m[4][2].item<bool>());
   EXPECT_TRUE(m[4][4].item<bool>());
   EXPECT_FALSE(m[4][5].item<bool>());
   EXPECT_TRUE(m[0][0].item<bool>());
   EXPECT_TRUE(at::equal(m.sum(1), at::tensor({1L, 2L, 3L, 3L, 3L, 3L})));
-  at::Tensor causal = attention_mask(4, 0, at::kCPU);
+  at::Tensor causal = ops::visibility_mask(4, 0, at::kCPU);
   EXPECT_TRUE(at::equal(causal.sum(1), at::tensor({1L, 2L, 3L, 4L})));
 }
 

@@ -1,5 +1,5 @@
 // exatrain bench train (--preset NAME | --config FILE) [--batch B] [--seq-len T] [--steps S]
-//                      [--warmup W] [--threads N] [--json]
+//                      [--warmup W] [--threads N] [--kernels auto|reference] [--json]
 // Times fp32 training steps (forward, backward of the mean cross-entropy, the trainer's optimizer:
 // gradient bucket, global norm, fused AdamW) of a randomly initialised model on random tokens, and
 // the fp32 GEMM peak in the same run (for MFU).
@@ -26,6 +26,7 @@ struct BenchOptions {
   std::string preset, config;
   int64_t batch = 4, seq_len = 256, steps = 10, warmup = 2;
   int threads = 0;
+  std::string kernels = "auto";
   bool json = false;
 };
 
@@ -40,6 +41,7 @@ void bench_train(const BenchOptions& o) {
   Exaone4Model model(c, at::TensorOptions().dtype(at::kFloat));
   init_parameters(model, 1234);
   model.set_requires_grad(true);
+  model.set_kernels(o.kernels == "reference" ? KernelChoice::Reference : KernelChoice::Auto);
   OptimizerConfig opt;
   opt.grad_clip = 0;  // as the baseline: no clipping (the norm is still computed)
   DistributedOptimizer optimizer(model, opt, OptimizerGroups{}, /*zero_stage=*/0);
@@ -68,7 +70,8 @@ void bench_train(const BenchOptions& o) {
     nlohmann::json j = {{"steps_per_s", steps_per_s},  {"tokens_per_s", tokens_per_s},
                         {"model_flops_per_step", flops_per_step}, {"gemm_peak_flops", peak},
                         {"mfu", mfu},                  {"threads", at::get_num_threads()},
-                        {"batch", o.batch},            {"seq_len", o.seq_len}, {"steps", o.steps}};
+                        {"batch", o.batch},            {"seq_len", o.seq_len}, {"steps", o.steps},
+                        {"kernels", o.kernels}};
     std::cout << j.dump() << "\n";
     return;
   }
@@ -95,6 +98,9 @@ void register_bench_command(CLI::App& app) {
   train->add_option("--steps", o.steps, "timed steps")->capture_default_str();
   train->add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
   train->add_option("--threads", o.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  train->add_option("--kernels", o.kernels, "fused operators: auto (our kernels) or reference (ATen)")
+      ->check(CLI::IsMember({"auto", "reference"}))
+      ->capture_default_str();
   train->add_flag("--json", o.json, "print one JSON object");
   train->callback([] { bench_train(o); });
 }

@@ -1,4 +1,4 @@
-// exatrain logits --hf DIR --input TOKENS --output OUT.safetensors [--grads GRADS.safetensors]
+// exatrain logits --hf DIR --input TOKENS --output OUT.safetensors [--grads GRADS.safetensors] [--kernels K]
 // Runs a Hugging Face directory on each line of TOKENS and writes fp32 "logits"
 // [lines, tokens, vocab]. With --grads, also back-propagates the mean causal-LM cross-entropy
 // and writes every parameter's gradient under its Hugging Face name (and "loss" in OUT).
@@ -18,11 +18,13 @@ namespace {
 struct LogitsOptions {
   std::string hf_dir, input, output, grads;
   int threads = 0;
+  std::string kernels = "auto";
 };
 
 void run_logits(const LogitsOptions& o) {
   set_compute_threads(o.threads);
   auto model = load_hf_model(o.hf_dir, at::TensorOptions().dtype(at::kFloat));
+  model->set_kernels(o.kernels == "reference" ? KernelChoice::Reference : KernelChoice::Auto);
   at::Tensor ids = read_token_lines(o.input, model->config().vocab_size);
   if (ids.size(1) > model->config().max_position_embeddings)
     fail("{}: lines have {} tokens but the model's max_position_embeddings is {}", o.input, ids.size(1),
@@ -56,6 +58,9 @@ void register_logits_command(CLI::App& app) {
   cmd->add_option("--output", o.output, "output safetensors file (tensor 'logits')")->required();
   cmd->add_option("--grads", o.grads, "also write gradients of the mean causal-LM loss here");
   cmd->add_option("--threads", o.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--kernels", o.kernels, "fused operators: auto (our kernels) or reference (ATen)")
+      ->check(CLI::IsMember({"auto", "reference"}))
+      ->capture_default_str();
   cmd->callback([] { run_logits(o); });
 }
 

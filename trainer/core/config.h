@@ -113,6 +113,9 @@ struct ParallelConfig {
 enum class Precision { FP32, BF16 };
 enum class DeviceKind { Auto, Cpu, Cuda };
 enum class Recompute { None, Full };
+// Which implementation of the fused operators (kernels/ops.h) runs: auto = the fastest on the
+// device (our CPU kernels on the CPU), reference = ATen (the judge).
+enum class KernelChoice { Auto, Reference };
 enum class OnNonfinite { Skip, Stop };
 
 // Spikes: a z-score of the loss and the gradient norm against the last `window` steps.
@@ -137,6 +140,7 @@ struct TrainConfig {
   int64_t seed = 1234;
   Precision precision = Precision::FP32;
   Recompute recompute = Recompute::None;
+  KernelChoice kernels = KernelChoice::Auto;
   int64_t threads = 0;  // 0: all cores
   DeviceKind device = DeviceKind::Auto;
   int64_t eval_every = 0;    // validation loss every N steps; 0: never
@@ -154,6 +158,9 @@ struct TrainConfig {
              "compute precision (bf16: autocast, fp32 master weights)");
     v.choice("recompute", recompute, ChoiceNames<Recompute>{{"none", Recompute::None}, {"full", Recompute::Full}},
              "activation recomputation per decoder layer");
+    v.choice("kernels", kernels, ChoiceNames<KernelChoice>{{"auto", KernelChoice::Auto}, {"reference", KernelChoice::Reference}},
+             "fused operators: auto = the fastest implementation on the device (flash attention on the CPU), "
+             "reference = ATen (slower; attention builds a [seq, seq] mask)");
     v.field("threads", threads, "compute threads; 0 = all cores", Bounds::at_least(0));
     v.choice("device", device,
              ChoiceNames<DeviceKind>{{"auto", DeviceKind::Auto}, {"cpu", DeviceKind::Cpu}, {"cuda", DeviceKind::Cuda}},

@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "kernels/ops.h"
 #include "trainer/core/error.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/tp_regions.h"
@@ -20,14 +21,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(variance + eps);
   return weight * h.to(x.scalar_type());
-}
-
-at::Tensor attention_mask(int64_t seq_len, int64_t window, const at::Device& device) {
-  at::Tensor q = at::arange(seq_len, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
-  at::Tensor k = q.transpose(0, 1);
-  at::Tensor allowed = k <= q;
-  if (window > 0) allowed = allowed.logical_and(k > q - window);
-  return allowed;  // [seq, seq]
 }
 
 at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
@@ -130,14 +123,10 @@ void Exaone4Model::set_requires_grad(bool requires_grad) {
 
 at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
 
-Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device,
-                                                        bool sequence_parallel) const {
+Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, bool sequence_parallel) const {
   LayerContext ctx;
   ctx.sequence_parallel = sequence_parallel && tp_size_ > 1;
   ctx.rope = rope_tables(inv_freq_, seq_len);
-  // A window at least as long as the sequence is plain causal attention.
-  if (config_.sliding_window > 0 && config_.sliding_window < seq_len)
-    ctx.sliding_mask = attention_mask(seq_len, config_.sliding_window, device);
   return ctx;
 }
 
@@ -156,17 +145,14 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
     q = apply_rope(q, ctx.rope);
     k = apply_rope(k, ctx.rope);
   }
-  // GQA: query head h reads KV head h / (nh / nkv) (enable_gqa below, as repeat_interleave).
   // Under bf16 autocast the norms return fp32; attention runs in v's dtype.
   q = q.to(v.scalar_type());
   k = k.to(v.scalar_type());
-  const bool sliding = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  at::Tensor out;
-  if (sliding && ctx.sliding_mask.defined())
-    out = at::scaled_dot_product_attention(q, k, v, ctx.sliding_mask, 0.0, false, scale, /*enable_gqa=*/true);
-  else
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale, /*enable_gqa=*/true);
+  // GQA (query head h reads KV head h / (nh / nkv)) and the window live in the operator.
+  ops::AttentionSpec spec;
+  spec.window = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding ? config_.sliding_window : 0;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device()));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
   return leave_tp(out, ctx.sequence_parallel);
@@ -199,14 +185,14 @@ namespace {
 // directly into the (leaf) parameters, so only the input's gradient is returned.
 struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
-                            int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask, bool sequence_parallel) {
+                            int64_t layer, at::Tensor cos, at::Tensor sin, bool sequence_parallel) {
     const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
-    ctx->save_for_backward({x, cos, sin, mask});
+    ctx->save_for_backward({x, cos, sin});
     ctx->saved_data["model"] = model_address;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["sp"] = sequence_parallel;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, mask, sequence_parallel};
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel};
     return model->layer_forward(layer, x, lc);
   }
 
@@ -222,12 +208,12 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, saved[3], ctx->saved_data["sp"].toBool()};
+      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool()};
       y = model->layer_forward(layer, x, lc);
     }
     at::autocast::set_autocast_enabled(device, was_autocast);
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -239,12 +225,11 @@ at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, 
   const int64_t seq_len = input.size(1) * (sp && !stage_.first ? tp_size_ : 1);
   EXATRAIN_CHECK(!sp || seq_len % tp_size_ == 0, "sequence parallelism: sequence length {} is not divisible by tp {}",
                  seq_len, tp_size_);
-  const LayerContext ctx = make_context(seq_len, input.device(), sp);
+  const LayerContext ctx = make_context(seq_len, sp);
   at::Tensor h = stage_.first ? embed(input, sp) : input;  // [B, T, H], or [B, T / tp, H] with sp
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     if (recompute && at::GradMode::is_enabled())
-      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, ctx.sliding_mask,
-                                 sp);
+      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, sp);
     else
       h = layer_forward(l, h, ctx);
   }

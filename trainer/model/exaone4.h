@@ -23,10 +23,6 @@ namespace exatrain {
 // RMSNorm in fp32, cast back to the input dtype, then scaled: weight * (x / rms(x)).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
-// Boolean [seq, seq] mask, true where query q may attend to key k: k <= q, and with a window
-// W > 0 also k > q - W.
-at::Tensor attention_mask(int64_t seq_len, int64_t window, const at::Device& device);
-
 // Query head -> KV head under GQA.
 inline int64_t kv_head_of(int64_t query_head, int64_t num_heads, int64_t num_kv_heads) {
   return query_head / (num_heads / num_kv_heads);
@@ -99,6 +95,9 @@ class Exaone4Model {
   // The part of the global tensor that parameter i's local shard is.
   TensorSlice slice(size_t i) const;
   void set_requires_grad(bool requires_grad);
+  // Which implementation of the fused operators runs (kernels/ops.h); auto by default.
+  void set_kernels(KernelChoice kernels) { kernels_ = kernels; }
+  KernelChoice kernels() const { return kernels_; }
 
   // ids [batch, seq] int64 -> logits [batch, seq, vocab / tp] (this rank's vocabulary slice).
   at::Tensor forward(const at::Tensor& ids, bool recompute = false) const;
@@ -109,11 +108,10 @@ class Exaone4Model {
   // One decoder layer: [batch, seq, hidden] -> [batch, seq, hidden].
   struct LayerContext {
     RopeTables rope;
-    at::Tensor sliding_mask;  // undefined when the model has no sliding layers
     bool sequence_parallel = false;  // x is [batch, seq / tp, hidden]
   };
   at::Tensor layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
-  LayerContext make_context(int64_t seq_len, const at::Device& device, bool sequence_parallel = false) const;
+  LayerContext make_context(int64_t seq_len, bool sequence_parallel = false) const;
 
  private:
   struct LayerParams {
@@ -132,6 +130,7 @@ class Exaone4Model {
   TensorParallelGroups groups_;
   PipelineStage stage_;
   at::Device device_ = at::kCPU;
+  KernelChoice kernels_ = KernelChoice::Auto;
   int tp_size_ = 1, tp_rank_ = 0;
   int64_t heads_ = 0, kv_heads_ = 0;          // local to this TP rank
   int64_t vocab_start_ = 0, vocab_local_ = 0;  // this rank's vocabulary rows

@@ -387,6 +387,7 @@ void Trainer::setup(const ResumeOptions& resume) {
   state_.model = std::make_unique<Exaone4Model>(
       config_.model, at::TensorOptions().dtype(at::kFloat).device(device_),
       TensorParallelGroups{topo_.tp > 1 ? topo_.tp_group.get() : nullptr, kv_replicas_.get()}, stage_);
+  state_.model->set_kernels(t_.kernels);
   // Tied embeddings under PP: the first and last stage each hold a copy; their gradients are
   // summed over this two-rank group so the copies stay equal.
   if (config_.model.tie_embeddings && topo_.pp > 1) {

@@ -1,0 +1,142 @@
+// Bindings of the fused operators: ATen tensors in, the C-style kernels (kernels/*.h) inside an
+// autograd function, the ATen reference beside them.
+#include "kernels/ops.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "kernels/flash_attention.h"
+#include "trainer/core/error.h"
+
+namespace exatrain::ops {
+
+const char* impl_name(Impl impl) {
+  switch (impl) {
+    case Impl::Reference: return "reference";
+    case Impl::Cpu: return "cpu";
+    case Impl::Cuda: break;
+  }
+  return "cuda";
+}
+
+Impl resolve_impl(KernelChoice choice, const at::Device& device) {
+  if (choice == KernelChoice::Reference) return Impl::Reference;
+  return device.is_cpu() ? Impl::Cpu : Impl::Reference;  // no CUDA attention kernel yet
+}
+
+at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device) {
+  at::Tensor q = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
+  at::Tensor k = q.transpose(0, 1);
+  at::Tensor visible = k <= q;
+  return window > 0 ? visible.logical_and(k > q - window) : visible;
+}
+
+namespace {
+
+// SDPA with the visibility written out as a [seq, seq] boolean mask (sliding) or is_causal.
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec) {
+  const int64_t T = q.size(2);
+  if (spec.window <= 0 || spec.window >= T)  // a window at least the sequence is plain causal attention
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, spec.scale, /*enable_gqa=*/true);
+  return at::scaled_dot_product_attention(q, k, v, visibility_mask(T, spec.window, q.device()), 0.0, false, spec.scale, /*enable_gqa=*/true);
+}
+
+kernels::AttentionShape shape_of(const at::Tensor& q, const at::Tensor& k, const AttentionSpec& spec) {
+  kernels::AttentionShape s;
+  s.batch = q.size(0);
+  s.heads = q.size(1);
+  s.kv_heads = k.size(1);
+  s.seq = q.size(2);
+  s.head_dim = q.size(3);
+  s.window = spec.window >= s.seq ? 0 : spec.window;
+  s.scale = static_cast<float>(spec.scale);
+  return s;
+}
+
+at::Tensor fp32_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+// Spreads a kernel's independent work items over ATen's intra-op threads.
+template <class Body>
+void run_items(int64_t items, const Body& body) {
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) { body(begin, end); });
+}
+
+struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t window, double scale) {
+    const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    const at::Tensor q32 = fp32_contiguous(q), k32 = fp32_contiguous(k), v32 = fp32_contiguous(v);
+    at::Tensor o = at::empty_like(q32);
+    at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q32.options());
+    const float *qp = q32.const_data_ptr<float>(), *kp = k32.const_data_ptr<float>(), *vp = v32.const_data_ptr<float>();
+    float *op = o.mutable_data_ptr<float>(), *lp = lse.mutable_data_ptr<float>();
+    run_items(kernels::flash_forward_items(s), [&](int64_t begin, int64_t end) {
+      kernels::flash_attention_forward_cpu(s, qp, kp, vp, op, lp, begin, end);
+    });
+    ctx->save_for_backward({q32, k32, v32, o, lse});
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["q_dtype"] = static_cast<int64_t>(q.scalar_type());
+    ctx->saved_data["k_dtype"] = static_cast<int64_t>(k.scalar_type());
+    ctx->saved_data["v_dtype"] = static_cast<int64_t>(v.scalar_type());
+    return o.to(q.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const kernels::AttentionShape s =
+        shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
+    const at::Tensor dout = fp32_contiguous(grad_out[0]);
+    const at::Tensor delta = (dout * o).sum(-1).contiguous();  // [B, H, T]
+    at::Tensor dq = at::empty_like(q);
+    // Each query head's share of dK and dV, summed over the heads of its group below.
+    at::Tensor dk_heads = at::empty_like(q), dv_heads = at::empty_like(q);
+    const float *qp = q.const_data_ptr<float>(), *kp = k.const_data_ptr<float>(), *vp = v.const_data_ptr<float>();
+    const float *lp = lse.const_data_ptr<float>(), *dp = delta.const_data_ptr<float>();
+    const float* gp = dout.const_data_ptr<float>();
+    float *dqp = dq.mutable_data_ptr<float>(), *dkp = dk_heads.mutable_data_ptr<float>();
+    float* dvp = dv_heads.mutable_data_ptr<float>();
+    run_items(kernels::flash_backward_items(s), [&](int64_t begin, int64_t end) {
+      kernels::flash_attention_backward_cpu(s, qp, kp, vp, lp, dp, gp, dqp, dkp, dvp, begin, end);
+    });
+    const int64_t group = s.heads / s.kv_heads;
+    auto per_kv = [&](const at::Tensor& t) {
+      return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
+    };
+    auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+    return {dq.to(dtype("q_dtype")), per_kv(dk_heads).to(dtype("k_dtype")), per_kv(dv_heads).to(dtype("v_dtype")),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  EXATRAIN_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+                 "attention: q, k, v must be [batch, heads, seq, head_dim], got {}, {}, {} dimensions", q.dim(),
+                 k.dim(), v.dim());
+  auto str = [](const at::Tensor& t) { return c10::str(t.sizes()); };
+  EXATRAIN_CHECK(k.sizes() == v.sizes(), "attention: k {} and v {} differ in shape", str(k), str(v));
+  EXATRAIN_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3),
+                 "attention: q {} and k {} disagree in batch, seq or head_dim", str(q), str(k));
+  EXATRAIN_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+                 "attention: {} query heads are not a multiple of {} KV heads", q.size(1), k.size(1));
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec,
+                     Impl impl) {
+  check_shapes(q, k, v);
+  switch (impl) {
+    case Impl::Reference: return attention_reference(q, k, v, spec);
+    case Impl::Cpu:
+      EXATRAIN_CHECK(q.device().is_cpu(), "attention: the cpu implementation got tensors on {}", q.device().str());
+      return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale);
+    case Impl::Cuda: break;
+  }
+  fail("attention: no CUDA kernel yet; use the reference implementation (train.kernels: reference)");
+}
+
+}  // namespace exatrain::ops

@@ -1,0 +1,38 @@
+// The operator layer: the model calls operators, an operator runs one of its implementations.
+//   reference  ATen, the judge every other implementation is tested against
+//   cpu        our CPU kernels (kernels/*_cpu*)
+//   cuda       our CUDA kernels (none yet for attention: `auto` on a GPU runs the reference)
+// `train.kernels: auto | reference` picks, per device, through resolve_impl().
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "trainer/core/config.h"
+
+namespace exatrain::ops {
+
+enum class Impl { Reference, Cpu, Cuda };
+const char* impl_name(Impl impl);
+
+// The implementation `choice` runs for tensors on `device`.
+Impl resolve_impl(KernelChoice choice, const at::Device& device);
+
+struct AttentionSpec {
+  int64_t window = 0;  // > 0: key k visible from query q iff q - window < k <= q; 0: causal
+  double scale = 1.0;  // softmax(scale * q . k)
+};
+
+// Boolean [seq, seq], true where query q may see key k: k <= q and, with window > 0, k > q - window.
+// Only the reference builds it.
+at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device);
+
+// Causal (optionally sliding-window) grouped-query attention with autograd:
+// q [batch, heads, seq, head_dim], k and v [batch, kv_heads, seq, head_dim] -> like q.
+// Query head h reads KV head h / (heads / kv_heads). fp32 or bf16 inputs; the cpu
+// implementation accumulates in fp32 and returns q's dtype.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec,
+                     Impl impl);
+
+}  // namespace exatrain::ops

@@ -1,0 +1,105 @@
+#include "kernels/selftest.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "kernels/flash_attention.h"
+#include "kernels/ops.h"
+#include "kernels/rmsnorm.h"
+
+namespace exatrain::ops {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double relative_error(const at::Tensor& got, const at::Tensor& want) {
+  const double scale = std::max(1.0, want.abs().max().item<double>());
+  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() / scale;
+}
+
+struct AttentionCase {
+  int64_t batch, heads, kv_heads, seq, head_dim, window;
+  at::ScalarType dtype;
+};
+
+// Forward and backward of `impl`; the error is the worst of the output and the three input
+// gradients against the float64 reference.
+SelftestRow check_attention(const AttentionCase& c) {
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor k = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor v = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor g = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  AttentionSpec spec;
+  spec.window = c.window;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  auto run = [&](Impl impl, at::ScalarType dtype, double* ms) {
+    at::Tensor qi = q.to(dtype).detach().requires_grad_(true), ki = k.to(dtype).detach().requires_grad_(true);
+    at::Tensor vi = v.to(dtype).detach().requires_grad_(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    at::Tensor out = attention(qi, ki, vi, spec, impl);
+    out.backward(g.to(dtype));
+    if (ms) *ms = 1e3 * seconds_since(t0);
+    return std::vector<at::Tensor>{out.detach(), qi.grad(), ki.grad(), vi.grad()};
+  };
+  const auto want = run(Impl::Reference, at::kDouble, nullptr);
+  SelftestRow row;
+  row.op = "attention fwd+bwd";
+  row.impl = fmt::format("cpu ({})", kernels::flash_attention_cpu_isa());
+  row.shape = fmt::format("B{} H{}/{} T{} D{} W{}", c.batch, c.heads, c.kv_heads, c.seq, c.head_dim, c.window);
+  row.dtype = c.dtype == at::kBFloat16 ? "bf16" : "fp32";
+  // Bounds from tests/unit/test_attention.cpp: twice the worst error measured there.
+  row.bound = c.dtype == at::kBFloat16 ? 1.5625e-2 : 5e-6;
+  const auto got = run(Impl::Cpu, c.dtype, &row.impl_ms);
+  run(Impl::Reference, c.dtype, &row.reference_ms);  // the reference at the same dtype, timed
+  for (size_t i = 0; i < got.size(); ++i) row.max_error = std::max(row.max_error, relative_error(got[i], want[i]));
+  return row;
+}
+
+// The RMSNorm kernel's row functions (shared with the CUDA kernel) against ATen in float64.
+SelftestRow check_rmsnorm(int64_t rows, int64_t cols) {
+  at::manual_seed(5);
+  const at::Tensor x = at::randn({rows, cols}), w = at::randn({cols});
+  at::Tensor y = at::empty_like(x);
+  SelftestRow row;
+  row.op = "rmsnorm fwd";
+  row.impl = "cpu (CUDA row functions)";
+  row.shape = fmt::format("{} x {}", rows, cols);
+  row.dtype = "fp32";
+  row.bound = 1e-6;  // fp32 sums of squares over <= 4096 terms, one rounding each
+  auto t0 = std::chrono::steady_clock::now();
+  kernels::rmsnorm_forward_cpu(x.const_data_ptr<float>(), w.const_data_ptr<float>(), y.mutable_data_ptr<float>(), rows,
+                               cols, 1e-5f);
+  row.impl_ms = 1e3 * seconds_since(t0);
+  const at::Tensor xd = x.to(at::kDouble);
+  t0 = std::chrono::steady_clock::now();
+  const at::Tensor want = w.to(at::kDouble) * xd * at::rsqrt(xd.pow(2).mean(-1, true) + 1e-5);
+  row.reference_ms = 1e3 * seconds_since(t0);
+  row.max_error = relative_error(y, want);
+  return row;
+}
+
+}  // namespace
+
+std::vector<SelftestRow> run_kernel_selftest() {
+  at::NoGradGuard no_grad_outside;  // the attention checks enable grad where they need it
+  std::vector<SelftestRow> rows;
+  {
+    at::AutoGradMode grad(true);
+    for (const AttentionCase& c : {AttentionCase{1, 8, 2, 257, 128, 64, at::kFloat},    // 32B head layout
+                                   AttentionCase{2, 4, 4, 300, 64, 0, at::kFloat},      // full causal
+                                   AttentionCase{1, 6, 2, 200, 24, 23, at::kFloat},     // D off the vector width
+                                   AttentionCase{1, 8, 2, 257, 128, 64, at::kBFloat16}})
+      rows.push_back(check_attention(c));
+  }
+  rows.push_back(check_rmsnorm(64, 5120));
+  return rows;
+}
+
+}  // namespace exatrain::ops
