@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "kernels/flash_attention.h"
+#include "kernels/flash_attention_cuda.h"
 #include "kernels/ops.h"
 #include "kernels/rmsnorm.h"
 
@@ -62,6 +65,55 @@ SelftestRow check_attention(const AttentionCase& c) {
   return row;
 }
 
+// The tensor-core flash attention forward (the CUDA kernel's body): under the CPU emulation,
+// and on a GPU when there is one. bf16 in and out; the judge is SDPA in float64 on the same
+// bf16 values. Bound from tests/unit/test_simt.cpp (measured 2.6e-3, bound 6e-3).
+SelftestRow check_attention_tensor_cores(bool on_gpu) {
+  const int64_t B = 1, H = 2, KV = 1, T = 70, D = 64, W = 20;
+  at::manual_seed(13);
+  const at::Tensor q = at::randn({B, H, T, D}).to(at::kBFloat16), k = at::randn({B, KV, T, D}).to(at::kBFloat16);
+  const at::Tensor v = at::randn({B, KV, T, D}).to(at::kBFloat16);
+  AttentionSpec spec;
+  spec.window = W;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor want = attention(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), spec, Impl::Reference);
+  SelftestRow row;
+  row.op = "attention fwd";
+  row.impl = on_gpu ? "cuda (tensor cores)" : "cuda source, emulated";
+  row.shape = fmt::format("B{} H{}/{} T{} D{} W{}", B, H, KV, T, D, W);
+  row.dtype = "bf16";
+  row.bound = 6e-3;
+  const at::Device device = on_gpu ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::Tensor qd = q.to(device), kd = k.to(device), vd = v.to(device);
+  at::Tensor o = at::empty_like(qd), lse = at::empty({B, H, T}, qd.options().dtype(at::kFloat));
+  kernels::FlashFwdParams p{reinterpret_cast<const uint16_t*>(qd.const_data_ptr()),
+                            reinterpret_cast<const uint16_t*>(kd.const_data_ptr()),
+                            reinterpret_cast<const uint16_t*>(vd.const_data_ptr()),
+                            reinterpret_cast<uint16_t*>(o.mutable_data_ptr()), lse.mutable_data_ptr<float>(),
+                            static_cast<int>(B), static_cast<int>(H), static_cast<int>(KV), static_cast<int>(T),
+                            static_cast<int>(W), static_cast<float>(spec.scale)};
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!on_gpu) {
+    kernels::flash_attention_forward_emulated(p, static_cast<int>(D));
+  } else {
+#if defined(EXATRAIN_HAVE_CUDA)
+    const int err = kernels::flash_attention_forward_cuda(p, static_cast<int>(D), nullptr);
+    if (err != 0) {
+      row.max_error = std::numeric_limits<double>::infinity();
+      row.impl += fmt::format(" (launch failed: cudaError {})", err);
+      return row;
+    }
+#endif
+  }
+  o = o.cpu();  // waits for the kernel
+  row.impl_ms = 1e3 * seconds_since(t0);
+  const auto r0 = std::chrono::steady_clock::now();
+  attention(qd, kd, vd, spec, Impl::Reference);
+  row.reference_ms = 1e3 * seconds_since(r0);
+  row.max_error = relative_error(o, want);
+  return row;
+}
+
 // The RMSNorm kernel's row functions (shared with the CUDA kernel) against ATen in float64.
 SelftestRow check_rmsnorm(int64_t rows, int64_t cols) {
   at::manual_seed(5);
@@ -98,6 +150,8 @@ std::vector<SelftestRow> run_kernel_selftest() {
                                    AttentionCase{1, 8, 2, 257, 128, 64, at::kBFloat16}})
       rows.push_back(check_attention(c));
   }
+  rows.push_back(check_attention_tensor_cores(/*on_gpu=*/false));
+  if (kernels::cuda_device_available()) rows.push_back(check_attention_tensor_cores(/*on_gpu=*/true));
   rows.push_back(check_rmsnorm(64, 5120));
   return rows;
 }

@@ -4,13 +4,19 @@
 // gradient bucket, global norm, fused AdamW) of a randomly initialised model on random tokens, and
 // the fp32 GEMM peak in the same run (for MFU).
 // tests/bench/bench_train.py runs transformers on the same shapes and prints the ratio.
+// exatrain bench attention [--heads H --kv-heads K --seq-len T --head-dim D --window W ...]
+// Times the attention operator alone (forward + backward): the CPU kernel against ATen.
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/flash_attention.h"
+#include "kernels/ops.h"
 #include "trainer/app/commands.h"
 #include "trainer/core/config.h"
 #include "trainer/core/error.h"
@@ -82,6 +88,66 @@ void bench_train(const BenchOptions& o) {
                            peak / 1e9, 100 * mfu);
 }
 
+struct AttentionBenchOptions {
+  int64_t batch = 1, heads = 12, kv_heads = 4, seq_len = 4096, head_dim = 64, window = 512, repeats = 3;
+  int threads = 0;
+  std::string dtype = "fp32";
+  bool json = false;
+};
+
+// Query-key pairs a causal (windowed) attention evaluates: the FLOPs are 4 x pairs x heads x
+// head_dim forward and 2.5 times that backward (FlashAttention-2's count; docs/kernels.md).
+double visible_pairs(int64_t seq, int64_t window) {
+  const double s = static_cast<double>(seq), w = static_cast<double>(window);
+  if (window <= 0 || window >= seq) return s * (s + 1) / 2;
+  return w * (w + 1) / 2 + (s - w) * w;
+}
+
+// Forward + backward of the attention operator, our CPU kernel against the ATen reference (SDPA
+// with its mask), same tensors, same threads, best of --repeats.
+void bench_attention(const AttentionBenchOptions& o) {
+  set_compute_threads(o.threads);
+  EXATRAIN_CHECK(o.heads % o.kv_heads == 0, "--heads {} is not a multiple of --kv-heads {}", o.heads, o.kv_heads);
+  const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  at::manual_seed(1);
+  const at::Tensor q = at::randn({o.batch, o.heads, o.seq_len, o.head_dim}).to(dtype);
+  const at::Tensor k = at::randn({o.batch, o.kv_heads, o.seq_len, o.head_dim}).to(dtype);
+  const at::Tensor v = at::randn({o.batch, o.kv_heads, o.seq_len, o.head_dim}).to(dtype);
+  const at::Tensor g = at::randn({o.batch, o.heads, o.seq_len, o.head_dim}).to(dtype);
+  ops::AttentionSpec spec;
+  spec.window = o.window;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(o.head_dim));
+  auto best_seconds = [&](ops::Impl impl) {
+    double best = 1e30;
+    for (int64_t r = 0; r < o.repeats; ++r) {
+      at::Tensor qi = q.detach().requires_grad_(true), ki = k.detach().requires_grad_(true);
+      at::Tensor vi = v.detach().requires_grad_(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      ops::attention(qi, ki, vi, spec, impl).backward(g);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const double cpu = best_seconds(ops::Impl::Cpu), reference = best_seconds(ops::Impl::Reference);
+  const double flops = 3.5 * 4 * visible_pairs(o.seq_len, o.window) * static_cast<double>(o.batch * o.heads * o.head_dim);
+  if (o.json) {
+    std::cout << nlohmann::json{{"cpu_s", cpu}, {"reference_s", reference}, {"ratio", reference / cpu},
+                                {"cpu_gflops", flops / cpu / 1e9}, {"reference_gflops", flops / reference / 1e9},
+                                {"isa", kernels::flash_attention_cpu_isa()}, {"threads", at::get_num_threads()},
+                                {"seq_len", o.seq_len}, {"window", o.window}, {"dtype", o.dtype}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  std::cout << fmt::format("exatrain bench attention: B{} H{}/{} T{} D{} W{} {}, forward + backward, best of {}, "
+                           "{} threads\n", o.batch, o.heads, o.kv_heads, o.seq_len, o.head_dim, o.window, o.dtype,
+                           o.repeats, at::get_num_threads());
+  std::cout << fmt::format("  cpu ({}): {:.3f} s ({:.1f} GFLOP/s); reference (ATen SDPA{}): {:.3f} s ({:.1f} GFLOP/s); "
+                           "ratio {:.2f}x\n", kernels::flash_attention_cpu_isa(), cpu, flops / cpu / 1e9,
+                           o.window > 0 && o.window < o.seq_len ? " + mask" : ", causal", reference,
+                           flops / reference / 1e9, reference / cpu);
+}
+
 }  // namespace
 
 namespace {
@@ -103,6 +169,22 @@ void register_bench_command(CLI::App& app) {
       ->capture_default_str();
   train->add_flag("--json", o.json, "print one JSON object");
   train->callback([] { bench_train(o); });
+
+  auto* attn = bench->add_subcommand("attention", "Time the attention operator: our CPU kernel against ATen");
+  static AttentionBenchOptions a;
+  attn->add_option("--batch", a.batch, "sequences")->capture_default_str()->check(CLI::PositiveNumber);
+  attn->add_option("--heads", a.heads, "query heads")->capture_default_str()->check(CLI::PositiveNumber);
+  attn->add_option("--kv-heads", a.kv_heads, "key/value heads")->capture_default_str()->check(CLI::PositiveNumber);
+  attn->add_option("--seq-len", a.seq_len, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  attn->add_option("--head-dim", a.head_dim, "head dimension")->capture_default_str()->check(CLI::PositiveNumber);
+  attn->add_option("--window", a.window, "sliding window; 0 = full causal")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  attn->add_option("--dtype", a.dtype, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  attn->add_option("--repeats", a.repeats, "timed runs per side (best is kept)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  attn->add_option("--threads", a.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  attn->add_flag("--json", a.json, "print one JSON object");
+  attn->callback([] { bench_attention(a); });
 }
 
 CommandRegistration registration("bench", 90, register_bench_command);
