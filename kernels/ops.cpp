@@ -7,7 +7,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "kernels/flash_attention.h"
+#include "kernels/flash_attention_cuda.h"
 #include "trainer/core/error.h"
+
+#if defined(EXATRAIN_HAVE_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace exatrain::ops {
 
@@ -22,7 +28,11 @@ const char* impl_name(Impl impl) {
 
 Impl resolve_impl(KernelChoice choice, const at::Device& device) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
-  return device.is_cpu() ? Impl::Cpu : Impl::Reference;  // no CUDA attention kernel yet
+  if (device.is_cpu()) return Impl::Cpu;
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (device.is_cuda()) return Impl::Cuda;  // attention() itself falls back where the kernel cannot run
+#endif
+  return Impl::Reference;
 }
 
 at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device) {
@@ -112,6 +122,66 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
   }
 };
 
+#if defined(EXATRAIN_HAVE_CUDA)
+const uint16_t* bf16_bits(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.const_data_ptr()); }
+
+void check_launch(int err, const char* what) {
+  EXATRAIN_CHECK(err == 0, "attention: the CUDA {} kernel failed to launch (cudaError {})", what, err);
+}
+
+// The tensor-core kernels (kernels/flash_attention_{fwd,bwd}.cuh) on bf16 CUDA tensors, on
+// the current stream: the same algorithm and layouts as the CPU kernel, bf16 operands with
+// fp32 accumulation.
+struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
+                            const at::Tensor& v_in, int64_t window, double scale) {
+    const c10::cuda::CUDAGuard guard(q_in.device());
+    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    at::Tensor o = at::empty_like(q), lse = at::empty({s.batch, s.heads, s.seq}, q.options().dtype(at::kFloat));
+    const kernels::FlashFwdParams p{bf16_bits(q), bf16_bits(k), bf16_bits(v),
+                                    reinterpret_cast<uint16_t*>(o.mutable_data_ptr()), lse.mutable_data_ptr<float>(),
+                                    static_cast<int>(s.batch), static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
+                                    static_cast<int>(s.seq), static_cast<int>(s.window), s.scale};
+    check_launch(kernels::flash_attention_forward_cuda(p, static_cast<int>(s.head_dim),
+                                                       c10::cuda::getCurrentCUDAStream().stream()),
+                 "forward");
+    ctx->save_for_backward({q, k, v, o, lse});
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["scale"] = scale;
+    return o;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const c10::cuda::CUDAGuard guard(q.device());
+    const kernels::AttentionShape s =
+        shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
+    const at::Tensor dout = grad_out[0].to(at::kBFloat16).contiguous();
+    const at::Tensor delta = (dout.to(at::kFloat) * o.to(at::kFloat)).sum(-1).contiguous();  // [B, H, T]
+    at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+    at::Tensor dk_heads = at::empty_like(dq), dv_heads = at::empty_like(dq);
+    const kernels::FlashBwdParams p{bf16_bits(q), bf16_bits(k), bf16_bits(v), bf16_bits(dout),
+                                    lse.const_data_ptr<float>(), delta.const_data_ptr<float>(),
+                                    dq.mutable_data_ptr<float>(), dk_heads.mutable_data_ptr<float>(),
+                                    dv_heads.mutable_data_ptr<float>(), static_cast<int>(s.batch),
+                                    static_cast<int>(s.heads), static_cast<int>(s.kv_heads), static_cast<int>(s.seq),
+                                    static_cast<int>(s.window), s.scale};
+    check_launch(kernels::flash_attention_backward_cuda(p, static_cast<int>(s.head_dim),
+                                                        c10::cuda::getCurrentCUDAStream().stream()),
+                 "backward");
+    const int64_t group = s.heads / s.kv_heads;
+    auto per_kv = [&](const at::Tensor& t) {
+      return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
+    };
+    return {dq.to(at::kBFloat16), per_kv(dk_heads).to(at::kBFloat16), per_kv(dv_heads).to(at::kBFloat16), at::Tensor(),
+            at::Tensor()};
+  }
+};
+#endif
+
 void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   EXATRAIN_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
                  "attention: q, k, v must be [batch, heads, seq, head_dim], got {}, {}, {} dimensions", q.dim(),
@@ -134,9 +204,19 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     case Impl::Cpu:
       EXATRAIN_CHECK(q.device().is_cpu(), "attention: the cpu implementation got tensors on {}", q.device().str());
       return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale);
-    case Impl::Cuda: break;
+    case Impl::Cuda:
+#if defined(EXATRAIN_HAVE_CUDA)
+      // The tensor-core kernels take bf16 and head_dim 32/64/128; anything else (fp32 runs, other
+      // head sizes) runs the reference on the GPU.
+      if (q.is_cuda() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+          v.scalar_type() == at::kBFloat16 && kernels::flash_fwd_supports_head_dim(static_cast<int>(q.size(3))))
+        return FlashAttentionCuda::apply(q, k, v, spec.window, spec.scale);
+      return attention_reference(q, k, v, spec);
+#else
+      break;
+#endif
   }
-  fail("attention: no CUDA kernel yet; use the reference implementation (train.kernels: reference)");
+  fail("attention: this build has no CUDA kernels; use train.kernels: reference");
 }
 
 }  // namespace exatrain::ops

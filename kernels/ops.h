@@ -1,7 +1,8 @@
 // The operator layer: the model calls operators, an operator runs one of its implementations.
 //   reference  ATen, the judge every other implementation is tested against
 //   cpu        our CPU kernels (kernels/*_cpu*)
-//   cuda       our CUDA kernels (none yet for attention: `auto` on a GPU runs the reference)
+//   cuda       our CUDA kernels (attention: tensor cores, bf16, head_dim 32/64/128; other
+//              dtypes and sizes run the reference on the GPU)
 // `train.kernels: auto | reference` picks, per device, through resolve_impl().
 #pragma once
 

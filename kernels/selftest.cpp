@@ -33,7 +33,7 @@ struct AttentionCase {
 
 // Forward and backward of `impl`; the error is the worst of the output and the three input
 // gradients against the float64 reference.
-SelftestRow check_attention(const AttentionCase& c) {
+SelftestRow check_attention(const AttentionCase& c, Impl impl = Impl::Cpu) {
   at::manual_seed(11);
   const at::Tensor q = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
   const at::Tensor k = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
@@ -42,26 +42,73 @@ SelftestRow check_attention(const AttentionCase& c) {
   AttentionSpec spec;
   spec.window = c.window;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  auto run = [&](Impl impl, at::ScalarType dtype, double* ms) {
-    at::Tensor qi = q.to(dtype).detach().requires_grad_(true), ki = k.to(dtype).detach().requires_grad_(true);
-    at::Tensor vi = v.to(dtype).detach().requires_grad_(true);
+  const at::Device device = impl == Impl::Cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  auto run = [&](Impl which, at::ScalarType dtype, const at::Device& where, double* ms) {
+    at::Tensor qi = q.to(where, dtype).detach().requires_grad_(true);
+    at::Tensor ki = k.to(where, dtype).detach().requires_grad_(true);
+    at::Tensor vi = v.to(where, dtype).detach().requires_grad_(true);
     const auto t0 = std::chrono::steady_clock::now();
-    at::Tensor out = attention(qi, ki, vi, spec, impl);
-    out.backward(g.to(dtype));
-    if (ms) *ms = 1e3 * seconds_since(t0);
-    return std::vector<at::Tensor>{out.detach(), qi.grad(), ki.grad(), vi.grad()};
+    at::Tensor out = attention(qi, ki, vi, spec, which);
+    out.backward(g.to(where, dtype));
+    std::vector<at::Tensor> result{out.detach().cpu(), qi.grad().cpu(), ki.grad().cpu(), vi.grad().cpu()};
+    if (ms) *ms = 1e3 * seconds_since(t0);  // after the copies back: the GPU work is done
+    return result;
   };
-  const auto want = run(Impl::Reference, at::kDouble, nullptr);
+  const auto want = run(Impl::Reference, at::kDouble, at::Device(at::kCPU), nullptr);
   SelftestRow row;
   row.op = "attention fwd+bwd";
-  row.impl = fmt::format("cpu ({})", kernels::flash_attention_cpu_isa());
+  row.impl = impl == Impl::Cuda ? std::string("cuda (tensor cores)")
+                                : fmt::format("cpu ({})", kernels::flash_attention_cpu_isa());
   row.shape = fmt::format("B{} H{}/{} T{} D{} W{}", c.batch, c.heads, c.kv_heads, c.seq, c.head_dim, c.window);
   row.dtype = c.dtype == at::kBFloat16 ? "bf16" : "fp32";
-  // Bounds from tests/unit/test_attention.cpp: twice the worst error measured there.
+  // Bounds from tests/unit/test_attention.cpp: twice the worst error measured there (the CUDA
+  // kernels' emulated errors, tests/unit/test_simt.cpp, are below the bf16 bound).
   row.bound = c.dtype == at::kBFloat16 ? 1.5625e-2 : 5e-6;
-  const auto got = run(Impl::Cpu, c.dtype, &row.impl_ms);
-  run(Impl::Reference, c.dtype, &row.reference_ms);  // the reference at the same dtype, timed
+  const auto got = run(impl, c.dtype, device, &row.impl_ms);
+  run(Impl::Reference, c.dtype, device, &row.reference_ms);  // the reference at the same dtype and device, timed
   for (size_t i = 0; i < got.size(); ++i) row.max_error = std::max(row.max_error, relative_error(got[i], want[i]));
+  return row;
+}
+
+// The tensor-core backward's body under the CPU emulation: one block of 40 keys, fed by the
+// emulated forward; gradients against SDPA's autograd in float64 on the same bf16 values.
+// Bound from tests/unit/test_simt.cpp (measured up to 4.6e-3, on this case; bound 1e-2).
+SelftestRow check_attention_backward_emulated() {
+  const int64_t B = 1, H = 1, T = 40, D = 64, W = 0;
+  at::manual_seed(17);
+  const at::Tensor q = at::randn({B, H, T, D}).to(at::kBFloat16), k = at::randn({B, H, T, D}).to(at::kBFloat16);
+  const at::Tensor v = at::randn({B, H, T, D}).to(at::kBFloat16), g = at::randn({B, H, T, D}).to(at::kBFloat16);
+  AttentionSpec spec;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  SelftestRow row;
+  row.op = "attention bwd";
+  row.impl = "cuda source, emulated";
+  row.shape = fmt::format("B{} H{}/{} T{} D{} W{}", B, H, H, T, D, W);
+  row.dtype = "bf16";
+  row.bound = 1e-2;
+  at::Tensor o = at::empty_like(q), lse = at::empty({B, H, T}, at::kFloat);
+  auto bits = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.const_data_ptr()); };
+  const auto t0 = std::chrono::steady_clock::now();
+  kernels::flash_attention_forward_emulated(
+      kernels::FlashFwdParams{bits(q), bits(k), bits(v), reinterpret_cast<uint16_t*>(o.mutable_data_ptr()),
+                              lse.mutable_data_ptr<float>(), 1, 1, 1, static_cast<int>(T), 0,
+                              static_cast<float>(spec.scale)},
+      static_cast<int>(D));
+  const at::Tensor delta = (g.to(at::kFloat) * o.to(at::kFloat)).sum(-1).contiguous();
+  at::Tensor dq = at::zeros({B, H, T, D}), dk = at::empty({B, H, T, D}), dv = at::empty({B, H, T, D});
+  kernels::flash_attention_backward_emulated(
+      kernels::FlashBwdParams{bits(q), bits(k), bits(v), bits(g), lse.const_data_ptr<float>(),
+                              delta.const_data_ptr<float>(), dq.mutable_data_ptr<float>(),
+                              dk.mutable_data_ptr<float>(), dv.mutable_data_ptr<float>(), 1, 1, 1,
+                              static_cast<int>(T), 0, static_cast<float>(spec.scale)},
+      static_cast<int>(D));
+  row.impl_ms = 1e3 * seconds_since(t0);
+  at::Tensor qd = q.to(at::kDouble).requires_grad_(true), kd = k.to(at::kDouble).requires_grad_(true);
+  at::Tensor vd = v.to(at::kDouble).requires_grad_(true);
+  const auto r0 = std::chrono::steady_clock::now();
+  attention(qd, kd, vd, spec, Impl::Reference).backward(g.to(at::kDouble));
+  row.reference_ms = 1e3 * seconds_since(r0);
+  row.max_error = std::max({relative_error(dq, qd.grad()), relative_error(dk, kd.grad()), relative_error(dv, vd.grad())});
   return row;
 }
 
@@ -151,7 +198,17 @@ std::vector<SelftestRow> run_kernel_selftest() {
       rows.push_back(check_attention(c));
   }
   rows.push_back(check_attention_tensor_cores(/*on_gpu=*/false));
-  if (kernels::cuda_device_available()) rows.push_back(check_attention_tensor_cores(/*on_gpu=*/true));
+  {
+    at::AutoGradMode grad(true);
+    rows.push_back(check_attention_backward_emulated());
+  }
+  if (kernels::cuda_device_available()) {
+    rows.push_back(check_attention_tensor_cores(/*on_gpu=*/true));
+    at::AutoGradMode grad(true);
+    for (const AttentionCase& c : {AttentionCase{1, 8, 2, 257, 128, 64, at::kBFloat16},
+                                   AttentionCase{2, 4, 4, 300, 64, 0, at::kBFloat16}})
+      rows.push_back(check_attention(c, Impl::Cuda));
+  }
   rows.push_back(check_rmsnorm(64, 5120));
   return rows;
 }

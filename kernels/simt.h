@@ -1,5 +1,6 @@
 // The few SIMT primitives our CUDA kernels use, in one thin header with two meanings:
-//   under nvcc:          CUDA built-ins (threadIdx, __syncthreads, __shfl_xor_sync, mma.sync);
+//   under nvcc:          CUDA built-ins (threadIdx, __syncthreads, __shfl_xor_sync, atomicAdd,
+//                        mma.sync);
 //   under a host compiler: a CPU emulation in which each thread of a block is a real thread
 //                        (std::thread), __syncthreads is a barrier over the block, shared memory
 //                        is one buffer per block, and the warp-collective operations (shuffles,
@@ -71,6 +72,7 @@ SIMT_DEVICE T* dynamic_shared() {
 }
 SIMT_DEVICE float exp2_approx(float x) { return exp2f(x); }
 SIMT_DEVICE float log_approx(float x) { return logf(x); }
+SIMT_DEVICE void atomic_add(float* address, float value) { atomicAdd(address, value); }
 
 // d = a b + c on the tensor cores (sm_80 and later).
 SIMT_DEVICE void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
@@ -86,6 +88,7 @@ SIMT_DEVICE void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32
 
 #else  // the CPU emulation
 
+#include <atomic>
 #include <cmath>
 #include <functional>
 
@@ -116,6 +119,7 @@ T* dynamic_shared() {
 }
 inline float exp2_approx(float x) { return std::exp2(x); }
 inline float log_approx(float x) { return std::log(x); }
+inline void atomic_add(float* address, float value) { std::atomic_ref<float>(*address).fetch_add(value); }
 
 // Warp-collective: every lane of the warp must call it (as __shfl_xor_sync with a full mask).
 inline float shfl_xor(float v, int mask) {

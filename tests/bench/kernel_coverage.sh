@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Line coverage of the SIMT kernel sources (kernels/simt.h, kernels/flash_attention_fwd.cuh) by
+# Line coverage of the SIMT kernel sources (kernels/simt.h, kernels/flash_attention_{fwd,bwd}.cuh) by
 # the emulation tests (tests/unit/test_simt.cpp), with gcov: builds that test alone with
 # --coverage in a temporary directory, runs it, and prints gcov's per-file summary.
 #   tests/bench/kernel_coverage.sh
@@ -15,5 +15,5 @@ g++ --coverage ./*.o -o test_simt -lgtest -lgtest_main -pthread
 ./test_simt --gtest_brief=1 >/dev/null
 gcov -r -s "$SRC" ./*.o 2>/dev/null | awk -v src="$SRC" '
   /^File/ { file = $2; gsub(/\x27/, "", file) }
-  /^Lines executed/ && (file ~ /simt\.h$/ || file ~ /flash_attention_fwd\.cuh$/ || file ~ /simt_emulation\.cpp$/) {
+  /^Lines executed/ && (file ~ /simt\.h$/ || file ~ /flash_attention_(fwd|bwd)\.cuh$/ || file ~ /simt_emulation\.cpp$/) {
     print file ": " $0 }'

@@ -74,7 +74,7 @@ for line in text.splitlines():
         counts.setdefault((arch, fn), 0)
     elif fn and "HMMA" in line:
         counts[(arch, fn)] += 1
-attention = {k: v for k, v in counts.items() if "flash_attention_fwd_kernel" in k[1]}
+attention = {k: v for k, v in counts.items() if re.search(r"flash_attention_(fwd|bwd)_kernel", k[1])}
 for (a, f), n in sorted(attention.items()):
     print(f"  {a} {f}: {n} HMMA")
 assert {a for a, _ in attention} >= {"sm_80", "sm_90a"}, f"attention kernels not found for both archs: {sorted(attention)}"
