@@ -101,23 +101,23 @@ def main():
                                        str(args.threads)]
     rows = []
     print(f"model {args.model}, batch 1, {args.threads} threads, fp32; peak RSS per process, seconds per step")
-    print(f"{'tokens':>8}" + "".join(f"{name + ' GiB':>22}{'s/step':>9}" for name in sides))
+    print(f"{'tokens':>8}" + "".join(f"{name + ' GiB':>26}{'s/step':>9}" for name in sides))
     for s in (int(x) for x in args.seq_lens.split(",")):
         row = {"seq_len": s}
         cells = []
         for name, make in sides.items():
             if name == "transformers" and args.skip_hf_above and s > args.skip_hf_above:
                 row[name] = {"ok": False, "error": "not run"}
-                cells.append(f"{'not run':>22}{'':>9}")
+                cells.append(f"{'not run':>26}{'':>9}")
                 continue
             r = run_side(make(s), args.mem_limit_gib)
             row[name] = r
             if r["ok"]:
                 step = r["result"].get("step_s") or 1.0 / r["result"]["steps_per_s"]
                 r["step_s"] = step
-                cells.append(f"{r['peak_gib']:>22.2f}{step:>9.2f}")
+                cells.append(f"{r['peak_gib']:>26.2f}{step:>9.2f}")
             else:
-                cells.append(f"{r['error'][:20]:>22}{'':>9}")
+                cells.append(f"{r['error'][:24]:>26}{'':>9}")
         rows.append(row)
         print(f"{s:>8}" + "".join(cells), flush=True)
     line = json.dumps({"model": args.model, "threads": args.threads, "rows": rows})
