@@ -313,6 +313,10 @@ RenderedChat render_chat(const Conversation& messages, const ChatTemplateOptions
       fail("chat: {}: unknown role '{}' (expected system, user, assistant or tool)", who, m.role);
     }
   }
+  if (options.add_generation_prompt) {  // the template's add_generation_prompt block
+    text += "[|assistant|]\n";
+    text += options.enable_thinking ? std::string_view("<think>\n") : kEmptyThink;
+  }
   return out;
 }
 

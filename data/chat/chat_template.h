@@ -45,6 +45,10 @@ struct ChatTemplateOptions {
   // The template's skip_think: true drops every assistant message's reasoning (an empty think
   // block stands in its place); false keeps it for the conversation's last message only.
   bool skip_think = true;
+  // The template's add_generation_prompt: end with "[|assistant|]\n" and, unless
+  // enable_thinking, an empty think block (the model answers without reasoning).
+  bool add_generation_prompt = false;
+  bool enable_thinking = false;
 };
 
 // The template's text and where the assistant's output lies in it.
@@ -62,7 +66,8 @@ struct RenderedChat {
 // which message ("message 3: unknown role 'bot' (expected system, user, assistant or tool)").
 Conversation parse_chat_record(std::string_view json);
 
-// Renders `messages` as the template does (without a generation prompt). Throws Error for an
+// Renders `messages` as the template does (a generation prompt only with
+// options.add_generation_prompt). Throws Error for an
 // unknown role, an empty conversation, or text that contains a turn marker ([|system|],
 // [|user|], [|assistant|], [|tool|], [|endofturn|]): the tokenizer would read it as structure.
 RenderedChat render_chat(const Conversation& messages, const ChatTemplateOptions& options = {});

@@ -41,7 +41,8 @@ fi
 
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
-  "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention"; do
+  "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
+  "generate"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -220,6 +221,27 @@ for x, y in zip(a, b):
 EOF
     fail "the rerun has the same losses" "see the Python error above"
 fi
+
+# generate: the checkpoint and the release it became continue a prompt identically (greedy; the
+# tiny demo learns raw bytes, so --byte-level). transformers judges generate in parity_generate.
+if expect_ok "generate from the final release" -- "$EXATRAIN" generate --hf "$T/run/final" --byte-level \
+    --prompt "And God said" --max-new-tokens 8 --json; then
+  cp "$T/stdout" gen_hf.json
+  if expect_ok "generate from the checkpoint" -- "$EXATRAIN" generate --checkpoint "$T/run" --byte-level \
+      --prompt "And God said" --max-new-tokens 8 --json; then
+    python3 - gen_hf.json "$T/stdout" <<'EOF' && pass "generate: checkpoint and release give the same 8 tokens" ||
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a["prompt_ids"] == [ord(c) for c in "And God said"], a["prompt_ids"]
+assert len(a["output_ids"]) == 8 and a["output_ids"] == b["output_ids"], (a, b)
+EOF
+      fail "generate: checkpoint and release agree" "see the Python error above"
+  fi
+fi
+expect_fail "generate without a tokenizer for a text prompt" "--byte-level" -- \
+  "$EXATRAIN" generate --hf "$T/run/final" --prompt "And God said"
+expect_fail "generate with a prompt id outside the vocabulary" "not a token id in [0, 320)" -- \
+  "$EXATRAIN" generate --hf "$T/run/final" --prompt-ids "1 2 999"
 
 printf '1 2 3 4 5\n6 7 8 9 10\n255 256 257 258 319\n' >tokens.txt
 if expect_ok "logits on the trained directory" -- \

@@ -39,6 +39,12 @@ std::unique_ptr<Exaone4Model> checkpoint_model(CheckpointReader& reader, const M
 
 }  // namespace
 
+std::unique_ptr<Exaone4Model> load_checkpoint_model(CheckpointReader& reader, RunConfig* run) {
+  const RunConfig config = parse_resolved_config(reader.info().config_yaml, reader.dir() + "/manifest.pb (config)");
+  if (run) *run = config;
+  return checkpoint_model(reader, config.model, DType::F32);
+}
+
 ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& o, const Communicator* world) {
   const auto start = std::chrono::steady_clock::now();
   const CheckpointInfo& info = reader.info();

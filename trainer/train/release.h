@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "checkpoints/safetensors.h"
@@ -14,6 +15,7 @@ namespace exatrain {
 
 class CheckpointReader;
 class Communicator;
+class Exaone4Model;
 
 struct ExportOptions {
   std::string output;
@@ -33,6 +35,10 @@ struct ExportReport {
   // for information the same against the unrounded fp32 weights.
   double verify_diff = -1, rounding_diff = -1;
 };
+
+// The checkpoint's weights as a single-rank fp32 model (whatever layout saved them), and the
+// run's config (model, data.tokenizer, ...) in `run`.
+std::unique_ptr<Exaone4Model> load_checkpoint_model(CheckpointReader& reader, RunConfig* run = nullptr);
 
 // With `world` (collective: every rank calls it), each rank writes its share of the shards;
 // --verify runs on every rank (rank 0's report is the one to print).
