@@ -42,7 +42,7 @@ fi
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
   "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
-  "generate"; do
+  "generate" "data preview"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -220,6 +220,27 @@ for x, y in zip(a, b):
     assert math.isclose(x["loss"], y["loss"], rel_tol=1e-5), (x["loss"], y["loss"])
 EOF
     fail "the rerun has the same losses" "see the Python error above"
+fi
+
+# data preview: the trained spans of chat data are the assistant turns, marked in the text.
+CHAT_TOK=$SRC/tests/parity/tokenizer/genesis-bpe.json
+cat >chat.jsonl <<'EOF'
+{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who made the light?"}, {"role": "assistant", "content": "God."}]}
+{"messages": [{"role": "user", "content": "And the darkness?"}, {"role": "assistant", "content": "Night."}]}
+EOF
+if expect_ok "data prepare (chat, for preview)" "2 documents" -- "$EXATRAIN" data prepare --tokenizer "$CHAT_TOK" \
+    --format chat --name sft --license CC0-1.0 --source cli.sh --input chat.jsonl --output chat_ds; then
+  expect_ok "data preview" "document 0: 32 tokens, 10 trained" "⟦<think>" "God.[|endofturn|]⟧" "marks the tokens" -- \
+    "$EXATRAIN" data preview chat_ds --tokenizer "$CHAT_TOK"
+  if expect_ok "data preview --json --skip 1" "trained_spans" -- \
+      "$EXATRAIN" data preview chat_ds --tokenizer "$CHAT_TOK" --skip 1 --n 5 --json; then
+    json_check 'len(d) == 1 and d[0]["document"] == 1 and d[0]["trained_spans"] == ["<think>\n\n</think>\n\nNight.[|endofturn|]"]
+                and d[0]["text"].startswith("[|user|]\nAnd the darkness?")' <"$T/stdout" \
+      && pass "data preview: the trained span is the assistant turn" || fail "data preview JSON" "$(cat "$T/stdout")"
+  fi
+  { cat "$CHAT_TOK"; echo; } >other-tokenizer.json  # the same tokenizer, another file hash
+  expect_fail "data preview with another tokenizer" "is not the tokenizer of chat_ds" -- \
+    "$EXATRAIN" data preview chat_ds --tokenizer other-tokenizer.json
 fi
 
 # generate: the checkpoint and the release it became continue a prompt identically (greedy; the

@@ -4,6 +4,7 @@
 //                       [--max-document-bytes N] [--keep-reasoning]
 // exatrain data verify DIR [--tokenizer T | --tokenizer-sha256 HEX] [--threads N]
 // exatrain data info DIR
+// exatrain data preview DIR --tokenizer T [--n K] [--skip S] [--json]
 // exatrain data bench DIR... [--seq-len T] [--batch B] [--dp N] [--batches K]
 //
 // Formats, manifest fields and policies: docs/data.md. Everything here is a thin layer over
@@ -25,6 +26,7 @@
 #include "data/shards/loader_bench.h"
 #include "data/shards/manifest.h"
 #include "data/shards/prepare.h"
+#include "data/shards/shard_reader.h"
 #include "trainer/core/sha256.h"
 #include "data/shards/verify.h"
 #include "data/tokenizer/tokenizer.h"
@@ -130,6 +132,93 @@ void run_verify(const DataOptions& o) {
               m.tokenizer_sha256.c_str(), expected.empty() ? " (not compared: no --tokenizer given)" : " (matches)");
 }
 
+// One document of a dataset: its tokens and loss mask, wherever the shards split it.
+struct PreviewDocument {
+  std::vector<uint32_t> ids;
+  std::vector<uint8_t> mask;
+};
+
+// The first `skip + count` documents' boundaries come from the shards' document indexes; a
+// document runs to the next one's start (across shard boundaries) or to the end of the data.
+std::vector<PreviewDocument> read_documents(const std::string& dir, const DatasetManifest& m, uint64_t skip,
+                                            uint64_t count) {
+  std::vector<ShardReader> shards;
+  std::vector<uint64_t> base;  // global offset of each shard's first token
+  std::vector<uint64_t> starts;
+  uint64_t offset = 0;
+  for (const auto& shard : m.shards) {
+    shards.emplace_back((fs::path(dir) / shard.file).string());
+    base.push_back(offset);
+    for (uint64_t s : shards.back().document_starts()) starts.push_back(offset + s);
+    offset += shards.back().tokens();
+  }
+  std::vector<PreviewDocument> docs;
+  for (uint64_t d = skip; d < starts.size() && d < skip + count; ++d) {
+    const uint64_t begin = starts[d], end = d + 1 < starts.size() ? starts[d + 1] : offset;
+    PreviewDocument doc;
+    for (size_t s = 0; s < shards.size(); ++s) {
+      const uint64_t lo = std::max(begin, base[s]), hi = std::min(end, base[s] + shards[s].tokens());
+      if (lo >= hi) continue;
+      std::vector<int32_t> ids(hi - lo);
+      std::vector<uint8_t> mask(hi - lo);
+      shards[s].copy_tokens(lo - base[s], hi - lo, ids.data());
+      shards[s].copy_loss_mask(lo - base[s], hi - lo, mask.data());
+      doc.ids.insert(doc.ids.end(), ids.begin(), ids.end());
+      doc.mask.insert(doc.mask.end(), mask.begin(), mask.end());
+    }
+    docs.push_back(std::move(doc));
+  }
+  return docs;
+}
+
+struct PreviewOptions {
+  std::string dir, tokenizer, open = "\u27e6", close = "\u27e7";  // ⟦ ⟧
+  uint64_t count = 3, skip = 0;
+  bool json = false;
+};
+
+// Decoded documents with the trained tokens (loss mask 1) between markers: what the model
+// will learn to produce, and what it only reads.
+void run_preview(const PreviewOptions& o) {
+  const DatasetManifest m = read_manifest(o.dir);
+  const Tokenizer tokenizer = Tokenizer::from_file(o.tokenizer);
+  if (!m.tokenizer_sha256.empty() && tokenizer.content_sha256() != m.tokenizer_sha256)
+    fail("preview: '{}' is not the tokenizer of {} (its sha256 is {}, the manifest names {})", o.tokenizer, o.dir,
+         tokenizer.content_sha256(), m.tokenizer_sha256);
+  const auto docs = read_documents(o.dir, m, o.skip, o.count);
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t d = 0; d < docs.size(); ++d) {
+    const PreviewDocument& doc = docs[d];
+    std::string text;
+    nlohmann::json spans = nlohmann::json::array();
+    uint64_t trained = 0;
+    for (size_t i = 0; i < doc.ids.size();) {  // runs of equal mask, decoded one run at a time
+      size_t j = i;
+      while (j < doc.ids.size() && doc.mask[j] == doc.mask[i]) ++j;
+      const std::string piece = tokenizer.decode(std::span<const uint32_t>(doc.ids.data() + i, j - i));
+      if (doc.mask[i]) {
+        trained += j - i;
+        spans.push_back(piece);
+        text += o.open + piece + o.close;
+      } else {
+        text += piece;
+      }
+      i = j;
+    }
+    if (o.json) {
+      out.push_back({{"document", o.skip + d}, {"tokens", doc.ids.size()}, {"trained_tokens", trained},
+                     {"text", text}, {"trained_spans", spans}});
+    } else {
+      std::printf("--- document %llu: %zu tokens, %llu trained%s\n%s\n", static_cast<unsigned long long>(o.skip + d),
+                  doc.ids.size(), static_cast<unsigned long long>(trained),
+                  m.has_loss_mask ? "" : " (no loss mask: every token is trained)", text.c_str());
+    }
+  }
+  if (o.json) std::printf("%s\n", out.dump().c_str());
+  else if (m.has_loss_mask)
+    std::printf("--- %s...%s marks the tokens the loss is computed on (loss mask 1)\n", o.open.c_str(), o.close.c_str());
+}
+
 void register_data_command(CLI::App& app) {
   auto* data = app.add_subcommand("data", "Prepare, verify and inspect token shard datasets; benchmark the loader");
   data->require_subcommand(1);
@@ -179,6 +268,18 @@ void register_data_command(CLI::App& app) {
   auto* info = data->add_subcommand("info", "Print a dataset's manifest (text format)");
   info->add_option("DIR", o.dir, "dataset directory")->required();
   info->callback([] { std::fputs(manifest_to_text(read_manifest(o.dir)).c_str(), stdout); });
+
+  auto* preview = data->add_subcommand("preview", "Decoded documents with the trained (loss-masked) tokens marked");
+  static PreviewOptions pv;
+  preview->add_option("DIR", pv.dir, "dataset directory")->required();
+  preview->add_option("--tokenizer", pv.tokenizer, "the dataset's tokenizer.json (its sha256 must match the manifest)")
+      ->required()->check(CLI::ExistingFile);
+  preview->add_option("--n", pv.count, "documents to show")->capture_default_str()->check(CLI::PositiveNumber);
+  preview->add_option("--skip", pv.skip, "documents to skip first")->capture_default_str();
+  preview->add_option("--open", pv.open, "marker before a trained span")->capture_default_str();
+  preview->add_option("--close", pv.close, "marker after a trained span")->capture_default_str();
+  preview->add_flag("--json", pv.json, "one JSON array: per document its tokens, trained tokens, text and spans");
+  preview->callback([] { run_preview(pv); });
 
   auto* bench = data->add_subcommand("bench", "Loader tokens/s per rank from the page cache vs a sequential copy");
   bench->add_option("DIRS", o.bench.datasets, "dataset directories (equal weights)")->required();
