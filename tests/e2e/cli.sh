@@ -42,7 +42,7 @@ fi
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
   "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
-  "generate" "data preview"; do
+  "generate" "data preview" "eval"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done

@@ -3,6 +3,7 @@
 #   - two datasets (English KJV Genesis, Korean constitution) tokenized with a BPE tokenizer,
 #     blended 3:1, each with a validation split; validation loss every 10 steps, per dataset;
 #     the sample prompt is encoded and the sample decoded through the run's tokenizer;
+#   - `exatrain eval` on the final checkpoint and release gives the trainer's last val_loss;
 #   - the loss and final weights of dp 2 and tp 2 x pp 2 runs equal the single-rank run (the
 #     global batches do not depend on the layout);
 #   - a tokenizer other than the datasets', a vocabulary too small for the tokenizer, evaluation
@@ -74,6 +75,24 @@ assert g[-1] < g[0], f"genesis validation loss did not fall: {g}"
 assert all("data_wait_share" in x and 0 <= x["data_wait_share"] < 1 for x in m), "data_wait_share missing or out of range"
 print(f"ok - validation loss per dataset at steps 10/20/30; genesis {g[0]:.3f} -> {g[-1]:.3f}")
 PY
+# exatrain eval: the final weights, from the checkpoint and from the release, give the trainer's
+# last val_loss on each dataset (same batches, same masked mean).
+for src in "--checkpoint $T/single" "--hf $T/single/final"; do
+  # shellcheck disable=SC2086  # $src is two words
+  "$BIN" eval "$T/run.yaml" $src --threads 1 --json >"$T/eval.json" 2>"$T/eval.log" || { cat "$T/eval.log"; fail "eval $src"; }
+  "$PY" - "$T/single/metrics.jsonl" "$T/eval.json" "$src" <<'PY'
+import json, math, sys
+last = [json.loads(l) for l in open(sys.argv[1]) if "val_loss" in l][-1]["val_loss"]
+got = json.load(open(sys.argv[2]))["datasets"]
+assert set(got) == set(last), (sorted(got), sorted(last))
+for name, want in last.items():
+    loss = got[name]["loss"]
+    assert abs(loss - want) <= 1e-5 * want, f"{name}: eval {loss} vs the trainer's val_loss {want}"
+    assert math.isclose(got[name]["perplexity"], math.exp(loss), rel_tol=1e-9)
+print(f"ok - eval {sys.argv[3].split()[0]}: " + ", ".join(f"{n} {got[n]['loss']:.5f}" for n in sorted(got)) +
+      " = the trainer's last val_loss")
+PY
+done
 grep -q 'sample: "And God said" -> "' "$T/single/train.log" || fail "train.log has no decoded sample"
 grep -q "dataset genesis: " "$T/single/train.log" || fail "train.log does not describe the datasets"
 echo "ok - decoded sample: $(grep -o 'sample: .*' "$T/single/train.log" | head -c 160)"
