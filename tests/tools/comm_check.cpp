@@ -106,6 +106,32 @@ int main(int argc, char** argv) {
     at::Tensor recv = at::zeros_like(part);
     world.send_recv(part, (r + 1) % n, recv, (r + n - 1) % n);
     check(world, "send_recv ring " + dt, recv, want_parts[static_cast<size_t>((r + n - 1) % n)]);
+
+    // Non-blocking: two all-reduces in flight at once, driven by test() until both complete
+    // (as gradient buckets are during backward).
+    at::Tensor first = mine.clone(), second = (mine * 2).contiguous();
+    PendingCollective a = world.start_all_reduce(first), c = world.start_all_reduce(second, ReduceOp::Max);
+    while (!(a.test() & c.test())) std::this_thread::yield();
+    check(world, "start_all_reduce sum " + dt, first, base * n + n * (n + 1) / 2);
+    check(world, "start_all_reduce max " + dt, second, (base + n) * 2);
+  }
+  {
+    // Uneven reduce-scatter (ZeRO-1 buckets straddling the owned slices): rank r receives
+    // counts[r] elements, rank 1 none at all; fp32 only (the gradient buffer's dtype).
+    std::vector<int64_t> counts;
+    int64_t total = 0, offset = 0;
+    for (int k = 0; k < n; ++k) {
+      counts.push_back(k == 1 ? 0 : 500 + 37 * k);
+      if (k == r) offset = total;
+      total += counts.back();
+    }
+    at::Tensor base = at::arange(total, at::kLong).remainder(7).to(at::kFloat);
+    at::Tensor input = (base + (r + 1)).to(dev);
+    at::Tensor output = at::full({counts[static_cast<size_t>(r)]}, -1.0f, at::TensorOptions().device(dev));
+    PendingCollective p = world.start_reduce_scatter(input, output, counts);
+    p.wait();
+    check(world, "start_reduce_scatter uneven fp32", output,
+          (base * n + n * (n + 1) / 2).narrow(0, offset, counts[static_cast<size_t>(r)]));
   }
   world.barrier();
   std::printf("rank %d: comm_check on %s, %d ranks: %d cases, %d wrong\n", r, device.c_str(), n, cases, wrong);

@@ -40,6 +40,25 @@ ncclDataType_t nccl_type(const at::Tensor& t) {
 
 }  // namespace
 
+struct NcclWork {
+  cudaEvent_t done = nullptr;
+  c10::DeviceIndex device = 0;
+  ~NcclWork() {
+    if (done) cudaEventDestroy(done);
+  }
+};
+
+bool nccl_work_done(NcclWork& work) {
+  const cudaError_t q = cudaEventQuery(work.done);
+  if (q != cudaErrorNotReady) check_cuda(q, "cudaEventQuery");
+  return q == cudaSuccess;
+}
+
+void nccl_work_wait(NcclWork& work) {
+  check_cuda(cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(work.device).stream(), work.done, 0),
+             "cudaStreamWaitEvent");
+}
+
 struct NcclGroup::Impl {
   const Communicator& group;
   ncclComm_t comm = nullptr;
@@ -93,6 +112,20 @@ struct NcclGroup::Impl {
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+  }
+
+  // Queues `enqueue` (NCCL calls on `stream`) after the caller's current stream and records an
+  // event after it; the caller's stream does not wait (nccl_work_wait does, later).
+  template <class Fn>
+  std::shared_ptr<NcclWork> start(const at::Tensor& t, Fn&& enqueue) {
+    c10::cuda::CUDAGuard guard(t.device());
+    begin(t);
+    enqueue();
+    auto work = std::make_shared<NcclWork>();
+    work->device = t.device().index();
+    check_cuda(cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming), "cudaEventCreate");
+    check_cuda(cudaEventRecord(work->done, stream), "cudaEventRecord");
+    return work;
   }
 };
 
@@ -172,6 +205,34 @@ void NcclGroup::send_recv(const at::Tensor& send, int send_peer, at::Tensor& rec
   impl_->end("send_recv");
 }
 
+std::shared_ptr<NcclWork> NcclGroup::start_all_reduce(at::Tensor& t, ReduceOp op) {
+  EXATRAIN_CHECK(t.is_contiguous(), "NCCL all_reduce: a non-blocking all-reduce needs a contiguous tensor");
+  return impl_->start(t, [&] {
+    check_nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t),
+                             op == ReduceOp::Sum ? ncclSum : ncclMax, impl_->comm, impl_->stream), "all_reduce");
+  });
+}
+
+std::shared_ptr<NcclWork> NcclGroup::start_reduce_scatter(const at::Tensor& input, at::Tensor& output,
+                                                          const std::vector<int64_t>& counts) {
+  // NCCL's reduce-scatter takes equal parts; uneven ones are one reduce per rank, rooted there,
+  // in one NCCL group.
+  return impl_->start(input, [&] {
+    check_nccl(ncclGroupStart(), "group start");
+    int64_t offset = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      if (counts[r] > 0) {
+        const bool me = static_cast<int>(r) == impl_->group.rank();
+        check_nccl(ncclReduce(static_cast<const char*>(input.data_ptr()) + offset * input.element_size(),
+                              me ? output.data_ptr() : nullptr, static_cast<size_t>(counts[r]), nccl_type(input),
+                              ncclSum, static_cast<int>(r), impl_->comm, impl_->stream), "reduce_scatter");
+      }
+      offset += counts[r];
+    }
+    check_nccl(ncclGroupEnd(), "group end");
+  });
+}
+
 bool nccl_usable() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
@@ -192,6 +253,13 @@ void NcclGroup::broadcast(at::Tensor&, int) {}
 void NcclGroup::send(const at::Tensor&, int) {}
 void NcclGroup::recv(at::Tensor&, int) {}
 void NcclGroup::send_recv(const at::Tensor&, int, at::Tensor&, int) {}
+std::shared_ptr<NcclWork> NcclGroup::start_all_reduce(at::Tensor&, ReduceOp) { return nullptr; }
+std::shared_ptr<NcclWork> NcclGroup::start_reduce_scatter(const at::Tensor&, at::Tensor&, const std::vector<int64_t>&) {
+  return nullptr;
+}
+struct NcclWork {};
+bool nccl_work_done(NcclWork&) { return true; }
+void nccl_work_wait(NcclWork&) {}
 bool nccl_usable() { return false; }
 }  // namespace exatrain
 

@@ -9,11 +9,17 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <vector>
 
 namespace exatrain {
 
 class Communicator;
 enum class ReduceOp;
+
+// A collective queued on a group's NCCL stream, with a CUDA event recorded after it.
+struct NcclWork;
+bool nccl_work_done(NcclWork& work);  // the device has finished it (no host wait)
+void nccl_work_wait(NcclWork& work);  // the caller's current stream waits for it (no host wait)
 
 class NcclGroup {
  public:
@@ -30,6 +36,10 @@ class NcclGroup {
   void recv(at::Tensor& tensor, int peer);
   // Send and receive in one NCCL group (neighbours exchanging at once cannot deadlock).
   void send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer);
+  // Queued after the caller's current stream, without making it wait (Communicator::start_*).
+  std::shared_ptr<NcclWork> start_all_reduce(at::Tensor& tensor, ReduceOp op);
+  std::shared_ptr<NcclWork> start_reduce_scatter(const at::Tensor& input, at::Tensor& output,
+                                                 const std::vector<int64_t>& counts);
 
  private:
   struct Impl;

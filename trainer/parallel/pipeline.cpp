@@ -42,7 +42,7 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   };
   std::deque<InFlight> queue;
   PipelineStepResult result;
-  int forwarded = 0;
+  int forwarded = 0, backwarded = 0;
 
   // One forward of micro-batch `forwarded` given its input (ids or the received activation).
   auto forward = [&](at::Tensor input) {
@@ -67,6 +67,7 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
     InFlight f = std::move(queue.front());
     queue.pop_front();
     note_progress();
+    if (++backwarded == M && options.before_last_backward) options.before_last_backward();
     if (model.stage().last)
       f.output.backward();
     else
