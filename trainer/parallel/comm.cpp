@@ -372,34 +372,45 @@ void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& 
     if (send.defined() && send_peer >= 0) count(CommOp::SendRecv, send);
     return nccl().send_recv(send, send_peer, recv, recv_peer);
   }
-  at::Tensor buf;
+  start_send_recv(send, send_peer, recv, recv_peer).wait();
+}
+
+PendingCollective Communicator::start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv,
+                                                int recv_peer) const {
   const bool sending = send.defined() && send_peer >= 0, receiving = recv.defined() && recv_peer >= 0;
-  if (sending) {
-    check_cpu(send, "send");
-    buf = send.contiguous();
-    count(CommOp::SendRecv, send);
+  PendingCollective p;
+  if (!sending && !receiving) return p;
+  PendingCollective::State& s = *p.state_;
+  s.group = this;
+  s.op = CommOp::SendRecv;
+  s.complete = false;
+  EXATRAIN_CHECK(!receiving || recv.is_contiguous(), "recv needs a contiguous tensor");
+  at::Tensor buf = sending ? send.contiguous() : at::Tensor();
+  if (sending) count(CommOp::SendRecv, send);
+  if ((sending && send.is_cuda()) || (receiving && recv.is_cuda())) {
+    s.nccl = nccl().start_send_recv(buf, sending ? send_peer : -1, recv, receiving ? recv_peer : -1);
+    s.buffers = {buf, receiving ? recv : at::Tensor()};
+    return p;
   }
-  if (receiving) {
-    check_cpu(recv, "recv");
-    EXATRAIN_CHECK(recv.is_contiguous(), "recv needs a contiguous tensor");
-  }
-  // Both halves in chunks of the same size (the peer chunks its half the same way).
-  const int64_t out_bytes = sending ? static_cast<int64_t>(buf.nbytes()) : 0;
-  const int64_t in_bytes = receiving ? static_cast<int64_t>(recv.nbytes()) : 0;
-  const int64_t step = max_mpi_count();
-  const int64_t chunks = std::max<int64_t>(1, (std::max(out_bytes, in_bytes) + step - 1) / step);
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * step;
-    MPI_Request reqs[2];
-    int n = 0;
-    if (sending && (begin < out_bytes || c == 0))
-      MPI_Isend(static_cast<char*>(buf.data_ptr()) + begin, static_cast<int>(std::min(step, out_bytes - begin)),
-                MPI_BYTE, send_peer, 0, as_comm(comm_), &reqs[n++]);
-    if (receiving && (begin < in_bytes || c == 0))
-      MPI_Irecv(static_cast<char*>(recv.data_ptr()) + begin, static_cast<int>(std::min(step, in_bytes - begin)),
-                MPI_BYTE, recv_peer, 0, as_comm(comm_), &reqs[n++]);
-    wait(reqs, n, CommOp::SendRecv);
-  }
+  if (sending) check_cpu(send, "send");
+  if (receiving) check_cpu(recv, "recv");
+  // Each half in chunks of at most max_mpi_count() bytes (the peer chunks its half the same
+  // way), all posted at once: MPI matches messages between two ranks on one tag in order.
+  auto post = [&](bool out, const at::Tensor& t, int peer) {
+    auto* bytes = static_cast<char*>(t.data_ptr());
+    for_each_chunk(static_cast<int64_t>(t.nbytes()), [&](int64_t begin, int length) {
+      MPI_Request req;
+      if (out)
+        MPI_Isend(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+      else
+        MPI_Irecv(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+      s.requests.push_back(req);
+    });
+  };
+  if (sending) post(true, buf, send_peer);
+  if (receiving) post(false, recv, recv_peer);
+  s.buffers = {buf, receiving ? recv : at::Tensor()};
+  return p;
 }
 
 void Communicator::barrier() const {

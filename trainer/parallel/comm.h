@@ -98,6 +98,9 @@ class Communicator {
   // straddles the ranks' owned slices (MPI_Ireduce_scatter; NCCL: one reduce per rank).
   PendingCollective start_reduce_scatter(const at::Tensor& input, at::Tensor& output,
                                          const std::vector<int64_t>& counts) const;
+  // send_recv without waiting: the pipeline posts a receive before the computation that
+  // precedes its use, and lets a send complete while it computes.
+  PendingCollective start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const;
 
   // A sub-group of the ranks with the same `color`, ordered by `key` (MPI_Comm_split).
   std::unique_ptr<Communicator> split(const std::string& name, int color, int key) const;

@@ -233,6 +233,23 @@ std::shared_ptr<NcclWork> NcclGroup::start_reduce_scatter(const at::Tensor& inpu
   });
 }
 
+std::shared_ptr<NcclWork> NcclGroup::start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv,
+                                                     int recv_peer) {
+  const bool do_send = send.defined() && send_peer >= 0, do_recv = recv.defined() && recv_peer >= 0;
+  EXATRAIN_CHECK(!do_send || send.is_contiguous(), "NCCL send: a non-blocking send needs a contiguous tensor");
+  EXATRAIN_CHECK(!do_recv || recv.is_contiguous(), "recv needs a contiguous tensor");
+  return impl_->start(do_send ? send : recv, [&] {
+    check_nccl(ncclGroupStart(), "group start");
+    if (do_send)
+      check_nccl(ncclSend(send.data_ptr(), static_cast<size_t>(send.numel()), nccl_type(send), send_peer, impl_->comm,
+                          impl_->stream), "send");
+    if (do_recv)
+      check_nccl(ncclRecv(recv.data_ptr(), static_cast<size_t>(recv.numel()), nccl_type(recv), recv_peer, impl_->comm,
+                          impl_->stream), "recv");
+    check_nccl(ncclGroupEnd(), "group end");
+  });
+}
+
 bool nccl_usable() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
@@ -257,6 +274,7 @@ std::shared_ptr<NcclWork> NcclGroup::start_all_reduce(at::Tensor&, ReduceOp) { r
 std::shared_ptr<NcclWork> NcclGroup::start_reduce_scatter(const at::Tensor&, at::Tensor&, const std::vector<int64_t>&) {
   return nullptr;
 }
+std::shared_ptr<NcclWork> NcclGroup::start_send_recv(const at::Tensor&, int, at::Tensor&, int) { return nullptr; }
 struct NcclWork {};
 bool nccl_work_done(NcclWork&) { return true; }
 void nccl_work_wait(NcclWork&) {}

@@ -40,6 +40,8 @@ class NcclGroup {
   std::shared_ptr<NcclWork> start_all_reduce(at::Tensor& tensor, ReduceOp op);
   std::shared_ptr<NcclWork> start_reduce_scatter(const at::Tensor& input, at::Tensor& output,
                                                  const std::vector<int64_t>& counts);
+  // An undefined tensor or peer < 0 skips that half.
+  std::shared_ptr<NcclWork> start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer);
 
  private:
   struct Impl;
