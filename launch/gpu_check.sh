@@ -71,8 +71,8 @@ if ((n < 2)); then
   record "NCCL collectives" SKIP 0 "one GPU: NCCL runs between ranks, and it refuses two ranks on one device"
 else
   if run nccl "$T/nccl.log" 300 mpirun -n "$n" "$CHECK" --device cuda --timeout 60 \
-     && grep -q "rank 0: comm_check on cuda, $n ranks: 17 cases, 0 wrong" "$T/nccl.log"; then
-    record "NCCL collectives ($n ranks, fp32 + bf16)" PASS $(($(date +%s) - t)) "17 cases against the worked-out values"
+     && grep -q "rank 0: comm_check on cuda, $n ranks: 19 cases, 0 wrong" "$T/nccl.log"; then
+    record "NCCL collectives ($n ranks, fp32 + bf16)" PASS $(($(date +%s) - t)) "19 cases against the worked-out values"
   else
     record "NCCL collectives ($n ranks, fp32 + bf16)" FAIL $(($(date +%s) - t)) "" "$T/nccl.log"
   fi

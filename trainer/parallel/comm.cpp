@@ -76,8 +76,15 @@ Communicator::Communicator(std::string name, intptr_t mpi_comm, CommContext* con
   MPI_Comm_size(as_comm(comm_), &size_);
 }
 
+void Communicator::init_nccl() const {
+  if (size_ > 1 && !nccl_) nccl_ = std::make_unique<NcclGroup>(*this);
+}
+
 NcclGroup& Communicator::nccl() const {
-  if (!nccl_) nccl_ = std::make_unique<NcclGroup>(*this);
+  // Not created here: inside the first collective, ranks that reach it at different times would
+  // each wait for the others in ncclCommInitRank, outside any timeout.
+  EXATRAIN_CHECK(nccl_, "rank {}: a collective on CUDA tensors over group '{}' before its NCCL communicator was "
+                 "created (Communicator::init_nccl at start-up)", context_->world_rank, name_);
   return *nccl_;
 }
 
@@ -182,13 +189,15 @@ PendingCollective Communicator::start_all_reduce(at::Tensor& tensor, ReduceOp op
   s.op = CommOp::AllReduce;
   s.complete = false;
   count(CommOp::AllReduce, tensor);
+  const bool bf16 = tensor.scalar_type() == at::kBFloat16;  // reduced in fp32 on both backends
+  at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
+  s.buffers.push_back(buf);
+  if (!buf.is_same(tensor)) s.on_complete = [buf, target = tensor]() mutable { target.copy_(buf); };
   if (tensor.is_cuda()) {
-    s.nccl = nccl().start_all_reduce(tensor, op);
+    s.nccl = nccl().start_all_reduce(buf, op);
     return p;
   }
   check_cpu(tensor, "all_reduce");
-  const bool bf16 = tensor.scalar_type() == at::kBFloat16;  // reduced in fp32
-  at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
   auto* base = static_cast<char*>(buf.data_ptr());
   for_each_chunk(buf.numel(), [&](int64_t begin, int length) {
     MPI_Request req;
@@ -196,8 +205,6 @@ PendingCollective Communicator::start_all_reduce(at::Tensor& tensor, ReduceOp op
                    op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, as_comm(comm_), &req);
     s.requests.push_back(req);
   });
-  s.buffers.push_back(buf);
-  if (!buf.is_same(tensor)) s.on_complete = [buf, target = tensor]() mutable { target.copy_(buf); };
   return p;
 }
 
@@ -255,12 +262,7 @@ PendingCollective Communicator::start_reduce_scatter(const at::Tensor& input, at
 }
 
 void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
-  if (size_ == 1) return;
-  if (tensor.is_cuda()) {  // blocking on the host as before (issue 13 section 1 moves this to the stream)
-    count(CommOp::AllReduce, tensor);
-    return nccl().all_reduce(tensor, op);
-  }
-  start_all_reduce(tensor, op).wait();
+  start_all_reduce(tensor, op).wait();  // CUDA: the caller's stream waits, not the host
 }
 
 at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const {
@@ -300,7 +302,8 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) c
   if (size_ == 1) return tensor;
   if (tensor.is_cuda()) {
     count(CommOp::ReduceScatter, tensor);
-    return nccl().reduce_scatter(tensor, dim);
+    if (tensor.scalar_type() != at::kBFloat16) return nccl().reduce_scatter(tensor, dim);
+    return nccl().reduce_scatter(tensor.to(at::kFloat), dim).to(at::kBFloat16);  // summed in fp32, as over MPI
   }
   check_cpu(tensor, "reduce_scatter");
   EXATRAIN_CHECK(tensor.size(dim) % size_ == 0, "reduce_scatter on group '{}': dimension {} of size {} is not divisible by {}",
@@ -341,8 +344,8 @@ void Communicator::broadcast(at::Tensor& tensor, int root) const {
 
 void Communicator::send(const at::Tensor& tensor, int peer) const {
   if (tensor.is_cuda()) {
-    count(CommOp::SendRecv, tensor);
-    return nccl().send(tensor, peer);
+    at::Tensor none;
+    return start_send_recv(tensor, peer, none, -1).wait();
   }
   check_cpu(tensor, "send");
   at::Tensor buf = tensor.contiguous();
@@ -356,7 +359,7 @@ void Communicator::send(const at::Tensor& tensor, int peer) const {
 }
 
 void Communicator::recv(at::Tensor& tensor, int peer) const {
-  if (tensor.is_cuda()) return nccl().recv(tensor, peer);
+  if (tensor.is_cuda()) return start_send_recv(at::Tensor(), -1, tensor, peer).wait();
   check_cpu(tensor, "recv");
   EXATRAIN_CHECK(tensor.is_contiguous(), "recv needs a contiguous tensor");
   auto* bytes = static_cast<char*>(tensor.data_ptr());
@@ -368,10 +371,6 @@ void Communicator::recv(at::Tensor& tensor, int peer) const {
 }
 
 void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const {
-  if ((send.defined() && send.is_cuda()) || (recv.defined() && recv.is_cuda())) {
-    if (send.defined() && send_peer >= 0) count(CommOp::SendRecv, send);
-    return nccl().send_recv(send, send_peer, recv, recv_peer);
-  }
   start_send_recv(send, send_peer, recv, recv_peer).wait();
 }
 

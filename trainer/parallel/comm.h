@@ -1,9 +1,10 @@
 // Collectives over one process group, on tensors (counts come from the tensor, never from a
-// byte size). CPU tensors go through MPI (fp32 reduced as is, bf16 reduced in fp32); CUDA
-// tensors go through NCCL (nccl_comm.h), set up on the group's first CUDA operation.
-// Every operation is non-blocking underneath and polled against a deadline: a collective that
-// does not finish within the timeout aborts the whole job, naming the operation, the group,
-// the step and the rank, instead of hanging.
+// byte size). CPU tensors go through MPI; CUDA tensors through NCCL (nccl_comm.h), on a
+// communicator created at start-up (init_nccl). Both backends reduce bf16 in fp32 and round the
+// result once, so they agree. Every MPI operation is non-blocking underneath and polled against
+// a deadline; NCCL operations are stream-ordered and watched by a thread (collective_watchdog.h).
+// Either way a collective that does not finish within the timeout aborts the whole job, naming
+// the operation, the group, the step and the rank, instead of hanging.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,6 +22,7 @@ enum class CommOp { AllReduce, AllGather, ReduceScatter, Broadcast, SendRecv, Co
 const char* comm_op_name(CommOp op);
 enum class ReduceOp { Sum, Max };
 class Communicator;
+class CollectiveWatchdog;
 class NcclGroup;
 struct NcclWork;
 
@@ -61,6 +63,8 @@ struct CommContext {
   std::map<std::string, int64_t> bytes;
   double wait_seconds = 0;  // spent waiting for MPI operations to complete (CPU tensors)
   void reset_bytes() { bytes.clear(); }
+  // Watches the NCCL collectives of every group (made with the first NCCL communicator).
+  std::shared_ptr<CollectiveWatchdog> watchdog;
 };
 
 class Communicator {
@@ -102,6 +106,10 @@ class Communicator {
   // precedes its use, and lets a send complete while it computes.
   PendingCollective start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const;
 
+  // Creates this group's NCCL communicator (collective over the group; every rank creates its
+  // groups' communicators in the same order), before any collective on CUDA tensors. Nothing
+  // for a group of one rank.
+  void init_nccl() const;
   // A sub-group of the ranks with the same `color`, ordered by `key` (MPI_Comm_split).
   std::unique_ptr<Communicator> split(const std::string& name, int color, int key) const;
 

@@ -397,13 +397,21 @@ void Trainer::setup(const ResumeOptions& resume) {
     tied_embedding_ = topo_.world->split("embedding", member ? topo_.tp_rank + topo_.tp * topo_.dp_rank
                                                              : topo_.tp * topo_.dp + topo_.world_rank, topo_.pp_rank);
   }
+  if (topo_.tp > 1) tp_gradients_ = topo_.tp_group->split("tp", 0, topo_.tp_rank);
+  // NCCL communicators now, every rank in the same order, before any collective on the device:
+  // created inside a first collective, ranks arriving at different times would wait for one
+  // another in ncclCommInitRank, outside any timeout.
+  if (device_.is_cuda())
+    for (const Communicator* group : {topo_.world.get(), topo_.tp_group.get(), topo_.dp_group.get(),
+                                      topo_.pp_group.get(), kv_replicas_.get(), tied_embedding_.get(),
+                                      tp_gradients_.get()})
+      if (group) group->init_nccl();
   Exaone4Model& model = *state_.model;
   if (!checkpoint && !config_.init.from_hf.empty())
     load_hf_weights(model, config_.init.from_hf);
   else if (!checkpoint)
     init_parameters(model, static_cast<uint64_t>(t_.seed));
   model.set_requires_grad(true);
-  if (topo_.tp > 1) tp_gradients_ = topo_.tp_group->split("tp", 0, topo_.tp_rank);
   state_.optimizer = std::make_unique<DistributedOptimizer>(
       model, config_.optimizer,
       OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get(), tp_gradients_.get(),
