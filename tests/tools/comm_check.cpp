@@ -63,13 +63,17 @@ int main(int argc, char** argv) {
     }
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(r % gpus));
     dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(r % gpus));
+    world.init_nccl();  // at start-up, as the trainer does
   }
   if (stuck) {
     // Rank 1 never joins: every other rank's all-reduce must end the job with the timeout message.
+    // On CUDA the all-reduce only queues; reading the result blocks the host until the watchdog
+    // ends the process.
     if (r == 1) std::this_thread::sleep_for(std::chrono::seconds(static_cast<int64_t>(timeout) * 10));
     at::Tensor t = at::ones({16}, at::TensorOptions().dtype(at::kFloat).device(dev));
     world.all_reduce(t);
-    std::printf("rank %d: the all-reduce completed although rank 1 never joined\n", r);
+    const float sum = t.sum().item<float>();
+    std::printf("rank %d: the all-reduce completed (sum %g) although rank 1 never joined\n", r, sum);
     return 1;
   }
   for (const auto dtype : {at::kFloat, at::kBFloat16}) {
@@ -106,6 +110,45 @@ int main(int argc, char** argv) {
     at::Tensor recv = at::zeros_like(part);
     world.send_recv(part, (r + 1) % n, recv, (r + n - 1) % n);
     check(world, "send_recv ring " + dt, recv, want_parts[static_cast<size_t>((r + n - 1) % n)]);
+
+    // Non-blocking: two all-reduces in flight at once, driven by test() until both complete
+    // (as gradient buckets are during backward).
+    at::Tensor first = mine.clone(), second = (mine * 2).contiguous();
+    PendingCollective a = world.start_all_reduce(first), c = world.start_all_reduce(second, ReduceOp::Max);
+    while (!(a.test() & c.test())) std::this_thread::yield();
+    check(world, "start_all_reduce sum " + dt, first, base * n + n * (n + 1) / 2);
+    check(world, "start_all_reduce max " + dt, second, (base + n) * 2);
+  }
+  {
+    // bf16 sums in fp32 on both backends, rounded once: rank 0 gives 256, the others 1. Summed in
+    // bf16 (spacing 2 at 256), 256 + 1 rounds back to 256 at every step of a ring; in fp32 the
+    // sum is 256 + n - 1, then rounded once (258 for 3 ranks).
+    const int64_t m = 4096;  // long enough for NCCL to split it over several chunks and channels
+    const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
+    const at::Tensor want = at::full({m}, 256.0f + static_cast<float>(n - 1)).to(at::kBFloat16);
+    at::Tensor x = at::full({m}, r == 0 ? 256.0f : 1.0f, bf16);
+    world.all_reduce(x);
+    check(world, "all_reduce bf16 sums in fp32", x, want);
+    at::Tensor y = at::full({m * n}, r == 0 ? 256.0f : 1.0f, bf16);
+    check(world, "reduce_scatter bf16 sums in fp32", world.reduce_scatter(y, 0), want);
+  }
+  {
+    // Uneven reduce-scatter (ZeRO-1 buckets straddling the owned slices): rank r receives
+    // counts[r] elements, rank 1 none at all; fp32 only (the gradient buffer's dtype).
+    std::vector<int64_t> counts;
+    int64_t total = 0, offset = 0;
+    for (int k = 0; k < n; ++k) {
+      counts.push_back(k == 1 ? 0 : 500 + 37 * k);
+      if (k == r) offset = total;
+      total += counts.back();
+    }
+    at::Tensor base = at::arange(total, at::kLong).remainder(7).to(at::kFloat);
+    at::Tensor input = (base + (r + 1)).to(dev);
+    at::Tensor output = at::full({counts[static_cast<size_t>(r)]}, -1.0f, at::TensorOptions().device(dev));
+    PendingCollective p = world.start_reduce_scatter(input, output, counts);
+    p.wait();
+    check(world, "start_reduce_scatter uneven fp32", output,
+          (base * n + n * (n + 1) / 2).narrow(0, offset, counts[static_cast<size_t>(r)]));
   }
   world.barrier();
   std::printf("rank %d: comm_check on %s, %d ranks: %d cases, %d wrong\n", r, device.c_str(), n, cases, wrong);

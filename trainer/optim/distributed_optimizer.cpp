@@ -11,7 +11,8 @@
 namespace exatrain {
 
 DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config,
-                                           OptimizerGroups groups, int zero_stage, bool sequence_parallel)
+                                           OptimizerGroups groups, int zero_stage, bool sequence_parallel,
+                                           GradReduceOptions reduce)
     : model_(model), config_(config), groups_(groups), zero_(zero_stage), sequence_parallel_(sequence_parallel) {
   const auto& params = model.params();
   for (const auto& p : params) {
@@ -51,29 +52,22 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   master_ = flat.narrow(0, lo_, hi_ - lo_).clone();
   exp_avg_ = at::zeros_like(master_);
   exp_avg_sq_ = at::zeros_like(master_);
+  const GradReduceGroups reduce_groups{groups_.tp_gradients ? groups_.tp_gradients : groups_.tp,
+                                       model.groups().kv_replicas, groups_.dp, groups_.tied_embedding};
+  buckets_ = std::make_unique<GradientBuckets>(model, reduce_groups, sequence_parallel_, offsets_, padded_,
+                                               zero_ == 1 && dp > 1, reduce);
 }
+
+DistributedOptimizer::~DistributedOptimizer() = default;
+
+void DistributedOptimizer::arm_gradient_reduction() { buckets_->arm(); }
+bool DistributedOptimizer::local_gradients_finite() const { return buckets_->local_finite(); }
+double DistributedOptimizer::exposed_comm_seconds() const { return buckets_->exposed_seconds(); }
 
 double DistributedOptimizer::reduce_gradients(double max_norm) {
   at::NoGradGuard no_grad;
-  const auto& params = model_.params();
-  const auto& specs = model_.specs();
-  at::Tensor flat = at::zeros({padded_}, at::TensorOptions().dtype(at::kFloat).device(model_.device()));
-  for (size_t i = 0; i < params.size(); ++i) {
-    at::Tensor g = params[i].grad();
-    if (!g.defined()) continue;  // never used in this step: zero gradient
-    const TpGradReduce reduce = specs[i].tp_grad_reduce;
-    if (groups_.tp && (reduce == TpGradReduce::Sum || (sequence_parallel_ && reduce == TpGradReduce::SumIfSequenceParallel)))
-      groups_.tp->all_reduce(g);
-    if (model_.shards()[i].replicas > 1 && model_.groups().kv_replicas) model_.groups().kv_replicas->all_reduce(g);
-    flat.narrow(0, offsets_[i], params[i].numel()).copy_(g.reshape({-1}));
-  }
+  grad_ = buckets_->finish();
   const int dp = groups_.dp ? groups_.dp->size() : 1;
-  if (zero_ == 1 && dp > 1) {
-    grad_ = groups_.dp->reduce_scatter(flat, 0);
-  } else {
-    if (dp > 1) groups_.dp->all_reduce(flat);
-    grad_ = flat.narrow(0, lo_, hi_ - lo_);
-  }
   if (dp > 1) grad_.div_(dp);  // gradients of the mean loss over the global batch
 
   // Sum of squares of the elements this rank owns; with zero 0 every DP rank holds the same

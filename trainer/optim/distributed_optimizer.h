@@ -1,9 +1,11 @@
 // The optimizer of every layout, ZeRO-1 included, in one place (llm.c style):
 //
-//   gradients -> TP reductions the specs ask for (q_norm/k_norm: sum over TP; with sequence
-//   parallelism also the other norms; replicated KV heads: sum over their replicas) -> one flat fp32 bucket -> over DP:
-//     zero 0: all-reduce; every rank owns the whole bucket
-//     zero 1: reduce-scatter; rank r owns bucket slice r (fp32 master weights and Adam moments
+//   gradients -> the tied embedding's sum over its two stages, TP reductions the specs ask for
+//   (q_norm/k_norm: sum over TP; with sequence parallelism also the other norms; replicated KV
+//   heads: sum over their replicas) -> one flat fp32 buffer -> over DP, in buckets started
+//   during backward (grad_buckets.h):
+//     zero 0: all-reduce; every rank owns the whole buffer
+//     zero 1: reduce-scatter; rank r owns buffer slice r (fp32 master weights and Adam moments
 //             only for that slice)
 //   -> global gradient norm (each parameter counted once across TP, PP and DP) -> clip
 //   -> AdamW on the owned slice (ATen's fused kernel) -> zero 1: all-gather the parameters.
@@ -13,9 +15,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <vector>
 
 #include "trainer/core/config.h"
+#include "trainer/optim/grad_buckets.h"
 
 namespace exatrain {
 
@@ -26,16 +30,29 @@ struct OptimizerGroups {
   const Communicator* tp = nullptr;
   const Communicator* dp = nullptr;
   const Communicator* world = nullptr;  // for the global norm
+  // The TP sums of gradients run on their own communicator of the TP ranks (see
+  // GradReduceGroups); null: `tp`, which is right only when nothing else uses `tp` meanwhile.
+  const Communicator* tp_gradients = nullptr;
+  const Communicator* tied_embedding = nullptr;  // first and last stage with tied embeddings under PP
 };
 
 class DistributedOptimizer {
  public:
   DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config, OptimizerGroups groups, int zero_stage,
-                       bool sequence_parallel = false);
+                       bool sequence_parallel = false, GradReduceOptions reduce = {});
+  ~DistributedOptimizer();
 
+  // Before the step's last backward (the last micro-batch): its gradients start reducing as
+  // they complete. Without this call everything reduces in reduce_gradients().
+  void arm_gradient_reduction();
   // After backward: reduces the gradients as above and clips them; returns the global norm
   // before clipping.
   double reduce_gradients(double max_norm);
+  // After reduce_gradients: were this rank's own gradients finite before any exchange?
+  bool local_gradients_finite() const;
+  // The host's wait for gradient reductions after backward in the last reduce_gradients.
+  double exposed_comm_seconds() const;
+  const GradientBuckets& buckets() const { return *buckets_; }
   // Updates the owned slice with learning rate `lr` and brings every parameter up to date.
   void step(double lr);
 
@@ -78,6 +95,7 @@ class DistributedOptimizer {
   std::vector<Segment> segments_;
   std::vector<bool> segment_decay_;
   std::vector<bool> segment_canonical_;
+  std::unique_ptr<GradientBuckets> buckets_;
   at::Tensor owned_mask_;  // [hi - lo] 1 where this rank counts the element in the global norm
   at::Tensor master_, exp_avg_, exp_avg_sq_, grad_;  // owned slice
   std::vector<at::Tensor> steps_;                    // per segment, for the fused kernel

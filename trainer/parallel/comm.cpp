@@ -76,8 +76,15 @@ Communicator::Communicator(std::string name, intptr_t mpi_comm, CommContext* con
   MPI_Comm_size(as_comm(comm_), &size_);
 }
 
+void Communicator::init_nccl() const {
+  if (size_ > 1 && !nccl_) nccl_ = std::make_unique<NcclGroup>(*this);
+}
+
 NcclGroup& Communicator::nccl() const {
-  if (!nccl_) nccl_ = std::make_unique<NcclGroup>(*this);
+  // Not created here: inside the first collective, ranks that reach it at different times would
+  // each wait for the others in ncclCommInitRank, outside any timeout.
+  EXATRAIN_CHECK(nccl_, "rank {}: a collective on CUDA tensors over group '{}' before its NCCL communicator was "
+                 "created (Communicator::init_nccl at start-up)", context_->world_rank, name_);
   return *nccl_;
 }
 
@@ -93,49 +100,169 @@ void Communicator::count(CommOp op, const at::Tensor& t) const {
   context_->bytes[name_ + "." + comm_op_name(op)] += static_cast<int64_t>(t.nbytes());
 }
 
-void Communicator::wait(void* request, CommOp op) const {
-  auto* req = static_cast<MPI_Request*>(request);
+void Communicator::wait(void* requests, int n, CommOp op) const {
+  auto* reqs = static_cast<MPI_Request*>(requests);
   const auto start = std::chrono::steady_clock::now();
   int done = 0;
   for (int spins = 0;; ++spins) {
-    MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (done) {
       context_->wait_seconds += waited;
       return;
     }
     note_progress();  // waiting for a peer is not being stuck (trainer/train/watchdog.h)
-    if (waited > context_->timeout_s) {
-      std::fprintf(stderr,
-                   "exatrain: error: rank %d: %s on group '%s' (rank %d of %d) did not complete within %.0f s at "
-                   "step %lld; another rank has stopped or is stuck; aborting the job (parallel.timeout_s)\n",
-                   context_->world_rank, comm_op_name(op), name_.c_str(), rank_, size_, context_->timeout_s,
-                   static_cast<long long>(context_->step));
-      std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 3);
-    }
+    if (waited > context_->timeout_s) abort_on_timeout(op);
     if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
-void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
-  if (size_ == 1) return;
+void Communicator::abort_on_timeout(CommOp op) const {
+  std::fprintf(stderr,
+               "exatrain: error: rank %d: %s on group '%s' (rank %d of %d) did not complete within %.0f s at "
+               "step %lld; another rank has stopped or is stuck; aborting the job (parallel.timeout_s)\n",
+               context_->world_rank, comm_op_name(op), name_.c_str(), rank_, size_, context_->timeout_s,
+               static_cast<long long>(context_->step));
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::abort();  // MPI_Abort does not return
+}
+
+// --- non-blocking collectives ---
+
+struct PendingCollective::State {
+  const Communicator* group = nullptr;
+  CommOp op = CommOp::AllReduce;
+  std::vector<MPI_Request> requests;    // CPU: MPI
+  std::shared_ptr<NcclWork> nccl;       // CUDA: queued on the NCCL stream
+  std::vector<at::Tensor> buffers;      // alive until complete
+  std::function<void()> on_complete;    // e.g. copy an fp32 staging buffer back into a bf16 tensor
+  bool complete = false;
+
+  void finish() {
+    complete = true;
+    if (on_complete) on_complete();
+    on_complete = nullptr;
+    buffers.clear();
+  }
+};
+
+PendingCollective::PendingCollective() : state_(std::make_unique<State>()) { state_->complete = true; }
+PendingCollective::PendingCollective(PendingCollective&&) noexcept = default;
+PendingCollective& PendingCollective::operator=(PendingCollective&& other) noexcept {
+  if (this != &other) {
+    if (state_ && !state_->complete) (void)state_.release();  // as in the destructor
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+PendingCollective::~PendingCollective() {
+  if (state_ && !state_->complete) (void)state_.release();  // see the header: MPI/NCCL may still write
+}
+
+bool PendingCollective::complete() const { return !state_ || state_->complete; }
+
+bool PendingCollective::test() {
+  if (complete()) return true;
+  State& s = *state_;
+  int done = 1;
+  if (!s.requests.empty()) MPI_Testall(static_cast<int>(s.requests.size()), s.requests.data(), &done, MPI_STATUSES_IGNORE);
+  if (done && s.nccl) done = nccl_work_done(*s.nccl) ? 1 : 0;
+  if (done) s.finish();
+  return done != 0;
+}
+
+void PendingCollective::wait() {
+  if (complete()) return;
+  State& s = *state_;
+  if (!s.requests.empty()) s.group->wait(s.requests.data(), static_cast<int>(s.requests.size()), s.op);
+  if (s.nccl) nccl_work_wait(*s.nccl);
+  s.finish();
+}
+
+PendingCollective Communicator::start_all_reduce(at::Tensor& tensor, ReduceOp op) const {
+  PendingCollective p;
+  if (size_ == 1) return p;
+  PendingCollective::State& s = *p.state_;
+  s.group = this;
+  s.op = CommOp::AllReduce;
+  s.complete = false;
+  count(CommOp::AllReduce, tensor);
+  const bool bf16 = tensor.scalar_type() == at::kBFloat16;  // reduced in fp32 on both backends
+  at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
+  s.buffers.push_back(buf);
+  if (!buf.is_same(tensor)) s.on_complete = [buf, target = tensor]() mutable { target.copy_(buf); };
   if (tensor.is_cuda()) {
-    count(CommOp::AllReduce, tensor);
-    return nccl().all_reduce(tensor, op);
+    s.nccl = nccl().start_all_reduce(buf, op);
+    return p;
   }
   check_cpu(tensor, "all_reduce");
-  const bool bf16 = tensor.scalar_type() == at::kBFloat16;
-  at::Tensor buf = bf16 ? tensor.to(at::kFloat) : tensor.contiguous();
-  count(CommOp::AllReduce, tensor);
   auto* base = static_cast<char*>(buf.data_ptr());
   for_each_chunk(buf.numel(), [&](int64_t begin, int length) {
     MPI_Request req;
     MPI_Iallreduce(MPI_IN_PLACE, base + begin * buf.element_size(), length, mpi_type(buf),
                    op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, as_comm(comm_), &req);
-    wait(&req, CommOp::AllReduce);
+    s.requests.push_back(req);
   });
-  if (!buf.is_same(tensor)) tensor.copy_(buf);
+  return p;
+}
+
+PendingCollective Communicator::start_reduce_scatter(const at::Tensor& input, at::Tensor& output,
+                                                     const std::vector<int64_t>& counts) const {
+  EXATRAIN_CHECK(static_cast<int>(counts.size()) == size_, "reduce_scatter on group '{}': {} counts for {} ranks", name_,
+                 counts.size(), size_);
+  int64_t total = 0, mine = 0;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) mine = total;
+    total += counts[static_cast<size_t>(r)];
+  }
+  EXATRAIN_CHECK(input.dim() == 1 && input.numel() == total && input.is_contiguous(),
+                 "reduce_scatter on group '{}': input of {} elements, but the counts add up to {}", name_,
+                 input.numel(), total);
+  EXATRAIN_CHECK(output.dim() == 1 && output.numel() == counts[static_cast<size_t>(rank_)] && output.is_contiguous() &&
+                     output.scalar_type() == input.scalar_type() && input.scalar_type() != at::kBFloat16,
+                 "reduce_scatter on group '{}': the output must be contiguous, of this rank's count and the input's "
+                 "dtype (fp32 or fp64)", name_);
+  PendingCollective p;
+  if (size_ == 1) {
+    output.copy_(input);
+    return p;
+  }
+  PendingCollective::State& s = *p.state_;
+  s.group = this;
+  s.op = CommOp::ReduceScatter;
+  s.complete = false;
+  count(CommOp::ReduceScatter, input);
+  s.buffers = {input, output};
+  if (input.is_cuda()) {
+    s.nccl = nccl().start_reduce_scatter(input, output, counts);
+    return p;
+  }
+  check_cpu(input, "reduce_scatter");
+  // MPI counts are `int`: split the input into column ranges of at most max_mpi_count()
+  // elements; in each, rank r receives its part's intersection with the range.
+  const int64_t elem = input.element_size();
+  std::vector<int> range_counts(static_cast<size_t>(size_));
+  for_each_chunk(total, [&](int64_t begin, int length) {
+    int64_t offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      const int64_t lo = std::max(begin, offset), hi = std::min(begin + length, offset + counts[static_cast<size_t>(r)]);
+      range_counts[static_cast<size_t>(r)] = static_cast<int>(std::max<int64_t>(hi - lo, 0));
+      offset += counts[static_cast<size_t>(r)];
+    }
+    const int64_t into = std::clamp<int64_t>(begin - mine, 0, output.numel());  // where this range's part lands
+    MPI_Request req;
+    MPI_Ireduce_scatter(static_cast<char*>(input.data_ptr()) + begin * elem,
+                        static_cast<char*>(output.data_ptr()) + into * elem, range_counts.data(), mpi_type(input),
+                        MPI_SUM, as_comm(comm_), &req);
+    s.requests.push_back(req);
+  });
+  return p;
+}
+
+void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) const {
+  start_all_reduce(tensor, op).wait();  // CUDA: the caller's stream waits, not the host
 }
 
 at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const {
@@ -155,7 +282,7 @@ at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const
     MPI_Request req;
     MPI_Iallgather(in.data_ptr(), static_cast<int>(n), mpi_type(in), out.data_ptr(), static_cast<int>(n), mpi_type(in),
                    as_comm(comm_), &req);
-    wait(&req, CommOp::AllGather);
+    wait(&req, 1, CommOp::AllGather);
   } else {  // chunk c of every rank's part gathers into [size, chunk], then into place
     at::Tensor flat_in = in.view({-1}), flat_out = out.view({size_, n});
     for_each_chunk(n, [&](int64_t begin, int length) {
@@ -163,7 +290,7 @@ at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const
       MPI_Request req;
       MPI_Iallgather(flat_in.narrow(0, begin, length).data_ptr(), length, mpi_type(in), part.data_ptr(), length,
                      mpi_type(in), as_comm(comm_), &req);
-      wait(&req, CommOp::AllGather);
+      wait(&req, 1, CommOp::AllGather);
       flat_out.narrow(1, begin, length).copy_(part);
     });
   }
@@ -175,7 +302,8 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) c
   if (size_ == 1) return tensor;
   if (tensor.is_cuda()) {
     count(CommOp::ReduceScatter, tensor);
-    return nccl().reduce_scatter(tensor, dim);
+    if (tensor.scalar_type() != at::kBFloat16) return nccl().reduce_scatter(tensor, dim);
+    return nccl().reduce_scatter(tensor.to(at::kFloat), dim).to(at::kBFloat16);  // summed in fp32, as over MPI
   }
   check_cpu(tensor, "reduce_scatter");
   EXATRAIN_CHECK(tensor.size(dim) % size_ == 0, "reduce_scatter on group '{}': dimension {} of size {} is not divisible by {}",
@@ -191,7 +319,7 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& tensor, int64_t dim) c
     MPI_Request req;
     MPI_Ireduce_scatter_block(part.data_ptr(), flat_out.narrow(0, begin, length).data_ptr(), length, mpi_type(in),
                               MPI_SUM, as_comm(comm_), &req);
-    wait(&req, CommOp::ReduceScatter);
+    wait(&req, 1, CommOp::ReduceScatter);
   });
   return out.to(tensor.scalar_type());
 }
@@ -209,15 +337,15 @@ void Communicator::broadcast(at::Tensor& tensor, int root) const {
   for_each_chunk(static_cast<int64_t>(buf.nbytes()), [&](int64_t begin, int length) {
     MPI_Request req;
     MPI_Ibcast(bytes + begin, length, MPI_BYTE, root, as_comm(comm_), &req);
-    wait(&req, CommOp::Broadcast);
+    wait(&req, 1, CommOp::Broadcast);
   });
   if (!buf.is_same(tensor)) tensor.copy_(buf);
 }
 
 void Communicator::send(const at::Tensor& tensor, int peer) const {
   if (tensor.is_cuda()) {
-    count(CommOp::SendRecv, tensor);
-    return nccl().send(tensor, peer);
+    at::Tensor none;
+    return start_send_recv(tensor, peer, none, -1).wait();
   }
   check_cpu(tensor, "send");
   at::Tensor buf = tensor.contiguous();
@@ -226,62 +354,69 @@ void Communicator::send(const at::Tensor& tensor, int peer) const {
   for_each_chunk(static_cast<int64_t>(buf.nbytes()), [&](int64_t begin, int length) {
     MPI_Request req;
     MPI_Isend(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
-    wait(&req, CommOp::SendRecv);
+    wait(&req, 1, CommOp::SendRecv);
   });
 }
 
 void Communicator::recv(at::Tensor& tensor, int peer) const {
-  if (tensor.is_cuda()) return nccl().recv(tensor, peer);
+  if (tensor.is_cuda()) return start_send_recv(at::Tensor(), -1, tensor, peer).wait();
   check_cpu(tensor, "recv");
   EXATRAIN_CHECK(tensor.is_contiguous(), "recv needs a contiguous tensor");
   auto* bytes = static_cast<char*>(tensor.data_ptr());
   for_each_chunk(static_cast<int64_t>(tensor.nbytes()), [&](int64_t begin, int length) {
     MPI_Request req;
     MPI_Irecv(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
-    wait(&req, CommOp::SendRecv);
+    wait(&req, 1, CommOp::SendRecv);
   });
 }
 
 void Communicator::send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv, int recv_peer) const {
-  if ((send.defined() && send.is_cuda()) || (recv.defined() && recv.is_cuda())) {
-    if (send.defined() && send_peer >= 0) count(CommOp::SendRecv, send);
-    return nccl().send_recv(send, send_peer, recv, recv_peer);
-  }
-  at::Tensor buf;
+  start_send_recv(send, send_peer, recv, recv_peer).wait();
+}
+
+PendingCollective Communicator::start_send_recv(const at::Tensor& send, int send_peer, at::Tensor& recv,
+                                                int recv_peer) const {
   const bool sending = send.defined() && send_peer >= 0, receiving = recv.defined() && recv_peer >= 0;
-  if (sending) {
-    check_cpu(send, "send");
-    buf = send.contiguous();
-    count(CommOp::SendRecv, send);
+  PendingCollective p;
+  if (!sending && !receiving) return p;
+  PendingCollective::State& s = *p.state_;
+  s.group = this;
+  s.op = CommOp::SendRecv;
+  s.complete = false;
+  EXATRAIN_CHECK(!receiving || recv.is_contiguous(), "recv needs a contiguous tensor");
+  at::Tensor buf = sending ? send.contiguous() : at::Tensor();
+  if (sending) count(CommOp::SendRecv, send);
+  if ((sending && send.is_cuda()) || (receiving && recv.is_cuda())) {
+    s.nccl = nccl().start_send_recv(buf, sending ? send_peer : -1, recv, receiving ? recv_peer : -1);
+    s.buffers = {buf, receiving ? recv : at::Tensor()};
+    return p;
   }
-  if (receiving) {
-    check_cpu(recv, "recv");
-    EXATRAIN_CHECK(recv.is_contiguous(), "recv needs a contiguous tensor");
-  }
-  // Both halves in chunks of the same size (the peer chunks its half the same way).
-  const int64_t out_bytes = sending ? static_cast<int64_t>(buf.nbytes()) : 0;
-  const int64_t in_bytes = receiving ? static_cast<int64_t>(recv.nbytes()) : 0;
-  const int64_t step = max_mpi_count();
-  const int64_t chunks = std::max<int64_t>(1, (std::max(out_bytes, in_bytes) + step - 1) / step);
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * step;
-    MPI_Request reqs[2];
-    int n = 0;
-    if (sending && (begin < out_bytes || c == 0))
-      MPI_Isend(static_cast<char*>(buf.data_ptr()) + begin, static_cast<int>(std::min(step, out_bytes - begin)),
-                MPI_BYTE, send_peer, 0, as_comm(comm_), &reqs[n++]);
-    if (receiving && (begin < in_bytes || c == 0))
-      MPI_Irecv(static_cast<char*>(recv.data_ptr()) + begin, static_cast<int>(std::min(step, in_bytes - begin)),
-                MPI_BYTE, recv_peer, 0, as_comm(comm_), &reqs[n++]);
-    for (int i = 0; i < n; ++i) wait(&reqs[i], CommOp::SendRecv);
-  }
+  if (sending) check_cpu(send, "send");
+  if (receiving) check_cpu(recv, "recv");
+  // Each half in chunks of at most max_mpi_count() bytes (the peer chunks its half the same
+  // way), all posted at once: MPI matches messages between two ranks on one tag in order.
+  auto post = [&](bool out, const at::Tensor& t, int peer) {
+    auto* bytes = static_cast<char*>(t.data_ptr());
+    for_each_chunk(static_cast<int64_t>(t.nbytes()), [&](int64_t begin, int length) {
+      MPI_Request req;
+      if (out)
+        MPI_Isend(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+      else
+        MPI_Irecv(bytes + begin, length, MPI_BYTE, peer, 0, as_comm(comm_), &req);
+      s.requests.push_back(req);
+    });
+  };
+  if (sending) post(true, buf, send_peer);
+  if (receiving) post(false, recv, recv_peer);
+  s.buffers = {buf, receiving ? recv : at::Tensor()};
+  return p;
 }
 
 void Communicator::barrier() const {
   if (size_ == 1) return;
   MPI_Request req;
   MPI_Ibarrier(as_comm(comm_), &req);
-  wait(&req, CommOp::AllReduce);
+  wait(&req, 1, CommOp::AllReduce);
 }
 
 std::unique_ptr<Communicator> Communicator::split(const std::string& name, int color, int key) const {

@@ -42,7 +42,7 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   };
   std::deque<InFlight> queue;
   PipelineStepResult result;
-  int forwarded = 0;
+  int forwarded = 0, backwarded = 0;
 
   // One forward of micro-batch `forwarded` given its input (ids or the received activation).
   auto forward = [&](at::Tensor input) {
@@ -67,42 +67,59 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
     InFlight f = std::move(queue.front());
     queue.pop_front();
     note_progress();
+    if (++backwarded == M && options.before_last_backward) options.before_last_backward();
     if (model.stage().last)
       f.output.backward();
     else
       f.output.backward(grad_out);
     return model.stage().first ? at::Tensor() : f.input.grad();
   };
+  // Transfers are non-blocking: a send completes while the stage computes (its buffer is kept
+  // until then; the oldest is waited for when more than two are on their way, which bounds the
+  // memory they hold), and in the steady phase the next input's receive is posted before the
+  // backward, so it arrives meanwhile. Each wait happens no earlier than the blocking schedule's,
+  // so the schedule's freedom from deadlock carries over.
   at::Tensor none;
+  std::deque<PendingCollective> sends;
+  auto send = [&](const at::Tensor& t, int peer) {  // also drops completed sends (peer < 0: only that)
+    if (peer >= 0) sends.push_back(pp.start_send_recv(t, peer, none, -1));
+    while (!sends.empty() && (sends.size() > 2 || sends.front().test())) {
+      sends.front().wait();
+      sends.pop_front();
+    }
+  };
+  auto post_recv_forward = [&](at::Tensor& x) {
+    x = model.stage().first ? at::Tensor() : empty_act();
+    return pp.start_send_recv(none, -1, x, prev);
+  };
   auto recv_forward = [&] {
-    at::Tensor x = model.stage().first ? at::Tensor() : empty_act();
-    pp.send_recv(none, -1, x, prev);
+    at::Tensor x;
+    post_recv_forward(x).wait();
     return x;
   };
 
   const int warmup = std::min(stages - stage - 1, M), steady = M - warmup;
   for (int i = 0; i < warmup; ++i) {
     at::Tensor y = forward(recv_forward());
-    pp.send_recv(y.detach(), next, none, -1);
+    send(y.detach(), next);
   }
   at::Tensor x = steady > 0 ? recv_forward() : at::Tensor();
   for (int i = 0; i < steady; ++i) {
     at::Tensor y = forward(x);
     at::Tensor grad_y = model.stage().last ? at::Tensor() : empty_act();
-    pp.send_recv(model.stage().last ? at::Tensor() : y.detach(), next, grad_y, next);  // send fwd, recv bwd
-    at::Tensor grad_x = backward(grad_y);
-    if (i == steady - 1) {
-      pp.send_recv(grad_x, prev, none, -1);
-    } else {
-      x = model.stage().first ? at::Tensor() : empty_act();
-      pp.send_recv(grad_x, prev, x, prev);  // send bwd, recv fwd
-    }
+    // Send forward and receive backward in one exchange (neighbours exchanging at once).
+    pp.start_send_recv(model.stage().last ? at::Tensor() : y.detach(), next, grad_y, next).wait();
+    PendingCollective next_input;
+    if (i + 1 < steady) next_input = post_recv_forward(x);
+    send(backward(grad_y), prev);
+    next_input.wait();
   }
   for (int i = 0; i < warmup; ++i) {
     at::Tensor grad_y = empty_act();
-    pp.send_recv(none, -1, grad_y, next);
-    pp.send_recv(backward(grad_y), prev, none, -1);
+    pp.start_send_recv(none, -1, grad_y, next).wait();
+    send(backward(grad_y), prev);
   }
+  for (auto& pending : sends) pending.wait();
   EXATRAIN_CHECK(queue.empty() && forwarded == M, "internal: 1F1B left {} micro-batches in flight", queue.size());
   return result;
 }

@@ -34,6 +34,9 @@ struct StageOptions {
   bool sequence_parallel = false;  // activations between stages are [b, seq / tp, hidden]
   // Wraps each stage computation (for autocast); null: run it as is.
   std::function<at::Tensor(const std::function<at::Tensor()>&)> run;
+  // Called just before the step's last backward (the last micro-batch's): the gradients that
+  // backward completes are final, so their data-parallel reduction may start (gradient buckets).
+  std::function<void()> before_last_backward;
 };
 
 // Runs forward and backward of all micro-batches of one step; gradients accumulate in the

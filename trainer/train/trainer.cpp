@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -284,6 +285,7 @@ class Trainer {
   bool sequence_parallel_ = false;
   PipelineStage stage_;
   std::unique_ptr<Communicator> kv_replicas_, tied_embedding_;
+  std::unique_ptr<Communicator> tp_gradients_;  // the TP ranks again, for gradient sums started in backward
   StageOptions stage_options_;
   std::unique_ptr<RunDirLock> lock_;  // rank 0: this process group owns the run directory
   LineAppender metrics_, checkpoint_log_;  // rank 0: RUN/metrics.jsonl, RUN/checkpoints.jsonl
@@ -295,6 +297,7 @@ class Trainer {
   int exit_code_ = 0;
   std::string stop_reason_;
   double interval_busy_s_ = 0, interval_step_s_ = 0;  // this rank, since the last log line
+  double interval_exposed_s_ = 0;  // this rank's wait for gradient reductions after backward
   int64_t interval_steps_ = 0;
   std::unique_ptr<CheckpointSaver> saver_;
   double step_seconds_ = 0;  // training steps only, for the stall share
@@ -395,6 +398,15 @@ void Trainer::setup(const ResumeOptions& resume) {
     tied_embedding_ = topo_.world->split("embedding", member ? topo_.tp_rank + topo_.tp * topo_.dp_rank
                                                              : topo_.tp * topo_.dp + topo_.world_rank, topo_.pp_rank);
   }
+  if (topo_.tp > 1) tp_gradients_ = topo_.tp_group->split("tp", 0, topo_.tp_rank);
+  // NCCL communicators now, every rank in the same order, before any collective on the device:
+  // created inside a first collective, ranks arriving at different times would wait for one
+  // another in ncclCommInitRank, outside any timeout.
+  if (device_.is_cuda())
+    for (const Communicator* group : {topo_.world.get(), topo_.tp_group.get(), topo_.dp_group.get(),
+                                      topo_.pp_group.get(), kv_replicas_.get(), tied_embedding_.get(),
+                                      tp_gradients_.get()})
+      if (group) group->init_nccl();
   Exaone4Model& model = *state_.model;
   if (!checkpoint && !config_.init.from_hf.empty())
     load_hf_weights(model, config_.init.from_hf);
@@ -402,8 +414,10 @@ void Trainer::setup(const ResumeOptions& resume) {
     init_parameters(model, static_cast<uint64_t>(t_.seed));
   model.set_requires_grad(true);
   state_.optimizer = std::make_unique<DistributedOptimizer>(
-      model, config_.optimizer, OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get()},
-      static_cast<int>(config_.parallel.zero), sequence_parallel_);
+      model, config_.optimizer,
+      OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get(), tp_gradients_.get(),
+                      stage_.first || stage_.last ? tied_embedding_.get() : nullptr},
+      static_cast<int>(config_.parallel.zero), sequence_parallel_, GradReduceOptions::from_environment());
   // The checkpoint is read (every piece this rank needs, checksums checked) before the run
   // directory is touched: a corrupt checkpoint costs nothing.
   double load_seconds = 0;
@@ -443,6 +457,7 @@ void Trainer::setup(const ResumeOptions& resume) {
   for (const auto& p : model.params()) local_params += p.numel();
   log_info("model: {} parameters ({} non-embedding), {} layers; {} threads; fp32 GEMM peak {:.1f} GFLOP/s",
            counts.total, counts.non_embedding(), config_.model.num_layers, at::get_num_threads(), peak_ / 1e9);
+  log_info("{}", state_.optimizer->buckets().describe());
   log_info("memory on this rank: parameters {} MiB, gradients {} MiB, optimizer state {} MiB (zero {})",
            4 * local_params >> 20, 4 * local_params >> 20, state_.optimizer->state_bytes() >> 20,
            config_.parallel.zero);
@@ -470,7 +485,8 @@ void Trainer::setup(const ResumeOptions& resume) {
                                 [bf16, device_type](const std::function<at::Tensor()>& fn) {
                                   AutocastScope autocast(bf16, device_type);
                                   return fn();
-                                }};
+                                },
+                                [this] { state_.optimizer->arm_gradient_reduction(); }};
 }
 
 Trainer::StepResult Trainer::step() {
@@ -493,6 +509,10 @@ Trainer::StepResult Trainer::step() {
       else
         p.mutable_grad() = at::zeros_like(p);
     }
+    // An injected NaN in this rank's first gradient: set before backward, it survives the
+    // accumulation, and the check before any exchange (GradientBuckets) sees it as a real one.
+    if (faults_.at(FaultKind::NanGrad, step + 1) && !model.params().empty())
+      model.params().front().mutable_grad().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
   }
   note_progress("data");
   const RankBatch batch = state_.data->next(step).to(device_);
@@ -512,27 +532,12 @@ Trainer::StepResult Trainer::step() {
   const PipelineStepResult pipe = run_1f1b(model, *topo_.pp_group, micro_batches, stage_options_);
   peak_activation_bytes_ = std::max(peak_activation_bytes_, MemoryTracker::peak(cuda_index_) - baseline);
   max_in_flight_ = std::max(max_in_flight_, pipe.max_in_flight);
-  // Were this rank's own gradients finite (before any reduction spreads a NaN)? The max-abs
-  // norm of each gradient: one read of the local gradients, and it cannot overflow.
-  bool grads_finite = true;
-  {
-    at::NoGradGuard no_grad;
-    std::vector<at::Tensor> grads;
-    for (const auto& p : model.params())
-      if (p.grad().defined()) grads.push_back(p.grad());
-    if (faults_.at(FaultKind::NanGrad, step + 1) && !grads.empty())
-      grads.front().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
-    if (!grads.empty())
-      grads_finite = at::stack(at::_foreach_norm(grads, std::numeric_limits<double>::infinity())).isfinite().all()
-                         .item<bool>();
-  }
-  // After the check: the tied embedding's two copies exchange gradients here, which would spread
-  // a NaN from the last stage to the first before it could be traced to its rank.
-  if (tied_embedding_ && (stage_.first || stage_.last)) {
-    at::Tensor g = model.param("model.embed_tokens.weight").grad();
-    tied_embedding_->all_reduce(g);
-  }
+  // The gradient reduction, mostly started during the last backward (GradientBuckets), ends
+  // here. Each bucket checked this rank's own gradients before any exchange (the tied
+  // embedding's, TP sums, DP), so a NaN is traced to the rank that made it.
   r.grad_norm = state_.optimizer->reduce_gradients(config_.optimizer.grad_clip);
+  const bool grads_finite = state_.optimizer->local_gradients_finite();
+  interval_exposed_s_ += state_.optimizer->exposed_comm_seconds();
   // The mean loss over the global batch: every DP rank's share, counted once per TP group.
   double share = topo_.tp_rank == 0 && stage_.last ? pipe.loss / topo_.dp : 0.0;
   if (faults_.at(FaultKind::NanLoss, step + 1)) share = std::numeric_limits<double>::quiet_NaN();
@@ -575,15 +580,24 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
   const double eta = elapsed / static_cast<double>(step - start_step_) * static_cast<double>(t_.steps - step);
   // Each rank's busy time per step (its step time less its waits in collectives), gathered:
   // a slow node shows as the one rank whose busy time stands out while the others wait.
-  const double busy = interval_busy_s_ / static_cast<double>(std::max<int64_t>(interval_steps_, 1));
-  at::Tensor busy_all = topo_.world_size > 1 ? topo_.world->all_gather(at::tensor({busy}, at::kDouble), 0)
-                                             : at::tensor({busy}, at::kDouble);
-  std::vector<double> busy_s(busy_all.data_ptr<double>(), busy_all.data_ptr<double>() + busy_all.numel());
+  // With it, each rank's exposed gradient communication: its wait for the DP reduction (and the
+  // exchanges before it) after its last backward, what overlapping with backward saves.
+  const double per_step = static_cast<double>(std::max<int64_t>(interval_steps_, 1));
+  at::Tensor mine = at::tensor({interval_busy_s_ / per_step, interval_exposed_s_ / per_step}, at::kDouble);
+  at::Tensor all = (topo_.world_size > 1 ? topo_.world->all_gather(mine, 0) : mine).view({-1, 2}).contiguous();
+  std::vector<double> busy_s, exposed_s;
+  for (int64_t k = 0; k < all.size(0); ++k) {
+    busy_s.push_back(all[k][0].item<double>());
+    exposed_s.push_back(all[k][1].item<double>());
+  }
   const int slowest = static_cast<int>(std::max_element(busy_s.begin(), busy_s.end()) - busy_s.begin());
-  std::vector<double> sorted = busy_s;
-  std::sort(sorted.begin(), sorted.end());
-  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
-                                          : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+  auto spread = [](std::vector<double> v) {  // min, median, max
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return std::array<double, 3>{v.front(), n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v.back()};
+  };
+  const auto [busy_min, median, busy_max] = spread(busy_s);
+  const auto exposed = spread(exposed_s);
   const double step_s = interval_step_s_ / static_cast<double>(std::max<int64_t>(interval_steps_, 1));
   std::string val_text;
   nlohmann::json val_json = nlohmann::json::object();
@@ -600,8 +614,12 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
                         {"max_micro_batches_in_flight", max_in_flight_},
                         {"peak_activation_bytes", peak_activation_bytes_},
                         {"step_s", step_s},
-                        {"rank_busy_s", {{"min", sorted.front()}, {"median", median}, {"max", sorted.back()},
+                        {"rank_busy_s", {{"min", busy_min}, {"median", median}, {"max", busy_max},
                                          {"slowest_rank", slowest}}},
+                        {"exposed_comm_s", {{"min", exposed[0]}, {"median", exposed[1]}, {"max", exposed[2]}}},
+                        {"grad_buckets", {{"count", state_.optimizer->buckets().bucket_count()},
+                                          {"started_in_backward", state_.optimizer->buckets().started_in_backward()},
+                                          {"overlap", state_.optimizer->buckets().options().overlap}}},
                         {"loss_zscore", r.judgement.loss_zscore}, {"grad_norm_zscore", r.judgement.grad_norm_zscore},
                         {"skipped_updates", {{"nonfinite", state_.guard->skipped_nonfinite()},
                                              {"spike", state_.guard->skipped_spikes()}}}};
@@ -612,14 +630,15 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
   }
   std::string bytes;
   for (const auto& [key, n] : step_bytes) bytes += fmt::format(" {}={:.1f}MiB", key, static_cast<double>(n) / (1 << 20));
-  const std::string ranks = topo_.world_size > 1 ? fmt::format(" | busy {:.3f}/{:.3f}/{:.3f} s (slowest rank {})",
-                                                                sorted.front(), median, sorted.back(), slowest)
-                                                  : "";
+  const std::string ranks =
+      topo_.world_size > 1 ? fmt::format(" | busy {:.3f}/{:.3f}/{:.3f} s (slowest rank {}) | exposed comm {:.4f} s",
+                                         busy_min, median, busy_max, slowest, exposed[2])
+                           : "";
   log_info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | mfu {:.1f}% | "
            "data wait {:.1f}% | eta {}{}{}",
            step, std::to_string(t_.steps).size(), t_.steps, r.loss, val_text, r.lr, r.grad_norm, tokens_per_s,
            100 * mfu, 100 * data_wait_share, format_duration(eta), ranks, bytes.empty() ? "" : " |" + bytes);
-  interval_busy_s_ = interval_step_s_ = 0;
+  interval_busy_s_ = interval_step_s_ = interval_exposed_s_ = 0;
   interval_steps_ = 0;
   interval_start_ = now;
   interval_tokens_ = 0;
