@@ -651,6 +651,18 @@ expect_fail "tokenizer decode to a full device" "cannot write to standard output
 expect_fail "tokenizer encode to a full device" "cannot write to standard output: No space left on device" -- \
   bash -c 'yes "In the beginning" | head -n 20000 | "$@" >/dev/full' _ "$EXATRAIN" tokenizer encode \
   --tokenizer "$SRC/tests/parity/tokenizer/genesis-bpe.json"
+# plan: unknown GPU, a bad --layout, a layout the model does not allow, a bad hardware file
+expect_fail "plan: unknown GPU" "unknown GPU 'h100'" "h100-80g" -- "$EXATRAIN" plan --preset tiny --gpus 8 --gpu h100
+expect_fail "plan: --layout not key=value" "--layout: 'tp8' is not key=value" -- \
+  "$EXATRAIN" plan --preset tiny --gpus 8 --layout tp8
+expect_fail "plan: --layout unknown key" "unknown key 'tpp'" -- "$EXATRAIN" plan --preset tiny --gpus 8 --layout tpp=2
+expect_fail "plan: --layout against --gpus" "tp 2 x pp 1 x dp 2 = 4 but --gpus is 8" -- \
+  "$EXATRAIN" plan --preset tiny --gpus 8 --layout tp=2,dp=2
+expect_fail "plan: --layout the model does not allow" "model.num_heads (4) is not divisible by tp (8)" -- \
+  "$EXATRAIN" plan --preset tiny --gpus 8 --layout tp=8
+printf 'efficiency: {gemm: 0.7, attention: 0.4, link: 0.8}\ngpus:\n  x:\n    memory_gb: lots\n' >hw.yaml
+expect_fail "plan: bad hardware file" "hw.yaml:4:16" "'memory_gb' is 'lots', expected a positive number" -- \
+  "$EXATRAIN" plan --preset tiny --gpus 8 --gpu x --hardware hw.yaml
 expect_fail "model info to a full device" "cannot write to standard output" -- \
   bash -c '"$@" >/dev/full' _ "$EXATRAIN" model info --preset tiny
 expect_fail "config keys to a full device (fails mid-way)" "cannot write to standard output" -- \

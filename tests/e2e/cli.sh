@@ -42,7 +42,7 @@ fi
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
   "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
-  "generate" "data preview" "eval"; do
+  "generate" "data preview" "eval" "plan"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -109,14 +109,19 @@ for s, n in enumerate(per_stage):
     if s == 0: e += V // tp * H
     if s == pp - 1: e += H + (V // tp * H if pp > 1 else 0)   # final norm; the tied copy
     stages.append(e)
-big = max(stages)
-owned = -(-big // dp) if zero and dp > 1 else big
-r = d["per_rank"]
-want = {"parameters": big, "optimizer_elements": owned, "largest_stage": stages.index(big)}
-got = {k: r[k] for k in want}
-b = r["bytes"]
-ok = got == want and b["fp32_weights"] == 4 * big and b["optimizer_state"] == (20 if zero and dp > 1 else 16) * owned
-print(got, want) if not ok else None
+ok = len(d["stages"]) == pp
+for s, e in enumerate(stages):
+    owned = -(-e // dp) if zero and dp > 1 else e
+    st = d["stages"][s]
+    b = st["bytes"]
+    want = {"stage": s, "parameters": e, "optimizer_elements": owned}
+    got = {k: st[k] for k in want}
+    good = got == want and b["fp32_weights"] == 4 * e and b["optimizer_state"] == (20 if zero and dp > 1 else 16) * owned
+    print(got, want) if not good else None
+    ok = ok and good
+# per_rank: the stage that needs the most memory in total (activations included)
+totals = [st["bytes"]["total"] for st in d["stages"]]
+ok = ok and d["per_rank"]["largest_stage"] == totals.index(max(totals)) and d["per_rank"]["bytes"]["total"] == max(totals)
 sys.exit(0 if ok else 1)' "$@"
 }
 for layout in "2 2 1 0" "1 2 2 1" "2 1 2 1" "1 4 1 0"; do
@@ -125,7 +130,7 @@ for layout in "2 2 1 0" "1 2 2 1" "2 1 2 1" "1 4 1 0"; do
     "$EXATRAIN" model info --config "$DEMO" --json --set parallel.tp="$tp" --set parallel.pp="$pp" \
     --set parallel.dp="$dp" --set parallel.zero="$zero"; then
     per_rank_judge "$tp" "$pp" "$dp" "$zero" <"$T/stdout" &&
-      pass "per-rank parameters and bytes equal the count from the preset's shape (tp $tp pp $pp dp $dp zero $zero)" ||
+      pass "every stage's parameters and bytes equal the count from the preset's shape (tp $tp pp $pp dp $dp zero $zero)" ||
       fail "per-rank figures (tp $tp pp $pp dp $dp zero $zero)" "$(head -c 400 "$T/stdout")"
   fi
 done
@@ -133,6 +138,45 @@ expect_ok "model info --config RUN --ranks 8: dp from the ranks" "tp 2 x pp 1 x 
   "$EXATRAIN" model info --config "$DEMO" --ranks 8 --set parallel.tp=2 --set parallel.zero=1 --set train.micro_batch=4
 expect_fail "model info --ranks with a layout that does not fit" "does not divide the job's 3 ranks" -- \
   "$EXATRAIN" model info --config "$DEMO" --ranks 3 --set parallel.tp=2
+
+# plan: every layout fits its GPU and is ranked best first; --emit writes a config that config
+# check accepts under the same layout; --layout evaluates one layout (trainer/plan).
+if expect_ok "plan --preset exaone4-32b --gpus 64 --json" -- \
+  "$EXATRAIN" plan --preset exaone4-32b --gpus 64 --gpu h100-80g --top 20 --json --emit plan32.yaml; then
+  python3 -c 'import json, sys
+d = json.load(sys.stdin)
+L = d["layouts"]
+need = {"tp", "pp", "dp", "zero", "micro_batch", "recompute", "memory_gib_per_gpu", "memory_parts_gib", "step_s",
+        "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"}
+ok = len(L) == 20 and all(need <= set(x) for x in L)
+ok = ok and all(x["tp"] * x["pp"] * x["dp"] == 64 and x["tp"] <= 8 and x["fits"] and x["memory_gib_per_gpu"] * 2**30 <= 80e9 for x in L)
+ok = ok and all(a["tokens_per_s_per_gpu"] >= b["tokens_per_s_per_gpu"] for a, b in zip(L, L[1:]))
+x = L[0]
+ok = ok and abs(x["tokens_per_s_per_gpu"] * 64 * x["step_s"] - 1024 * 4096) < 1e-3 * 1024 * 4096
+ok = ok and 0 < x["mfu"] < 1
+sys.exit(0 if ok else 1)' <"$T/stdout" && pass "plan --json: 20 fitting layouts of 64 GPUs, TP inside a node, best first" ||
+    fail "plan --json" "$(head -c 600 "$T/stdout")"
+  best=$(python3 -c 'import json, sys; x = json.load(sys.stdin)["layouts"][0]; print(x["tp"], x["pp"], x["dp"])' <"$T/stdout")
+  read -r btp bpp bdp <<<"$best"
+  expect_ok "plan --emit: config check accepts it on 64 ranks of 80 GB" "ok: tp $btp x pp $bpp x dp $bdp = 64 ranks" -- \
+    "$EXATRAIN" config check plan32.yaml --ranks 64 --ranks-per-node 8 --gpu-memory 80
+fi
+expect_ok "plan --layout: one layout" "  8   2    4    1   1      full yes" -- \
+  "$EXATRAIN" plan --preset exaone4-32b --gpus 64 --layout tp=8,pp=2,zero=1,micro_batch=1,recompute=full
+expect_ok "plan --layout that does not fit says so" "does not fit in 80 GB" -- \
+  "$EXATRAIN" plan --preset exaone4-32b --gpus 8 --layout tp=8,pp=1
+# model info and plan share one cost model: the same layout, the same bytes per GPU.
+if expect_ok "model info --config RUN --json (tp 2 pp 2)" -- "$EXATRAIN" model info --config "$DEMO" --json \
+  --set parallel.tp=2 --set parallel.pp=2 --set parallel.dp=1; then
+  mi=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["per_rank"]["bytes"]["total"])' <"$T/stdout")
+  if expect_ok "plan --config RUN --layout tp=2,pp=2,sp=0" -- "$EXATRAIN" plan --config "$DEMO" --gpus 4 --gpus-per-node 4 \
+    --layout tp=2,pp=2,micro_batch=8,sp=0 --json; then
+    python3 -c 'import json, sys
+x = json.load(sys.stdin)["layouts"][0]
+sys.exit(0 if abs(x["memory_gib_per_gpu"] - x["memory_parts_gib"]["reserve"] - float(sys.argv[1]) / 2**30) < 1e-9 else 1)' "$mi" \
+      <"$T/stdout" && pass "plan and model info agree on the bytes per rank" || fail "plan vs model info" "$(head -c 400 "$T/stdout")"
+  fi
+fi
 
 # launch/gpu_check.sh on a machine without a GPU: one line, exit 0 (on a GPU node it runs for real).
 if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }; then

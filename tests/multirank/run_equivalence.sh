@@ -51,11 +51,11 @@ while read -r name n tp pp dp zero more; do
 done <<<"$LAYOUTS"
 
 # Communication accounting (tp4 replicates the 2 KV heads over pairs of ranks).
-"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64
-"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2" --tp 2 --dp 2 --zero 0 --micro-batch 2 --rows-per-rank 4 --seq-len 64
-"$PY" "$HERE/comm_bytes.py" "$T/tp4" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64
-"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1-sp" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64 --sp
-"$PY" "$HERE/comm_bytes.py" "$T/tp4-sp" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64 --sp
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2" --exatrain "$BIN" --tp 2 --dp 2 --zero 0 --micro-batch 2 --rows-per-rank 4 --seq-len 64
+"$PY" "$HERE/comm_bytes.py" "$T/tp4" --exatrain "$BIN" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1-sp" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64 --sp
+"$PY" "$HERE/comm_bytes.py" "$T/tp4-sp" --exatrain "$BIN" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64 --sp
 # 1F1B bounds activation memory: over 2 stages, stage 0 holds at most 2 micro-batches (GPipe
 # would hold all of them); its measured peak does not grow from 4 to 8 micro-batches.
 for m in 1 4 8; do

@@ -9,7 +9,7 @@
 
 #include "kernels/ops.h"
 #include "trainer/model/exaone4.h"
-#include "trainer/train/memory_estimate.h"
+#include "trainer/plan/cost_model.h"
 
 namespace exatrain {
 namespace {
@@ -199,36 +199,73 @@ TEST(Model, MetaDeviceAllocatesNothing) {
   EXPECT_EQ(n, 32003216384);  // untied: embedding + lm_head
 }
 
-// trainer/train/memory_estimate: the largest rank's parameters equal what the model actually
-// allocates on each pipeline stage (meta tensors), tied and untied, even and explicit splits; and
-// the bytes follow from them (4 + 4 + 4 per parameter, 16 per owned optimizer element).
-TEST(MemoryEstimate, LargestStageMatchesTheModelsAllocation) {
+// trainer/plan/cost_model: each stage's parameters equal what the model actually allocates on
+// that pipeline stage (meta tensors), tied and untied, even and explicit splits; and the bytes
+// follow from them (4 + 4 + 4 per parameter, 16 per owned optimizer element).
+TEST(CostModel, StageParametersMatchTheModelsAllocation) {
   for (const bool tied : {false, true}) {
     for (const std::vector<int64_t>& split : {std::vector<int64_t>{}, std::vector<int64_t>{1, 3}, std::vector<int64_t>{3, 1}}) {
-      RunConfig run;
-      run.model = tiny_config();
-      run.model.tie_embeddings = tied;
-      run.parallel.pipeline_layers = split;
-      int64_t largest = 0;
+      ModelConfig model = tiny_config();
+      model.tie_embeddings = tied;
+      CostLayout layout;
+      layout.pp = 2;
+      layout.pipeline_layers = split;
+      const LayoutCost cost = estimate_cost(model, layout);
+      ASSERT_EQ(cost.stages.size(), 2u);
       for (int s = 0; s < 2; ++s) {
         const PipelineStage stage = split.empty() ? pipeline_stage(4, 2, s) : pipeline_stage(split, s);
-        Exaone4Model m(run.model, at::TensorOptions().device(at::kMeta), TensorParallelGroups{}, stage);
+        Exaone4Model m(model, at::TensorOptions().device(at::kMeta), TensorParallelGroups{}, stage);
         int64_t n = 0;
         for (const auto& p : m.params()) n += p.numel();
-        largest = std::max(largest, n);
+        const StageMemory& r = cost.stages[static_cast<size_t>(s)];
+        EXPECT_EQ(r.elements, n) << "tied " << tied << ", split " << split.size() << ", stage " << s;
+        EXPECT_EQ(r.weights, 4.0 * static_cast<double>(n));
+        EXPECT_EQ(r.optimizer, 16.0 * static_cast<double>(n));
+        EXPECT_EQ(r.in_flight, 1);  // one micro-batch per step: nothing else in flight
       }
-      const RankMemory r = estimate_rank_memory(run, 1, 2, 1);
-      EXPECT_EQ(r.elements, largest) << "tied " << tied << ", split " << split.size();
-      EXPECT_EQ(r.weights, 4.0 * static_cast<double>(largest));
-      EXPECT_EQ(r.optimizer, 16.0 * static_cast<double>(largest));
     }
   }
-  RunConfig run;
-  run.model = tiny_config();
-  run.parallel.zero = 1;
-  const RankMemory z = estimate_rank_memory(run, 1, 1, 4);
+  CostLayout layout;
+  layout.dp = 4;
+  layout.zero = 1;
+  layout.global_batch = 4;
+  const StageMemory z = estimate_cost(tiny_config(), layout).largest();
   EXPECT_EQ(z.owned, (z.elements + 3) / 4);
   EXPECT_EQ(z.optimizer, 20.0 * static_cast<double>(z.owned));
+}
+
+// 1F1B: stage s of p keeps min(p - s, M) micro-batches in flight; activations scale with them.
+TEST(CostModel, OneFOneBInFlight) {
+  CostLayout layout;
+  layout.pp = 4;
+  layout.micro_batch = 1;
+  layout.global_batch = 8;
+  const LayoutCost cost = estimate_cost(tiny_config(), layout);
+  for (int s = 0; s < 4; ++s) EXPECT_EQ(cost.stages[static_cast<size_t>(s)].in_flight, 4 - s);
+  layout.global_batch = 2;
+  EXPECT_EQ(estimate_cost(tiny_config(), layout).stages[0].in_flight, 2);
+}
+
+// Model FLOPs: 6 per matmul parameter and token plus PaLM's attention term; recomputation adds a
+// third of the layers' share to what the hardware runs, not to the model FLOPs.
+TEST(CostModel, FlopsPerStep) {
+  const ModelConfig m = tiny_config();
+  CostLayout layout;
+  layout.global_batch = layout.micro_batch = 2;
+  layout.seq_len = 64;
+  const LayoutCost plain = estimate_cost(m, layout);
+  EXPECT_DOUBLE_EQ(plain.model_flops_per_step, train_flops_per_token(m, 64) * 128);
+  EXPECT_DOUBLE_EQ(plain.hardware_flops_per_step, plain.model_flops_per_step);
+  layout.recompute = Recompute::Full;
+  const LayoutCost rc = estimate_cost(m, layout);
+  EXPECT_DOUBLE_EQ(rc.model_flops_per_step, plain.model_flops_per_step);
+  const double lm_head = 6.0 * static_cast<double>(m.vocab_size * m.hidden_size) * 128;
+  EXPECT_NEAR(rc.hardware_flops_per_step, plain.model_flops_per_step + (plain.model_flops_per_step - lm_head) / 3, 1);
+  // A GPT-style MLP drops the gate: 6 * L * H * I per token fewer.
+  ModelVariant gpt;
+  gpt.gated_mlp = false;
+  EXPECT_DOUBLE_EQ(train_flops_per_token(m, 64) - train_flops_per_token(m, 64, gpt),
+                   6.0 * static_cast<double>(m.num_layers * m.hidden_size * m.intermediate_size));
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "trainer/core/error.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
+#include "trainer/plan/cost_model.h"
 #include "trainer/train/flops.h"
 
 namespace exatrain {
@@ -70,7 +71,10 @@ void bench_train(const BenchOptions& o) {
 
   const double steps_per_s = static_cast<double>(o.steps) / seconds;
   const double tokens_per_s = steps_per_s * static_cast<double>(o.batch * o.seq_len);
-  const double flops_per_step = train_flops_per_token(c, o.seq_len) * static_cast<double>(o.batch * o.seq_len);
+  CostLayout one_rank;  // the benchmark's step: one rank, one micro-batch
+  one_rank.micro_batch = one_rank.global_batch = o.batch;
+  one_rank.seq_len = o.seq_len;
+  const double flops_per_step = estimate_cost(c, one_rank).model_flops_per_step;
   const double mfu = steps_per_s * flops_per_step / peak;
   if (o.json) {
     nlohmann::json j = {{"steps_per_s", steps_per_s},  {"tokens_per_s", tokens_per_s},

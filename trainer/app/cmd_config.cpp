@@ -12,7 +12,7 @@
 #include "trainer/core/config.h"
 #include "trainer/core/error.h"
 #include "trainer/parallel/topology.h"
-#include "trainer/train/memory_estimate.h"
+#include "trainer/plan/cost_model.h"
 
 namespace exatrain {
 
@@ -52,15 +52,16 @@ void register_config_command(CLI::App& app) {
     if (ranks_per_node > 0 && tp > ranks_per_node)
       fail("parallel.tp ({}) is larger than the {} ranks of a node: tensor parallelism must stay inside a node "
            "(NVLink); lower parallel.tp and raise parallel.pp", tp, ranks_per_node);
-    const RankMemory rank = estimate_rank_memory(config, tp, pp, dp);
+    const StageMemory rank = estimate_cost(config.model, CostLayout::of(config, tp, pp, dp)).largest();
     const double gib = 1024.0 * 1024 * 1024;
     if (gpu_memory_gib > 0 && rank.total() > gpu_memory_gib * gib)
-      fail("the largest rank (pipeline stage {} of tp {} x pp {} x dp {}) needs {} before activations, more than "
-           "one GPU's {} GiB; raise parallel.tp or parallel.pp, set parallel.zero: 1, or use more nodes",
-           rank.stage, tp, pp, dp, rank.describe(), gpu_memory_gib);
-    std::cout << fmt::format("ok: tp {} x pp {} x dp {} = {} ranks{}; the largest rank (pipeline stage {}) holds {} "
-                             "before activations{}\n", tp, pp, dp, ranks,
-                             config.parallel.zero == 1 && dp > 1 ? " (ZeRO-1)" : "", rank.stage, rank.describe(),
+      fail("the largest rank (pipeline stage {} of tp {} x pp {} x dp {}) needs {}, more than one GPU's {} GiB; raise "
+           "parallel.tp or parallel.pp, set parallel.zero: 1 or train.recompute: full, lower train.micro_batch, or "
+           "use more nodes (exatrain plan lists layouts that fit)", rank.stage, tp, pp, dp, describe_total(rank),
+           gpu_memory_gib);
+    std::cout << fmt::format("ok: tp {} x pp {} x dp {} = {} ranks{}; the largest rank (pipeline stage {}) holds {}{}\n",
+                             tp, pp, dp, ranks, config.parallel.zero == 1 && dp > 1 ? " (ZeRO-1)" : "", rank.stage,
+                             describe_total(rank),
                              gpu_memory_gib > 0 ? fmt::format(" ({:.0f}% of {} GiB)",
                                                               100 * rank.total() / (gpu_memory_gib * gib), gpu_memory_gib)
                                                 : "");

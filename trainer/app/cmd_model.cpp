@@ -1,7 +1,8 @@
 // exatrain model info (--preset NAME | --config FILE) [--set k=v]... [--ranks N] [--json]
 // Builds the model on the meta device (no memory) and reports parameter counts, the attention
 // kind of each layer, and the bytes of weights and optimizer state; for a run config, also what
-// the largest rank of its layout holds (trainer/train/memory_estimate.h).
+// the largest rank of its layout holds, activations included, and every stage's figures
+// (trainer/plan/cost_model.h).
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
@@ -16,7 +17,7 @@
 #include "trainer/core/config_tree.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/parallel/topology.h"
-#include "trainer/train/memory_estimate.h"
+#include "trainer/plan/cost_model.h"
 
 namespace exatrain {
 
@@ -51,7 +52,7 @@ ModelConfig model_from_options(const ModelInfoOptions& o) {
 struct RankFigures {
   int tp = 1, pp = 1, dp = 1;
   bool zero1 = false;
-  RankMemory memory;
+  LayoutCost cost;
 };
 
 std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
@@ -69,7 +70,7 @@ std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
   f.pp = static_cast<int>(p.pp);
   f.dp = ranks / (f.tp * f.pp);
   f.zero1 = p.zero == 1 && f.dp > 1;
-  f.memory = estimate_rank_memory(run, f.tp, f.pp, f.dp);
+  f.cost = estimate_cost(run.model, CostLayout::of(run, f.tp, f.pp, f.dp));
   return f;
 }
 
@@ -96,12 +97,29 @@ void model_info(const ModelInfoOptions& o) {
                         {"layer_attention", kinds},
                         {"bytes", {{"bf16_weights", bf16}, {"fp32_master_weights", fp32}, {"adam_moments", adam}}}};
     if (rank) {
-      const RankMemory& m = rank->memory;
-      j["per_rank"] = {{"tp", rank->tp}, {"pp", rank->pp}, {"dp", rank->dp}, {"zero", rank->zero1 ? 1 : 0},
-                       {"largest_stage", m.stage}, {"parameters", m.elements}, {"optimizer_elements", m.owned},
-                       {"bytes", {{"fp32_weights", m.weights}, {"fp32_gradients", m.gradients},
-                                  {"reduction_bucket", m.reduce_buffer}, {"optimizer_state", m.optimizer},
-                                  {"total_before_activations", m.total()}}}};
+      const StageMemory& m = rank->cost.largest();
+      auto stage_json = [](const StageMemory& r) {
+        return nlohmann::json{{"stage", r.stage}, {"layers", r.layers}, {"parameters", r.elements},
+                              {"optimizer_elements", r.owned}, {"micro_batches_in_flight", r.in_flight},
+                              {"bytes", {{"fp32_weights", r.weights}, {"fp32_gradients", r.gradients},
+                                         {"reduction_bucket", r.reduce_buffer}, {"optimizer_state", r.optimizer},
+                                         {"total_before_activations", r.static_bytes()},
+                                         {"activations_per_micro_batch", r.saved_per_micro_batch},
+                                         {"peak_of_one_micro_batch", r.saved_per_micro_batch + r.workspace},
+                                         {"peak_activations", r.activations}, {"total", r.total()}}}};
+      };
+      nlohmann::json stages = nlohmann::json::array();
+      for (const auto& r : rank->cost.stages) stages.push_back(stage_json(r));
+      j["per_rank"] = stage_json(m);
+      j["per_rank"]["tp"] = rank->tp;
+      j["per_rank"]["pp"] = rank->pp;
+      j["per_rank"]["dp"] = rank->dp;
+      j["per_rank"]["zero"] = rank->zero1 ? 1 : 0;
+      j["per_rank"]["largest_stage"] = m.stage;
+      j["stages"] = stages;
+      j["model_flops_per_step"] = rank->cost.model_flops_per_step;
+      j["hardware_flops_per_step"] = rank->cost.hardware_flops_per_step;
+      j["collective_bytes_per_rank_per_step"] = rank->cost.collective_bytes;
     }
     std::cout << j.dump(2) << "\n";
     return;
@@ -129,7 +147,7 @@ void model_info(const ModelInfoOptions& o) {
   if (!rank && !o.config.empty() && load_yaml_file(o.config).find("model"))
     std::cout << "per rank:                 give --ranks N (parallel.dp is auto) to see what one rank holds\n";
   if (rank) {
-    const RankMemory& m = rank->memory;
+    const StageMemory& m = rank->cost.largest();
     const auto bytes = [&](double b) { return size(static_cast<int64_t>(b)); };
     std::cout << fmt::format("layout:                   tp {} x pp {} x dp {} = {} ranks{}\n", rank->tp, rank->pp,
                              rank->dp, rank->tp * rank->pp * rank->dp, rank->zero1 ? ", ZeRO-1" : "");
@@ -140,7 +158,12 @@ void model_info(const ModelInfoOptions& o) {
     std::cout << fmt::format("  reduction bucket:       {}\n", bytes(m.reduce_buffer));
     std::cout << fmt::format("  optimizer state:        {}  (master weights, 2 Adam moments, norm mask{})\n",
                              bytes(m.optimizer), rank->zero1 ? ", reduce-scattered gradients" : "");
-    std::cout << fmt::format("  total:                  {}  before activations\n", bytes(m.total()));
+    const auto trimmed = [&](double b) { return fmt::format("{:.2f} MiB", b / (1 << 20)); };
+    std::cout << fmt::format("  activations:            {}  ({} micro-batch{} in flight, {} saved each; one "
+                             "micro-batch's backward peaks at {})\n", bytes(m.activations), m.in_flight,
+                             m.in_flight == 1 ? "" : "es", trimmed(m.saved_per_micro_batch),
+                             trimmed(m.saved_per_micro_batch + m.workspace));
+    std::cout << fmt::format("  total:                  {}\n", bytes(m.total()));
   }
 }
 

@@ -29,10 +29,10 @@
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
+#include "trainer/plan/cost_model.h"
 #include "trainer/train/fault_injection.h"
 #include "trainer/train/flops.h"
 #include "trainer/train/generate.h"
-#include "trainer/train/memory_estimate.h"
 #include "trainer/train/memory_tracker.h"
 #include "trainer/train/train_data.h"
 #include "trainer/train/release.h"
@@ -62,18 +62,19 @@ void prepare_run_dir(const std::string& dir) {
 
 namespace {
 
-// The largest rank's weights, gradients and optimizer state (trainer/train/memory_estimate.h),
-// before activations: on a GPU against that device's free memory; on the CPU times the ranks on
-// this node, against the node's available memory.
+// The largest rank's weights, gradients, optimizer state and activations (trainer/plan/cost_model.h):
+// on a GPU against that device's free memory; on the CPU times the ranks on this node, against
+// the node's available memory.
 void check_memory_fits(const RunConfig& config, const Topology& topo, const at::Device& device) {
-  const RankMemory rank = estimate_rank_memory(config, topo.tp, topo.pp, topo.dp);
+  const StageMemory rank = estimate_cost(config.model, CostLayout::of(config, topo.tp, topo.pp, topo.dp)).largest();
   if (device.is_cuda()) {  // untested here: no GPU on the development machine
     size_t free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return;  // cannot tell: let the allocator say
     if (rank.total() > static_cast<double>(free_bytes))
-      fail("the largest rank (pipeline stage {}) needs {} before activations, but GPU {} has {:.1f} GiB free of "
-           "{:.1f} GiB; raise parallel.tp or parallel.pp, or set parallel.zero: 1", rank.stage, rank.describe(),
-           device.index(), static_cast<double>(free_bytes) / (1 << 30), static_cast<double>(total_bytes) / (1 << 30));
+      fail("the largest rank (pipeline stage {}) needs {}, but GPU {} has {:.1f} GiB free of {:.1f} GiB; raise "
+           "parallel.tp or parallel.pp, set parallel.zero: 1, train.recompute: full or a smaller train.micro_batch "
+           "(exatrain plan lists layouts that fit)", rank.stage, describe_total(rank), device.index(),
+           static_cast<double>(free_bytes) / (1 << 30), static_cast<double>(total_bytes) / (1 << 30));
     return;
   }
   std::ifstream meminfo("/proc/meminfo");
@@ -88,10 +89,11 @@ void check_memory_fits(const RunConfig& config, const Topology& topo, const at::
   const double need = topo.local_size * rank.total();
   const double have = 1024.0 * static_cast<double>(available_kib);
   if (need > have)
-    fail("the model has {} parameters: the largest rank (pipeline stage {}) needs {} before activations; {} ranks "
-         "on this node need {:.1f} GiB, but it has {:.1f} GiB available; choose a smaller model or shard it over more "
-         "ranks (parallel.tp, parallel.pp, parallel.zero: 1)", count_params(build_param_specs(config.model)).total,
-         rank.stage, rank.describe(), topo.local_size, need / (1 << 30), have / (1 << 30));
+    fail("the model has {} parameters: the largest rank (pipeline stage {}) needs {}; {} ranks on this node need "
+         "{:.1f} GiB, but it has {:.1f} GiB available; choose a smaller model or shard it over more ranks "
+         "(parallel.tp, parallel.pp, parallel.zero: 1), or set train.recompute: full",
+         count_params(build_param_specs(config.model)).total, rank.stage, describe_total(rank), topo.local_size,
+         need / (1 << 30), have / (1 << 30));
 }
 
 // The variables by which a job says it was given GPUs (Slurm's GPU requests, the visible-device

@@ -1,0 +1,349 @@
+#include "trainer/plan/cost_model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "trainer/core/error.h"
+#include "trainer/model/exaone4.h"
+#include "trainer/model/param_spec.h"
+
+namespace exatrain {
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024 * 1024;
+
+bool is_gate(const ParamSpec& s) { return s.name.find("mlp.gate_proj") != std::string::npos; }
+
+// Whether a spec exists in this model variant (GPT-style: no gate, no q/k norms).
+bool in_variant(const ParamSpec& s, const ModelVariant& v) {
+  if (!v.gated_mlp && is_gate(s)) return false;
+  if (!v.qk_norm && s.kind == ParamKind::HeadNorm) return false;
+  return true;
+}
+
+// How many keys a query of this layer attends to (PaLM's T in 12 L H Q T): the sequence for
+// global layers, the window for sliding ones.
+double attention_span(const ModelConfig& m, const ModelVariant& v, LayerKind kind, int64_t seq_len) {
+  return static_cast<double>(kind == LayerKind::Sliding && !v.full_attention ? std::min(seq_len, m.sliding_window)
+                                                                             : seq_len);
+}
+
+PipelineStage stage_of_layout(const ModelConfig& m, const CostLayout& l, int s) {
+  return l.pipeline_layers.empty() ? pipeline_stage(m.num_layers, static_cast<int>(l.pp), s)
+                                   : pipeline_stage(l.pipeline_layers, s);
+}
+
+// Elements of this stage's TP shards, as Exaone4Model decides which parameters a stage holds.
+int64_t stage_elements(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
+                       int64_t tp) {
+  int64_t elements = 0;
+  for (const ParamSpec& spec : specs) {
+    const bool mine = spec.kind == ParamKind::Embedding ? stage.first || (stage.last && m.tie_embeddings)
+                      : spec.layer < 0 || spec.layer >= m.num_layers
+                          ? stage.last
+                          : spec.layer >= stage.first_layer && spec.layer < stage.end_layer;
+    if (!mine) continue;
+    int64_t n = 1;
+    for (int64_t d : local_shape(spec, tp_shard(spec, 0, static_cast<int>(tp)))) n *= d;
+    elements += n;
+  }
+  return elements;
+}
+
+// Activation bytes of one micro-batch on one stage, from what each operator of
+// Exaone4Model::layer_forward saves for backward (docs/planning.md lists them).
+struct ActivationModel {
+  double saved = 0;      // kept from the forward until the backward
+  double workspace = 0;  // the backward's largest transient on top of what is still saved
+};
+
+ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, const CostLayout& l,
+                                  const PipelineStage& stage) {
+  const double B = static_cast<double>(l.micro_batch), T = static_cast<double>(l.seq_len);
+  const double H = static_cast<double>(m.hidden_size), D = static_cast<double>(m.resolved_head_dim());
+  const int64_t tp = l.tp;
+  const bool sp = l.sequence_parallel && tp > 1;
+  const double heads = static_cast<double>(m.num_heads / tp);
+  const double kv = static_cast<double>(std::max<int64_t>(m.num_kv_heads / tp, 1));
+  const double inter = static_cast<double>(m.intermediate_size / tp);
+  const double vocab = static_cast<double>(m.vocab_size / tp);
+  const double rows = sp ? T / static_cast<double>(tp) : T;  // residual-stream positions on this rank
+  // bf16 autocast: GEMM outputs and attention in 2 bytes; norms compute (and save) fp32, and the
+  // residual stream stays fp32 (norm outputs are fp32 weight times bf16).
+  const double act = l.precision == Precision::BF16 ? 2.0 : 4.0, f32 = 4.0;
+  const double layers = static_cast<double>(stage.end_layer - stage.first_layer);
+  const auto kinds = m.layer_kinds();
+  bool any_sliding = false;
+  for (int64_t i = stage.first_layer; i < stage.end_layer; ++i)
+    any_sliding = any_sliding || (kinds[static_cast<size_t>(i)] == LayerKind::Sliding && !v.full_attention);
+
+  // One decoder layer's saved tensors (bytes).
+  const double residual = 6 * B * rows * H * f32;  // input, o_proj out, its normalized, mid h, down out, normalized
+  const double gathered = sp ? 2 * B * T * H * f32 : 0;  // all-gathered inputs of attention and MLP
+  const double q_saves = v.qk_norm ? 3 : 1, k_saves = v.qk_norm ? 3 : 1;  // projection, normalized, rotated
+  const double attention = (q_saves + 1) * B * T * heads * D * act  // ... and the attention output
+                           + (k_saves + 1) * B * T * kv * D * act    // k as q; v
+                           + B * heads * T * f32                     // log-sum-exp
+                           + (v.qk_norm ? B * T * (heads + kv) * f32 : 0) + 2 * B * rows * f32;  // rsqrt of norms
+  const double mlp = (v.gated_mlp ? 4 : 2) * B * T * inter * act;  // gate, silu, up, product | up, gelu
+  const double layer_saved = residual + gathered + attention + mlp;
+  // Per micro-batch and stage: RoPE tables (cos, sin: [T, D] fp32) and the [T, T] bool mask of
+  // sliding layers; the stage's output (held by the schedule, or the final norm's input).
+  const double context = 2 * T * D * f32 + (any_sliding ? T * T : 0);
+  const bool recompute = l.recompute == Recompute::Full;
+  ActivationModel a;
+  a.saved = (recompute ? layers * B * rows * H * f32 : layers * layer_saved) + context + B * rows * H * f32;
+  // The backward of one layer (the last of the stage, first to run) holds on top of what is still
+  // saved: the residual branch's gradient [B, T, H] and either the MLP product's gradient plus
+  // the gate and up gradients ([B, T, I] each, the product itself released: net 2 x [B, T, I]),
+  // or, one node earlier, the product's gradient and down_proj's weight-gradient temporary
+  // ([H, I], before it is accumulated) with the incoming gradient. Recomputation first rebuilds
+  // the layer's saved set. By then the loss and the final norm have released what they saved.
+  const double bti = B * T * inter * act, bth = B * T * H * f32;
+  const double weight_grad = H * inter * f32;
+  double layer_ws = std::max(2 * bti, bti + weight_grad + bth) + bth;
+  if (recompute) layer_ws += layer_saved;
+  double head = 0, loss_ws = 0;
+  if (stage.last) {
+    // Final norm (normalized, lm_head input) and the loss: the vocab-parallel cross-entropy keeps
+    // its softmax [B*T, V/tp]; while it runs, logits, shifted logits and their exponentials exist
+    // too (tp 1: logits and the log-softmax). Backward: the logits' gradient beside the saved
+    // softmax (tp 1: nll's and log-softmax's gradients), then lm_head's weight-gradient
+    // temporary [V/tp, H] and its input gradient.
+    const double logits = B * T * vocab * f32;
+    head = B * rows * H * f32 + B * T * H * f32 + logits;
+    const double loss_fwd = (tp > 1 ? 3 : 1) * logits;
+    const double loss_bwd = std::max((tp > 1 ? 1 : 2) * logits, vocab * H * f32 + B * T * H * f32);
+    loss_ws = std::max(loss_fwd, loss_bwd);
+  }
+  // The embedding's backward, last of the stage (its micro-batch's activations released): the
+  // dense weight gradient [V/tp, H] before it is accumulated, beside layer 0's input gradient
+  // (residual plus the q, k, v paths: 3 x [B, T, H]). With tied embeddings on a one-stage model
+  // the lm_head's weight gradient waits for it in autograd's input buffer and the two are
+  // summed into a third.
+  double embedding_ws = 0;
+  if (stage.first)
+    embedding_ws = vocab * H * f32 * (m.tie_embeddings && stage.last ? 3 : 1) + 3 * B * rows * H * f32;
+  // The peak of one micro-batch is the largest of three moments: the loss (everything saved,
+  // plus the loss's transients), the first layer backward (the head's tensors released) and the
+  // embedding's backward (nothing of it saved any more).
+  const double saved_total = a.saved + head;
+  // (At the first layer backward of the last stage the final norm has released its input, the
+  // stage's output.)
+  const double layer_phase = a.saved - (stage.last ? B * rows * H * f32 : 0) + layer_ws;
+  const double peak = std::max({saved_total + loss_ws, layer_phase, embedding_ws});
+  a.saved = saved_total;
+  a.workspace = peak - saved_total;
+  return a;
+}
+
+}  // namespace
+
+CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp) {
+  CostLayout l;
+  l.tp = tp;
+  l.pp = pp;
+  l.dp = dp;
+  l.zero = c.parallel.zero;
+  l.sequence_parallel = c.parallel.sequence_parallel;
+  l.pipeline_layers = c.parallel.pipeline_layers;
+  l.micro_batch = c.train.micro_batch;
+  l.global_batch = c.train.global_batch;
+  l.seq_len = c.train.seq_len;
+  l.recompute = c.train.recompute;
+  l.precision = c.train.precision;
+  return l;
+}
+
+const StageMemory& LayoutCost::largest() const {
+  EXATRAIN_CHECK(!stages.empty(), "internal: a layout with no stages");
+  return *std::max_element(stages.begin(), stages.end(),
+                           [](const StageMemory& a, const StageMemory& b) { return a.total() < b.total(); });
+}
+
+const StageMemory& LayoutCost::largest_static() const {
+  EXATRAIN_CHECK(!stages.empty(), "internal: a layout with no stages");
+  return *std::max_element(stages.begin(), stages.end(), [](const StageMemory& a, const StageMemory& b) {
+    return a.static_bytes() < b.static_bytes();
+  });
+}
+
+double train_flops_per_token(const ModelConfig& m, int64_t seq_len, const ModelVariant& v) {
+  double matmul_params = 0;
+  for (const auto& s : build_param_specs(m))
+    if ((s.kind == ParamKind::Linear || s.kind == ParamKind::LmHead) && in_variant(s, v))
+      matmul_params += static_cast<double>(s.numel());
+  if (m.tie_embeddings) matmul_params += static_cast<double>(m.vocab_size * m.hidden_size);  // lm_head reuses it
+  double attention = 0;
+  for (const auto kind : m.layer_kinds())
+    attention += 12.0 * static_cast<double>(m.num_heads * m.resolved_head_dim()) * attention_span(m, v, kind, seq_len);
+  return 6.0 * matmul_params + attention;
+}
+
+LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelVariant& v) {
+  EXATRAIN_CHECK(l.tp >= 1 && l.pp >= 1 && l.dp >= 1 && l.micro_batch >= 1, "internal: bad layout {}x{}x{}", l.tp,
+                 l.pp, l.dp);
+  std::vector<ParamSpec> specs;
+  for (ParamSpec& s : build_param_specs(m))
+    if (in_variant(s, v)) specs.push_back(std::move(s));
+  LayoutCost cost;
+  const int64_t M = std::max<int64_t>(l.micro_batches(), 1);
+  for (int s = 0; s < l.pp; ++s) {
+    const PipelineStage stage = stage_of_layout(m, l, s);
+    StageMemory r;
+    r.stage = s;
+    r.layers = stage.end_layer - stage.first_layer;
+    r.elements = stage_elements(specs, m, stage, l.tp);
+    const bool zero1 = l.zero == 1 && l.dp > 1;
+    r.owned = zero1 ? (r.elements + l.dp - 1) / l.dp : r.elements;
+    r.weights = r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.elements);
+    r.optimizer = (zero1 ? 20.0 : 16.0) * static_cast<double>(r.owned);
+    const ActivationModel a = stage_activations(m, v, l, stage);
+    r.in_flight = std::min<int64_t>(l.pp - s, M);  // 1F1B: warm-up forwards + the one being run
+    r.saved_per_micro_batch = a.saved;
+    r.workspace = a.workspace;
+    r.activations = static_cast<double>(r.in_flight) * a.saved + a.workspace;
+    cost.stages.push_back(r);
+  }
+
+  // FLOPs: the model's (6N + attention) per token, times the step's tokens; recomputation runs
+  // every layer's forward again (a third of the layers' share).
+  const double tokens = static_cast<double>(l.global_batch * l.seq_len);
+  const double per_token = train_flops_per_token(m, l.seq_len, v);
+  cost.model_flops_per_step = per_token * tokens;
+  const double lm_head = 6.0 * static_cast<double>(m.vocab_size * m.hidden_size);
+  const double layers_share = per_token - lm_head;
+  const double extra = l.recompute == Recompute::Full ? layers_share / 3.0 : 0.0;
+  cost.hardware_flops_per_step = (per_token + extra) * tokens;
+
+  // Bytes handed to each collective in a step by the ranks of the first pipeline stage (world
+  // rank 0, whose counts metrics.jsonl logs), as the trainer counts them: fp32 on the wire; see
+  // docs/parallelism.md. Other stages differ: the last one adds the loss's reductions and the
+  // final norm, a middle one sends activations and gradients both.
+  const double B = static_cast<double>(l.micro_batch), T = static_cast<double>(l.seq_len);
+  const double H = static_cast<double>(m.hidden_size), Dh = static_cast<double>(m.resolved_head_dim());
+  const StageMemory& first = cost.stages.front();
+  const bool also_last = l.pp == 1;
+  const double Ls = static_cast<double>(first.layers), Mb = static_cast<double>(M);
+  const bool sp = l.sequence_parallel && l.tp > 1;
+  auto& c = cost.collective_bytes;
+  // The global gradient norm and mean loss (fp64) and the step's agreement (3 x int64).
+  if (l.tp * l.pp * l.dp > 1) c["world.all_reduce"] = 8 + 8 + 3 * 8;
+  if (l.tp > 1) {
+    // Per micro-batch: 4 per layer (attention and MLP, forward and backward), the embedding, and
+    // on the last stage the lm_head input and the cross-entropy's three [B*T] reductions.
+    const double activations = (4 * Ls + 1 + (also_last ? 1 : 0)) * B * T * H * 4;
+    const double loss = also_last ? Mb * 3 * B * T * 4 : 0;
+    const double norms = (v.qk_norm ? 2 * Ls * Dh * 4 : 0);
+    if (sp) {
+      c["tp.reduce_scatter"] = Mb * activations;
+      c["tp.all_gather"] = Mb * activations / static_cast<double>(l.tp);
+      c["tp.all_reduce"] = loss + norms + (2 * Ls + (also_last ? 1 : 0)) * H * 4;  // + sequence-split norms
+    } else {
+      c["tp.all_reduce"] = Mb * activations + loss + norms;
+    }
+    if (l.tp > m.num_kv_heads) c["kv.all_reduce"] = Ls * 2 * Dh * H * 4;  // replicated KV heads
+  }
+  // Tied embeddings under PP: the first and last stage sum their copies' gradients once a step.
+  if (l.pp > 1 && m.tie_embeddings)
+    c["embedding.all_reduce"] = static_cast<double>(m.vocab_size / l.tp * m.hidden_size) * 4;
+  if (l.pp > 1) c["pp.send_recv"] = Mb * B * (sp ? T / static_cast<double>(l.tp) : T) * H * 4;  // activations out
+  if (l.dp > 1) {
+    const double padded = static_cast<double>((first.elements + l.dp - 1) / l.dp * l.dp);
+    if (l.zero == 1) {
+      c["dp.reduce_scatter"] = padded * 4;
+      c["dp.all_gather"] = padded / static_cast<double>(l.dp) * 4;
+    } else {
+      c["dp.all_reduce"] = padded * 4;
+    }
+  }
+  return cost;
+}
+
+StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const LayoutCost& cost, const Hardware& hw,
+                           const ModelVariant& v, bool overlap_comm) {
+  StepTime t;
+  const double B = static_cast<double>(l.micro_batch), T = static_cast<double>(l.seq_len);
+  const double H = static_cast<double>(m.hidden_size), tp = static_cast<double>(l.tp);
+  const double M = static_cast<double>(std::max<int64_t>(l.micro_batches(), 1));
+  const bool recompute = l.recompute == Recompute::Full;
+  // Per token, per layer: matmul FLOPs (6 per weight; 8 with recomputation's extra forward) and
+  // attention FLOPs; the lm_head on the last stage.
+  std::vector<ParamSpec> specs;
+  for (ParamSpec& s : build_param_specs(m))
+    if (in_variant(s, v)) specs.push_back(std::move(s));
+  std::vector<double> layer_matmul(static_cast<size_t>(m.num_layers), 0.0);
+  for (const auto& s : specs)
+    if (s.kind == ParamKind::Linear && s.layer >= 0 && s.layer < m.num_layers)
+      layer_matmul[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+  const auto kinds = m.layer_kinds();
+  const double pass = recompute ? 8.0 : 6.0;
+  double slowest = 0;
+  for (int s = 0; s < l.pp; ++s) {
+    const PipelineStage stage = stage_of_layout(m, l, s);
+    double gemm = 0, attention = 0;
+    for (int64_t i = stage.first_layer; i < stage.end_layer; ++i) {
+      gemm += pass * layer_matmul[static_cast<size_t>(i)];
+      attention += (recompute ? 16.0 : 12.0) * static_cast<double>(m.num_heads * m.resolved_head_dim()) *
+                   attention_span(m, v, kinds[static_cast<size_t>(i)], l.seq_len);
+    }
+    if (stage.last) gemm += 6.0 * static_cast<double>(m.vocab_size * m.hidden_size);
+    const double tokens = B * T / tp;  // each TP rank does 1/tp of every GEMM and head
+    const double compute = tokens * (gemm / (hw.peak_flops * hw.gemm_efficiency) +
+                                     attention / (hw.peak_flops * hw.attention_efficiency));
+    // TP: 4 all-reduces of [B, T, H] per layer (2 forward, 2 backward; 2 more with
+    // recomputation), one more at the embedding and at the lm_head; a ring moves 2 (tp - 1) / tp
+    // of the bytes. GEMM outputs are bf16 under autocast, fp32 otherwise.
+    double comm = 0;
+    if (l.tp > 1) {
+      const double act = l.precision == Precision::BF16 ? 2.0 : 4.0;
+      const double per_layer = recompute ? 6.0 : 4.0;
+      const double count = per_layer * static_cast<double>(stage.end_layer - stage.first_layer) +
+                           (stage.first ? 1.0 : 0.0) + (stage.last ? 1.0 : 0.0);
+      comm = count * B * T * H * act * 2.0 * (tp - 1) / tp / hw.intra_node_bytes_per_s;
+    }
+    if (compute + comm > t.compute / M + t.tp_comm / M) {
+      t.compute = M * compute;
+      t.tp_comm = M * comm;
+    }
+    slowest = std::max(slowest, compute + comm);
+  }
+  t.pp_bubble = static_cast<double>(l.pp - 1) * slowest;
+  const int64_t per_node = std::max<int64_t>(hw.gpus_per_node, 1);
+  if (l.pp > 1) {
+    // fp32 activation buffers ([B, T/tp, H] with sequence parallelism), one each way per
+    // micro-batch; over the network once a stage spans nodes (tp * dp ranks per stage).
+    const double rows = l.sequence_parallel && l.tp > 1 ? T / tp : T;
+    const double bw = l.tp * l.dp >= per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
+    t.pp_comm = (M + static_cast<double>(l.pp - 1)) * 2.0 * B * rows * H * 4.0 / bw;
+  }
+  if (l.pp > 1 && m.tie_embeddings) {  // the tied copies' gradient sum, first with last stage
+    const double bw = l.tp * l.dp * l.pp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
+    t.pp_comm += static_cast<double>(m.vocab_size / l.tp * m.hidden_size) * 4.0 / bw;
+  }
+  const StageMemory& big = cost.largest_static();
+  if (l.dp > 1) {
+    const double d = static_cast<double>(l.dp);
+    const double bw = l.tp * l.dp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
+    t.dp_comm = 4.0 * static_cast<double>(big.elements) * 2.0 * (d - 1) / d / bw;  // fp32 gradients, ring
+  }
+  // AdamW: reads gradient, master, two moments, writes master, two moments and the weight.
+  if (hw.memory_bytes_per_s > 0) t.optimizer = 32.0 * static_cast<double>(big.owned) / hw.memory_bytes_per_s;
+  if (overlap_comm) {  // hidden behind compute as far as compute lasts: only the excess is exposed
+    t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
+    t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
+    t.dp_comm = std::max(0.0, t.dp_comm - t.compute * 2.0 / 3.0);  // behind the backward
+  }
+  return t;
+}
+
+std::string describe_total(const StageMemory& r) {
+  return fmt::format("weights {:.2f} GiB + gradients {:.2f} GiB + reduction bucket {:.2f} GiB + optimizer state "
+                     "{:.2f} GiB + activations {:.2f} GiB ({} micro-batch{} in flight) = {:.2f} GiB",
+                     r.weights / kGiB, r.gradients / kGiB, r.reduce_buffer / kGiB, r.optimizer / kGiB,
+                     r.activations / kGiB, r.in_flight, r.in_flight == 1 ? "" : "es", r.total() / kGiB);
+}
+
+}  // namespace exatrain

@@ -1,0 +1,111 @@
+// One model of cost: memory per rank, FLOPs per step and bytes per collective of a layout, from
+// the parameter-spec registry (trainer/model/param_spec.h) and what the trainer allocates. The
+// trainer's fit check and MFU, `model info`, `config check`, `bench` and `plan` all call this;
+// docs/planning.md gives the formulas and what they leave out.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "trainer/core/config.h"
+
+namespace exatrain {
+
+// What the cost model must express besides EXAONE-4 (published runs use GPT-style models).
+struct ModelVariant {
+  bool gated_mlp = true;        // SwiGLU (gate, up, down); false: GPT's up -> GeLU -> down
+  bool qk_norm = true;          // per-head RMSNorm on q and k (EXAONE-4)
+  bool full_attention = false;  // ignore the sliding window: every layer attends to the whole prefix
+};
+
+struct CostLayout {
+  int64_t tp = 1, pp = 1, dp = 1;
+  int64_t zero = 0;
+  bool sequence_parallel = false;
+  std::vector<int64_t> pipeline_layers;  // empty: the trainer's even split
+  int64_t micro_batch = 1, global_batch = 1, seq_len = 128;
+  Recompute recompute = Recompute::None;
+  Precision precision = Precision::FP32;
+
+  int64_t micro_batches() const { return global_batch / (micro_batch * dp); }  // per DP rank and step
+  // The layout of a run config (dp 0 resolved from `world`).
+  static CostLayout of(const RunConfig& config, int64_t tp, int64_t pp, int64_t dp);
+};
+
+// Bytes one pipeline stage's rank holds. Weights, gradients and the reduction bucket are fp32
+// (the trainer keeps fp32 master weights whatever the precision); optimizer state: master copy,
+// two Adam moments and the norm mask over the owned elements (all, or 1/dp with ZeRO-1, which
+// also keeps its reduce-scattered gradient slice).
+struct StageMemory {
+  int stage = 0;
+  int64_t layers = 0;
+  int64_t elements = 0, owned = 0;  // parameters on the rank; optimizer elements it owns
+  double weights = 0, gradients = 0, reduce_buffer = 0, optimizer = 0;
+  // Activations: what one micro-batch saves for backward, how many micro-batches 1F1B keeps in
+  // flight on this stage, and the peak above the step's start: the other in-flight micro-batches'
+  // saved activations plus the peak of one micro-batch's backward (its saved set plus
+  // `workspace`; negative when the peak comes after most of it is released, at the embedding's
+  // weight gradient); as the trainer's memory tracker measures it.
+  double saved_per_micro_batch = 0, workspace = 0;
+  int64_t in_flight = 1;
+  double activations = 0;
+  double static_bytes() const { return weights + gradients + reduce_buffer + optimizer; }
+  double total() const { return static_bytes() + activations; }
+};
+
+struct LayoutCost {
+  std::vector<StageMemory> stages;
+  const StageMemory& largest() const;  // the stage whose rank needs the most memory in total
+  const StageMemory& largest_static() const;  // ... before activations
+  // Model FLOPs of one step over all ranks (6N + attention, PaLM convention; no recomputation)
+  // and the FLOPs the hardware executes (with recomputation's extra forward).
+  double model_flops_per_step = 0, hardware_flops_per_step = 0;
+  // Bytes handed to each collective per rank per step ("tp.all_reduce", "dp.reduce_scatter",
+  // "pp.send" ...), as the trainer counts them in metrics.jsonl's comm_bytes.
+  std::map<std::string, double> collective_bytes;
+};
+
+LayoutCost estimate_cost(const ModelConfig& model, const CostLayout& layout, const ModelVariant& variant = {});
+
+// Training model FLOPs per token: 6 * N_matmul + 12 * sum over layers of (heads * head_dim *
+// context), context = seq_len for global layers, min(seq_len, window) for sliding ones (PaLM's
+// 12·L·H·Q·T with each layer's own span; N_matmul: every linear and lm_head, not the lookup).
+double train_flops_per_token(const ModelConfig& model, int64_t seq_len, const ModelVariant& variant = {});
+
+// One accelerator and its links (configs/hardware.yaml says where each figure comes from).
+struct Hardware {
+  std::string name;
+  double memory_bytes = 0;         // usable device memory
+  double peak_flops = 0;           // dense bf16 (or the CPU's measured fp32 GEMM peak)
+  double gemm_efficiency = 1;      // share of the peak the linears reach
+  double attention_efficiency = 1; // share of the peak the attention reaches
+  double memory_bytes_per_s = 0;   // HBM
+  double intra_node_bytes_per_s = 0;  // per GPU, one direction (NVLink)
+  double inter_node_bytes_per_s = 0;  // per GPU, one direction (InfiniBand / RoCE)
+  int64_t gpus_per_node = 8;
+};
+
+// Predicted time of one optimizer step of a layout (seconds), and its parts. The trainer does
+// not overlap communication with compute (TP collectives, pipeline send/recv and the DP gradient
+// reduction all wait), so the parts add up.
+struct StepTime {
+  double compute = 0;      // the busiest stage's forward + backward (+ recomputation), all micro-batches
+  double tp_comm = 0;      // its TP collectives
+  double pp_bubble = 0;    // 1F1B warm-up and drain: (pp - 1) micro-batch slots
+  double pp_comm = 0;      // activation and gradient send/recv between stages
+  double dp_comm = 0;      // the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather)
+  double optimizer = 0;    // AdamW over the owned elements (memory bound)
+  double total() const { return compute + tp_comm + pp_bubble + pp_comm + dp_comm + optimizer; }
+};
+// `overlap_comm`: predict a trainer that hides TP, PP and DP communication behind compute where
+// compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce); exatrain
+// does not, so its own plans use false. Published runs that overlapped are predicted with true.
+StepTime predict_step_time(const ModelConfig& model, const CostLayout& layout, const LayoutCost& cost,
+                           const Hardware& hw, const ModelVariant& variant = {}, bool overlap_comm = false);
+
+// "... + activations 2.1 GiB (3 micro-batches in flight) = 6.7 GiB".
+std::string describe_total(const StageMemory& m);
+
+}  // namespace exatrain
