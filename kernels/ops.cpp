@@ -58,7 +58,8 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
   const int64_t T = q.size(2);
   if (spec.window <= 0 || spec.window >= T)  // a window at least the sequence is plain causal attention
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, spec.scale, /*enable_gqa=*/true);
-  return at::scaled_dot_product_attention(q, k, v, visibility_mask(T, spec.window, q.device()), 0.0, false, spec.scale, /*enable_gqa=*/true);
+  const at::Tensor mask = spec.mask.defined() ? spec.mask : visibility_mask(T, spec.window, q.device());
+  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, spec.scale, /*enable_gqa=*/true);
 }
 
 kernels::AttentionShape shape_of(const at::Tensor& q, const at::Tensor& k, const AttentionSpec& spec) {
@@ -82,6 +83,9 @@ void run_items(int64_t items, const Body& body) {
 }
 
 struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
+  // Saved for backward: q, k, v as they came (their dtype; widened again in the backward) and
+  // the output in q's dtype, plus the fp32 log-sum-exp: the same bytes SDPA keeps, never fp32
+  // copies of bf16 activations.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, int64_t window, double scale) {
     const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
@@ -93,19 +97,19 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
     run_items(kernels::flash_forward_items(s), [&](int64_t begin, int64_t end) {
       kernels::flash_attention_forward_cpu(s, qp, kp, vp, op, lp, begin, end);
     });
-    ctx->save_for_backward({q32, k32, v32, o, lse});
+    at::Tensor out = o.to(q.scalar_type());
+    ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["q_dtype"] = static_cast<int64_t>(q.scalar_type());
-    ctx->saved_data["k_dtype"] = static_cast<int64_t>(k.scalar_type());
-    ctx->saved_data["v_dtype"] = static_cast<int64_t>(v.scalar_type());
-    return o.to(q.scalar_type());
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const at::Tensor &q_in = saved[0], &k_in = saved[1], &v_in = saved[2];
+    const at::Tensor q = fp32_contiguous(q_in), k = fp32_contiguous(k_in), v = fp32_contiguous(v_in);
+    const at::Tensor o = fp32_contiguous(saved[3]), &lse = saved[4];
     const kernels::AttentionShape s =
         shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
     const at::Tensor dout = fp32_contiguous(grad_out[0]);
@@ -125,8 +129,7 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
     auto per_kv = [&](const at::Tensor& t) {
       return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
     };
-    auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
-    return {dq.to(dtype("q_dtype")), per_kv(dk_heads).to(dtype("k_dtype")), per_kv(dv_heads).to(dtype("v_dtype")),
+    return {dq.to(q_in.scalar_type()), per_kv(dk_heads).to(k_in.scalar_type()), per_kv(dv_heads).to(v_in.scalar_type()),
             at::Tensor(), at::Tensor()};
   }
 };

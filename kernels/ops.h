@@ -23,6 +23,9 @@ Impl resolve_impl(KernelChoice choice, const at::Device& device);
 struct AttentionSpec {
   int64_t window = 0;  // > 0: key k visible from query q iff q - window < k <= q; 0: causal
   double scale = 1.0;  // softmax(scale * q . k)
+  // The reference only: visibility_mask(seq, window) built once by the caller and shared by the
+  // layers of a forward (otherwise each call builds, and its backward keeps, its own).
+  at::Tensor mask;
 };
 
 // Boolean [seq, seq], true where query q may see key k: k <= q and, with window > 0, k > q - window.

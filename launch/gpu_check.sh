@@ -105,10 +105,10 @@ if run cpu "$T/cpu.log" 300 "$BIN" train "$CONFIG" --run-dir "$T/cpu" "${COMMON[
     # "-buckets": 0.05 MiB gradient buckets, a dozen or more per rank, reduced during backward from
     # the autograd device thread (uneven ZeRO-1 parts: one ncclReduce per rank).
     buckets=()
-    [[ $name == *-buckets ]] && buckets=(-x EXATRAIN_GRAD_BUCKET_MB=0.05)
+    [[ $name == *-buckets ]] && buckets=(--set parallel.grad_bucket_mb=0.05)
     # shellcheck disable=SC2086
-    if run "$name" "$T/$name.log" 300 mpirun -n "$k" "${buckets[@]}" "$BIN" train "$CONFIG" --run-dir "$T/$name" "${COMMON[@]}" \
-         --set train.device=cuda $sets \
+    if run "$name" "$T/$name.log" 300 mpirun -n "$k" "$BIN" train "$CONFIG" --run-dir "$T/$name" "${COMMON[@]}" \
+         --set train.device=cuda $sets "${buckets[@]}" \
        && run "$name-cmp" "$T/$name.cmp" 120 "$PY" "$ROOT/tests/multirank/compare_runs.py" "$T/cpu" "$T/$name" --rtol 1e-4; then
       record "train on GPUs: $name ($k ranks)" PASS $(($(date +%s) - t)) "$(tail -n 1 "$T/$name.cmp")"
     else

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exposed gradient communication, overlapped vs blocking (docs/performance.md "Gradient reduction
 # overlapped with backward"): per layout, the same run twice in a row, the baseline with
-# EXATRAIN_GRAD_OVERLAP=0 (the same buckets reduced after backward) and then overlapped. Prints,
+# parallel.grad_overlap: false (the same buckets reduced after backward) and then overlapped. Prints,
 # over the steps after the first 3, the median of exposed_comm_s (each step's worst rank: the
 # host's wait for gradient reductions after its last backward), of step_s, and the ratios.
 #   tests/bench/bench_overlap.sh [EXATRAIN_BIN] [STEPS] [BUCKET_MB] [-- extra --set words for every run]
@@ -18,10 +18,10 @@ PY=$SRC/.venv/bin/python
 T=$(mktemp -d -p "${TMPDIR:-/tmp}")
 trap 'rm -rf "$T"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 EXATRAIN_GRAD_BUCKET_MB=$BUCKET_MB
+export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 COMMON=(--set train.steps="$STEPS" --set schedule.warmup_steps=2 --set train.global_batch=16 --set train.micro_batch=2
         --set train.seq_len=128 --set log.every=1 --set log.sample_tokens=0 --set train.threads=1
-        --set checkpoint.save_final=false "${EXTRA[@]}")
+        --set checkpoint.save_final=false --set parallel.grad_bucket_mb="$BUCKET_MB" "${EXTRA[@]}")
 echo "# tests/bench/bench_overlap.sh $BIN $STEPS $BUCKET_MB${EXTRA[*]:+ -- ${EXTRA[*]}}; $(getconf _NPROCESSORS_ONLN) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| layout | buckets | exposed comm, blocking | exposed comm, overlapped | ratio | step, blocking | step, overlapped | ratio |\n|---|---|---|---|---|---|---|---|\n'
 for layout in "dp4 --set parallel.dp=4" "dp4-zero1 --set parallel.dp=4 --set parallel.zero=1" \
@@ -29,8 +29,9 @@ for layout in "dp4 --set parallel.dp=4" "dp4-zero1 --set parallel.dp=4 --set par
   read -r name sets <<<"$layout"
   for overlap in 0 1; do
     # shellcheck disable=SC2086  # $sets holds "--set key=value" words
-    EXATRAIN_GRAD_OVERLAP=$overlap mpirun -n 4 -x OMP_NUM_THREADS -x EXATRAIN_GRAD_OVERLAP -x EXATRAIN_GRAD_BUCKET_MB \
+    mpirun -n 4 -x OMP_NUM_THREADS \
       "$BIN" train "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/$name-$overlap" "${COMMON[@]}" $sets \
+      --set parallel.grad_overlap="$([[ $overlap == 1 ]] && echo true || echo false)" \
       </dev/null >"$T/$name-$overlap.log" 2>&1 || { tail -20 "$T/$name-$overlap.log"; exit 1; }
   done
   "$PY" - "$T/$name-0/metrics.jsonl" "$T/$name-1/metrics.jsonl" "$name" <<'PY'

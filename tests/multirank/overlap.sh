@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Gradient reduction overlapped with backward (trainer/optim/grad_buckets.h), judged on CPU ranks
-# with small buckets (EXATRAIN_GRAD_BUCKET_MB=0.05: a dozen or more per rank on the tiny model),
+# with small buckets (parallel.grad_bucket_mb=0.05: a dozen or more per rank on the tiny model),
 # so buckets really start during backward and straddle the ZeRO-1 slices:
-#   - per layout, the overlapped run equals the blocking run (EXATRAIN_GRAD_OVERLAP=0, the same
+#   - per layout, the overlapped run equals the blocking run (parallel.grad_overlap: false, the same
 #     buckets after backward) bit for bit, and the single-rank run within 1e-5;
 #   - the overlapped run started all buckets but at most one during backward (metrics.jsonl
 #     grad_buckets), the blocking run none; both report exposed_comm_s;
@@ -17,15 +17,16 @@ SRC=${EXATRAIN_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 EXATRAIN_GRAD_BUCKET_MB=0.05
+export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 COMMON=(--set train.steps=6 --set train.global_batch=8 --set train.micro_batch=2 --set train.seq_len=64
         --set schedule.warmup_steps=2 --set log.every=1 --set log.sample_tokens=0 --set train.threads=1
-        --set parallel.timeout_s=120)
+        --set parallel.timeout_s=120 --set parallel.grad_bucket_mb=0.05)
 fail() { echo "FAIL - $*"; exit 1; }
 run() {  # run NAME RANKS OVERLAP [--set ...]
   local name=$1 n=$2 overlap=$3; shift 3
-  EXATRAIN_GRAD_OVERLAP=$overlap timeout -k 5 300 mpirun -n "$n" -x OMP_NUM_THREADS -x EXATRAIN_GRAD_BUCKET_MB \
-    -x EXATRAIN_GRAD_OVERLAP "$BIN" train "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/$name" "${COMMON[@]}" "$@" \
+  timeout -k 5 300 mpirun -n "$n" -x OMP_NUM_THREADS \
+    "$BIN" train "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/$name" "${COMMON[@]}" \
+    --set parallel.grad_overlap="$([[ $overlap == 1 ]] && echo true || echo false)" "$@" \
     </dev/null >"$T/$name.log" 2>&1 || { cat "$T/$name.log"; fail "$name did not run"; }
 }
 "$BIN" train "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/single" "${COMMON[@]}" >"$T/single.log" 2>&1 \
@@ -71,14 +72,14 @@ done <<<"$LAYOUTS"
 
 # Bytes per collective: buckets partition the padded buffer, so the sums equal the formula.
 run tp2-dp2-zero1 4 1 --set parallel.tp=2 --set parallel.dp=2 --set parallel.zero=1
-"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64
-"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2" --tp 2 --dp 2 --zero 0 --micro-batch 2 --rows-per-rank 4 --seq-len 64
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2" --exatrain "$BIN" --tp 2 --dp 2 --zero 0 --micro-batch 2 --rows-per-rank 4 --seq-len 64
 
 # Rank 2 is the last stage (pp 1, dp 0): its first parameter is the tied embedding's copy, whose
 # gradient goes to rank 0 in the tied exchange. Checked before that exchange, rank 2 is named.
 rc=0
-EXATRAIN_FAULT_INJECT=nan_grad@3:2 EXATRAIN_GRAD_OVERLAP=1 timeout -k 5 300 mpirun -n 4 -x OMP_NUM_THREADS \
-  -x EXATRAIN_GRAD_BUCKET_MB -x EXATRAIN_GRAD_OVERLAP -x EXATRAIN_FAULT_INJECT "$BIN" train \
+EXATRAIN_FAULT_INJECT=nan_grad@3:2 timeout -k 5 300 mpirun -n 4 -x OMP_NUM_THREADS \
+  -x EXATRAIN_FAULT_INJECT "$BIN" train \
   "$SRC/configs/train/tiny-demo.yaml" --run-dir "$T/nan" "${COMMON[@]}" --set parallel.pp=2 --set parallel.dp=2 \
   --set parallel.zero=1 </dev/null >"$T/nan.log" 2>&1 || rc=$?
 line=$(grep '^exatrain: error:' "$T/nan.log" | head -1)

@@ -96,6 +96,8 @@ struct ParallelConfig {
   bool sequence_parallel = false;
   std::vector<int64_t> pipeline_layers;  // layers per stage; empty: even split
   double timeout_s = 300;
+  bool grad_overlap = true;
+  double grad_bucket_mb = 25;  // PyTorch DDP's default
   template <class V>
   void visit(V& v) {
     v.field("tp", tp, "tensor-parallel ranks (within a node)", Bounds::at_least(1));
@@ -107,6 +109,11 @@ struct ParallelConfig {
     v.field("dp", dp, "data-parallel replicas; 0 = auto (world / (tp * pp))", Bounds::at_least(0));
     v.field("zero", zero, "0: DP all-reduce; 1: ZeRO-1 (optimizer state partitioned over DP)", Bounds::between(0, 1));
     v.field("timeout_s", timeout_s, "a collective slower than this aborts the job", Bounds::above(0));
+    v.field("grad_overlap", grad_overlap,
+            "start each gradient bucket's DP reduction during backward, as soon as it is complete; false: after "
+            "backward (same results, bit for bit; the baseline for measuring the overlap)");
+    v.field("grad_bucket_mb", grad_bucket_mb, "MiB of gradients per bucket (reduced in reverse layer order)",
+            Bounds::above(0));
   }
 };
 

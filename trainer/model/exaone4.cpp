@@ -123,10 +123,15 @@ void Exaone4Model::set_requires_grad(bool requires_grad) {
 
 at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
 
-Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, bool sequence_parallel) const {
+Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device,
+                                                        bool sequence_parallel) const {
   LayerContext ctx;
   ctx.sequence_parallel = sequence_parallel && tp_size_ > 1;
   ctx.rope = rope_tables(inv_freq_, seq_len);
+  // Our kernels need no mask; the reference gets one, shared by the sliding layers.
+  if (config_.sliding_window > 0 && config_.sliding_window < seq_len &&
+      ops::resolve_impl(kernels_, device) == ops::Impl::Reference)
+    ctx.sliding_mask = ops::visibility_mask(seq_len, config_.sliding_window, device);
   return ctx;
 }
 
@@ -152,6 +157,7 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   ops::AttentionSpec spec;
   spec.window = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding ? config_.sliding_window : 0;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (spec.window > 0) spec.mask = ctx.sliding_mask;
   at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device()));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
@@ -185,14 +191,14 @@ namespace {
 // directly into the (leaf) parameters, so only the input's gradient is returned.
 struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
-                            int64_t layer, at::Tensor cos, at::Tensor sin, bool sequence_parallel) {
+                            int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask, bool sequence_parallel) {
     const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
-    ctx->save_for_backward({x, cos, sin});
+    ctx->save_for_backward({x, cos, sin, mask});
     ctx->saved_data["model"] = model_address;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["sp"] = sequence_parallel;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel};
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel, mask.numel() > 0 ? mask : at::Tensor()};
     return model->layer_forward(layer, x, lc);
   }
 
@@ -208,12 +214,13 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool()};
+      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool(),
+                                    saved[3].numel() > 0 ? saved[3] : at::Tensor()};
       y = model->layer_forward(layer, x, lc);
     }
     at::autocast::set_autocast_enabled(device, was_autocast);
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -225,11 +232,14 @@ at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, 
   const int64_t seq_len = input.size(1) * (sp && !stage_.first ? tp_size_ : 1);
   EXATRAIN_CHECK(!sp || seq_len % tp_size_ == 0, "sequence parallelism: sequence length {} is not divisible by tp {}",
                  seq_len, tp_size_);
-  const LayerContext ctx = make_context(seq_len, sp);
+  const LayerContext ctx = make_context(seq_len, input.device(), sp);
+  const at::Tensor no_mask = at::empty({0}, at::TensorOptions().dtype(at::kBool).device(input.device()));
   at::Tensor h = stage_.first ? embed(input, sp) : input;  // [B, T, H], or [B, T / tp, H] with sp
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     if (recompute && at::GradMode::is_enabled())
-      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin, sp);
+      // No mask (our kernels): an empty tensor, as autograd functions take no undefined inputs.
+      h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin,
+                                 ctx.sliding_mask.defined() ? ctx.sliding_mask : no_mask, sp);
     else
       h = layer_forward(l, h, ctx);
   }

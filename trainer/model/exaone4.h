@@ -109,9 +109,12 @@ class Exaone4Model {
   struct LayerContext {
     RopeTables rope;
     bool sequence_parallel = false;  // x is [batch, seq / tp, hidden]
+    // Only when attention runs the reference (ATen SDPA) and a window is shorter than the
+    // sequence: the [seq, seq] visibility mask, built once per forward for all sliding layers.
+    at::Tensor sliding_mask;
   };
   at::Tensor layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
-  LayerContext make_context(int64_t seq_len, bool sequence_parallel = false) const;
+  LayerContext make_context(int64_t seq_len, const at::Device& device, bool sequence_parallel = false) const;
 
  private:
   struct LayerParams {

@@ -27,19 +27,10 @@ struct BucketHook : torch::autograd::PostAccumulateGradHook {
 
 }  // namespace
 
-GradReduceOptions GradReduceOptions::from_environment() {
+GradReduceOptions GradReduceOptions::of(const ParallelConfig& parallel) {
   GradReduceOptions o;
-  if (const char* v = std::getenv("EXATRAIN_GRAD_OVERLAP"); v && *v) {
-    const std::string s = v;
-    EXATRAIN_CHECK(s == "0" || s == "1", "EXATRAIN_GRAD_OVERLAP must be 0 (blocking) or 1 (overlap), got '{}'", s);
-    o.overlap = s == "1";
-  }
-  if (const char* v = std::getenv("EXATRAIN_GRAD_BUCKET_MB"); v && *v) {
-    char* end = nullptr;
-    const double mb = std::strtod(v, &end);
-    EXATRAIN_CHECK(end && *end == '\0' && mb > 0, "EXATRAIN_GRAD_BUCKET_MB must be a positive number, got '{}'", v);
-    o.bucket_bytes = std::max<int64_t>(4, static_cast<int64_t>(mb * (1 << 20)));
-  }
+  o.overlap = parallel.grad_overlap;
+  o.bucket_bytes = std::max<int64_t>(4, static_cast<int64_t>(parallel.grad_bucket_mb * (1 << 20)));
   return o;
 }
 
@@ -101,7 +92,7 @@ GradientBuckets::~GradientBuckets() {
 std::string GradientBuckets::describe() const {
   return fmt::format("{} gradient bucket{} of up to {:.2f} MiB, DP reduction {}", buckets_.size(),
                      buckets_.size() == 1 ? "" : "s", static_cast<double>(options_.bucket_bytes) / (1 << 20),
-                     options_.overlap ? "overlapped with backward" : "after backward (EXATRAIN_GRAD_OVERLAP=0)");
+                     options_.overlap ? "overlapped with backward" : "after backward (parallel.grad_overlap: false)");
 }
 
 void GradientBuckets::arm() {

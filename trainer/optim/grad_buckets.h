@@ -21,6 +21,8 @@
 // same arithmetic, so both paths give bit-identical results, which the tests use as a judge.
 #pragma once
 
+#include "trainer/core/config.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -47,9 +49,8 @@ struct GradReduceGroups {
 struct GradReduceOptions {
   bool overlap = true;                    // false: the blocking path (for measurement)
   int64_t bucket_bytes = int64_t{25} << 20;  // PyTorch DDP's default
-  // EXATRAIN_GRAD_OVERLAP=0|1 and EXATRAIN_GRAD_BUCKET_MB (a positive number), until config keys
-  // exist; defaults otherwise.
-  static GradReduceOptions from_environment();
+  // parallel.grad_overlap and parallel.grad_bucket_mb.
+  static GradReduceOptions of(const ParallelConfig& parallel);
 };
 
 class GradientBuckets {

@@ -89,9 +89,10 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
                            + (v.qk_norm ? B * T * (heads + kv) * f32 : 0) + 2 * B * rows * f32;  // rsqrt of norms
   const double mlp = (v.gated_mlp ? 4 : 2) * B * T * inter * act;  // gate, silu, up, product | up, gelu
   const double layer_saved = residual + gathered + attention + mlp;
-  // Per micro-batch and stage: RoPE tables (cos, sin: [T, D] fp32) and the [T, T] bool mask of
-  // sliding layers; the stage's output (held by the schedule, or the final norm's input).
-  const double context = 2 * T * D * f32 + (any_sliding ? T * T : 0);
+  // Per micro-batch and stage: RoPE tables (cos, sin: [T, D] fp32) and, when attention runs the
+  // reference (SDPA), the [T, T] bool mask of sliding layers (the flash kernels need none); the
+  // stage's output (held by the schedule, or the final norm's input).
+  const double context = 2 * T * D * f32 + (any_sliding && l.attention_mask && m.sliding_window < l.seq_len ? T * T : 0);
   const bool recompute = l.recompute == Recompute::Full;
   ActivationModel a;
   a.saved = (recompute ? layers * B * rows * H * f32 : layers * layer_saved) + context + B * rows * H * f32;
@@ -154,6 +155,7 @@ CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp
   l.seq_len = c.train.seq_len;
   l.recompute = c.train.recompute;
   l.precision = c.train.precision;
+  l.attention_mask = c.train.kernels == KernelChoice::Reference;
   return l;
 }
 

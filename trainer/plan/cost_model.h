@@ -28,6 +28,10 @@ struct CostLayout {
   int64_t micro_batch = 1, global_batch = 1, seq_len = 128;
   Recompute recompute = Recompute::None;
   Precision precision = Precision::FP32;
+  // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
+  // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
+  // the CUDA kernel lacks, also falls back to the reference; that case is not modelled.)
+  bool attention_mask = false;
 
   int64_t micro_batches() const { return global_batch / (micro_batch * dp); }  // per DP rank and step
   // The layout of a run config (dp 0 resolved from `world`).

@@ -419,7 +419,7 @@ void Trainer::setup(const ResumeOptions& resume) {
       model, config_.optimizer,
       OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get(), tp_gradients_.get(),
                       stage_.first || stage_.last ? tied_embedding_.get() : nullptr},
-      static_cast<int>(config_.parallel.zero), sequence_parallel_, GradReduceOptions::from_environment());
+      static_cast<int>(config_.parallel.zero), sequence_parallel_, GradReduceOptions::of(config_.parallel));
   // The checkpoint is read (every piece this rank needs, checksums checked) before the run
   // directory is touched: a corrupt checkpoint costs nothing.
   double load_seconds = 0;
