@@ -103,12 +103,20 @@ kill_point() {
     # An asynchronous save stays uncommitted until a step boundary after its write: about a step.
     window=$("$PY" -c "print(${times[0]} + ${times[2]})")
   fi
-  kill_job_cmd "$layout" "$run" "${extra[@]}"
-  out=$(timeout -k 10 "$TIMEOUT" "$PY" "$SRC/tests/e2e/kill_watch.py" --run "$run" --victim "$victim" \
-    --phase "${aimed/asave/save}" --step "$step" --frac "$frac" --target "$target" --step-s "${times[0]}" \
-    --eval-s "${times[1]}" --save-s "$window" --eval-every "$KILL_EVAL_EVERY" --every "$KILL_EVERY" --steps "$KILL_STEPS" \
-    --log "$run.killed.log" -- "${KILL_CMD[@]}")
-  wrc=$?
+  local attempt
+  for attempt in 1 2 3; do
+    kill_job_cmd "$layout" "$run" "${extra[@]}"
+    out=$(timeout -k 10 "$TIMEOUT" "$PY" "$SRC/tests/e2e/kill_watch.py" --run "$run" --victim "$victim" \
+      --phase "${aimed/asave/save}" --step "$step" --frac "$frac" --target "$target" --step-s "${times[0]}" \
+      --eval-s "${times[1]}" --save-s "$window" --eval-every "$KILL_EVAL_EVERY" --every "$KILL_EVERY" --steps "$KILL_STEPS" \
+      --log "$run.killed.log" -- "${KILL_CMD[@]}")
+    wrc=$?
+    # Exit 3: the watcher missed the instant (the job ended, or passed the step, first) and killed
+    # nothing; on a loaded machine a save of 0.04 s is easy to miss. Nothing was tested: aim again.
+    ((wrc == 3 && attempt < 3)) || break
+    echo "# $name: missed the instant (attempt $attempt: ${out:0:120}); again"
+    rm -rf "$run" "$run.killed.log"
+  done
   local -A r=()
   local kv
   for kv in $out; do r[${kv%%=*}]=${kv#*=}; done
