@@ -35,9 +35,13 @@ const char* impl_name(Impl impl) {
   return "cuda";
 }
 
-Impl resolve_impl(KernelChoice choice, const at::Device& device) {
+Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
-  if (device.is_cpu()) return Impl::Cpu;
+  // On the CPU our kernel serves windowed attention, where SDPA needs a [seq, seq] mask (4.2x
+  // faster at 4,096 tokens, window 512); plain causal attention runs SDPA with is_causal, whose
+  // own CPU flash kernel is faster than ours there (0.70 s against 1.10 s, 4,096 tokens) and also
+  // keeps no mask (`exatrain bench attention`, docs/performance.md).
+  if (device.is_cpu()) return sliding ? Impl::Cpu : Impl::Reference;
 #if defined(EXATRAIN_HAVE_CUDA)
   if (device.is_cuda()) return Impl::Cuda;  // attention() itself falls back where the kernel cannot run
 #endif

@@ -17,8 +17,9 @@ namespace exatrain::ops {
 enum class Impl { Reference, Cpu, Cuda };
 const char* impl_name(Impl impl);
 
-// The implementation `choice` runs for tensors on `device`.
-Impl resolve_impl(KernelChoice choice, const at::Device& device);
+// The implementation `choice` runs for attention on `device`; `sliding`: a window shorter than
+// the sequence (auto picks per kind: see ops.cpp).
+Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding = true);
 
 struct AttentionSpec {
   int64_t window = 0;  // > 0: key k visible from query q iff q - window < k <= q; 0: causal

@@ -158,7 +158,8 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   spec.window = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding ? config_.sliding_window : 0;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
   if (spec.window > 0) spec.mask = ctx.sliding_mask;
-  at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device()));  // [B, nh/tp, T, D]
+  const bool windowed = spec.window > 0 && spec.window < T;
+  at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device(), windowed));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
   return leave_tp(out, ctx.sequence_parallel);
