@@ -57,7 +57,7 @@ RunConfig base_config(const PlanOptions& o) {
     run.train.seq_len = 4096;
     run.train.global_batch = 1024;
     run.train.precision = Precision::BF16;
-  } else if (load_yaml_file(o.config).find("model")) {
+  } else if (is_run_config(load_yaml_file(o.config))) {
     run = load_run_config(o.config, o.overrides);
   } else {
     run.model = load_model_config(o.config, o.overrides);
@@ -204,7 +204,7 @@ nlohmann::json to_json(const Candidate& c) {
 
 // The chosen layout as a run config `exatrain train` and `config check` accept.
 void emit_config(const PlanOptions& o, const RunConfig& run, const Candidate& c) {
-  ConfigNode root = o.config.empty() || !load_yaml_file(o.config).find("model")
+  ConfigNode root = o.config.empty() || !is_run_config(load_yaml_file(o.config))
                         ? parse_yaml(fmt::format("model:\n  preset: {}\n", run.model.preset), "--emit")
                         : load_yaml_file(o.config);
   const CostLayout& l = c.layout;
