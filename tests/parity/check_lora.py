@@ -20,7 +20,9 @@ target) from init.from_hf for 6 steps:
      function of step, micro-batch, layer and target, so a recomputed layer draws the same one);
   7. partial fine-tuning without LoRA (train.freeze: the embedding and layer 0): tp 2 x pp 2
      equals one rank (compare_runs.py, 1e-5), and the frozen tensors leave exactly as they came;
-  8. bf16 LoRA (frozen linears held in bf16) trains, and its merged export loads in transformers.
+  8. bf16 LoRA (frozen linears held in bf16) trains, and its merged export loads in transformers;
+  9. `exatrain generate --checkpoint` on the LoRA run (adapters merged on load) gives PEFT's
+     greedy generate(do_sample=False) tokens.
 
 check_lora.py --exatrain BIN
 """
@@ -168,6 +170,18 @@ log: {{sample_tokens: 0, every: 1}}
         sys.exit(f"FAIL: adapter_config.json: {cfg}")
     print(f"ok   PEFT: base + adapter equals the merged export within {diff:.2e} max-abs logits; "
           f"the fine-tune moved the logits by {moved:.3f}")
+
+    # 9. Greedy generation from the checkpoint against PEFT's.
+    prompt = [1] + ids[0, :12].tolist()
+    with torch.no_grad():
+        want = peft_model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                   do_sample=False, max_new_tokens=16, eos_token_id=2, pad_token_id=0)
+    want = want[0, len(prompt):].tolist()
+    got = json.loads(run([exe, "generate", "--checkpoint", single, "--prompt-ids", " ".join(map(str, prompt)),
+                          "--max-new-tokens", "16", "--json", "--threads", "1"]).stdout.strip().splitlines()[-1])["output_ids"]
+    if got != want:
+        sys.exit(f"FAIL: generate --checkpoint: {got}, PEFT's greedy generate: {want}")
+    print(f"ok   generate --checkpoint: {len(got)} greedy tokens equal PEFT's on the base + adapter")
 
     # 3. Frozen weights: exactly the base's; adapters changed only what they target.
     base_w = load_file(os.path.join(base, "model.safetensors"))
