@@ -180,7 +180,10 @@ void model_info(const ModelInfoOptions& o) {
                              rank->dp, rank->tp * rank->pp * rank->dp, rank->zero1 ? ", ZeRO-1" : "");
     std::cout << fmt::format("largest rank:             pipeline stage {}, {} parameters, {} optimizer elements\n",
                              m.stage, with_commas(m.elements), with_commas(m.owned));
-    std::cout << fmt::format("  fp32 weights:           {}\n", bytes(m.weights));
+    const bool frozen = m.trainable < m.elements;
+    std::cout << fmt::format("  weights:                {}  ({}fp32{})\n", bytes(m.weights),
+                             frozen ? with_commas(m.trainable) + " trainable in " : "",
+                             frozen ? "; the frozen ones as held: bf16 linears in a bf16 run" : "");
     std::cout << fmt::format("  fp32 gradients:         {}\n", bytes(m.gradients));
     std::cout << fmt::format("  reduction bucket:       {}\n", bytes(m.reduce_buffer));
     std::cout << fmt::format("  optimizer state:        {}  (master weights, 2 Adam moments, norm mask{})\n",

@@ -36,9 +36,16 @@ PipelineStage stage_of_layout(const ModelConfig& m, const CostLayout& l, int s) 
 }
 
 // Elements of this stage's TP shards, as Exaone4Model decides which parameters a stage holds.
-int64_t stage_elements(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
-                       int64_t tp) {
-  int64_t elements = 0;
+// A stage rank's parameters: all of them, those that train (gradients and optimizer state), and
+// the bytes of the frozen ones (linears held in bf16 by a bf16 run, Exaone4Model::hold_frozen_linears_in).
+struct StageParams {
+  int64_t elements = 0, trainable = 0;
+  double frozen_bytes = 0;
+};
+
+StageParams stage_params(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
+                         int64_t tp, Precision precision) {
+  StageParams out;
   for (const ParamSpec& spec : specs) {
     const bool mine = spec.kind == ParamKind::Embedding ? stage.first || (stage.last && m.tie_embeddings)
                       : spec.layer < 0 || spec.layer >= m.num_layers
@@ -47,9 +54,15 @@ int64_t stage_elements(const std::vector<ParamSpec>& specs, const ModelConfig& m
     if (!mine) continue;
     int64_t n = 1;
     for (int64_t d : local_shape(spec, tp_shard(spec, 0, static_cast<int>(tp)))) n *= d;
-    elements += n;
+    out.elements += n;
+    if (spec.trainable) {
+      out.trainable += n;
+    } else {
+      const bool half = precision == Precision::BF16 && (spec.kind == ParamKind::Linear || spec.kind == ParamKind::LmHead);
+      out.frozen_bytes += (half ? 2.0 : 4.0) * static_cast<double>(n);
+    }
   }
-  return elements;
+  return out;
 }
 
 // Activation bytes of one micro-batch on one stage, from what each operator of
@@ -156,6 +169,8 @@ CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp
   l.recompute = c.train.recompute;
   l.precision = c.train.precision;
   l.attention_mask = c.train.kernels == KernelChoice::Reference;
+  l.lora = c.lora;
+  l.freeze = c.train.freeze;
   return l;
 }
 
@@ -187,8 +202,10 @@ double train_flops_per_token(const ModelConfig& m, int64_t seq_len, const ModelV
 LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelVariant& v) {
   EXATRAIN_CHECK(l.tp >= 1 && l.pp >= 1 && l.dp >= 1 && l.micro_batch >= 1, "internal: bad layout {}x{}x{}", l.tp,
                  l.pp, l.dp);
+  std::vector<ParamSpec> all = build_param_specs(m, l.lora);  // with LoRA adapters and train.freeze
+  apply_freeze(all, l.freeze);
   std::vector<ParamSpec> specs;
-  for (ParamSpec& s : build_param_specs(m))
+  for (ParamSpec& s : all)
     if (in_variant(s, v)) specs.push_back(std::move(s));
   LayoutCost cost;
   const int64_t M = std::max<int64_t>(l.micro_batches(), 1);
@@ -197,10 +214,13 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
     StageMemory r;
     r.stage = s;
     r.layers = stage.end_layer - stage.first_layer;
-    r.elements = stage_elements(specs, m, stage, l.tp);
+    const StageParams params = stage_params(specs, m, stage, l.tp, l.precision);
+    r.elements = params.elements;
+    r.trainable = params.trainable;
     const bool zero1 = l.zero == 1 && l.dp > 1;
-    r.owned = zero1 ? (r.elements + l.dp - 1) / l.dp : r.elements;
-    r.weights = r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.elements);
+    r.owned = zero1 ? (r.trainable + l.dp - 1) / l.dp : r.trainable;
+    r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.trainable);
+    r.weights = r.gradients + params.frozen_bytes;
     r.optimizer = (zero1 ? 20.0 : 16.0) * static_cast<double>(r.owned);
     const ActivationModel a = stage_activations(m, v, l, stage);
     r.in_flight = std::min<int64_t>(l.pp - s, M);  // 1F1B: warm-up forwards + the one being run

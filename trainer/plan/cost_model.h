@@ -32,6 +32,12 @@ struct CostLayout {
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
   // the CUDA kernel lacks, also falls back to the reference; that case is not modelled.)
   bool attention_mask = false;
+  // What trains: with LoRA only the adapters, minus train.freeze patterns. Frozen parameters have
+  // no gradient, bucket or optimizer state; in bf16 their linears are held in bf16. (Activations
+  // and FLOPs are modelled as for training every weight: an upper bound for LoRA, whose frozen
+  // base needs no weight gradients.)
+  LoraConfig lora;
+  std::vector<std::string> freeze;
 
   int64_t micro_batches() const { return global_batch / (micro_batch * dp); }  // per DP rank and step
   // The layout of a run config (dp 0 resolved from `world`).
@@ -39,13 +45,15 @@ struct CostLayout {
 };
 
 // Bytes one pipeline stage's rank holds. Weights, gradients and the reduction bucket are fp32
-// (the trainer keeps fp32 master weights whatever the precision); optimizer state: master copy,
-// two Adam moments and the norm mask over the owned elements (all, or 1/dp with ZeRO-1, which
+// (the trainer keeps fp32 master weights whatever the precision) for what trains; frozen weights
+// as held (bf16 linears in bf16 runs), with no gradient; optimizer state: master copy, two Adam
+// moments and the norm mask over the owned trainable elements (all, or 1/dp with ZeRO-1, which
 // also keeps its reduce-scattered gradient slice).
 struct StageMemory {
   int stage = 0;
   int64_t layers = 0;
   int64_t elements = 0, owned = 0;  // parameters on the rank; optimizer elements it owns
+  int64_t trainable = 0;            // of `elements`, those that train
   double weights = 0, gradients = 0, reduce_buffer = 0, optimizer = 0;
   // Activations: what one micro-batch saves for backward, how many micro-batches 1F1B keeps in
   // flight on this stage, and the peak above the step's start: the other in-flight micro-batches'
