@@ -9,6 +9,7 @@ docs/planning.md worked out here from the model's shapes, for what only the plan
   - zero=3 (FSDP): weights 4 ceil(P/d) + 2 x 2 bytes x one layer, gradients 4 ceil(P/d) + (2 + 4)
     x one layer, optimizer 8 ceil(P/d); its DP time M (2 + 2 + 4) P (d - 1) / d / link without
     overlap;
+  - float8=1: the layers' GEMMs at the fp8 peak, the lm_head and attention at the bf16 one;
   - recompute=op: hardware FLOPs = model FLOPs + 2 x (k, o, up weights of every layer) per token;
   - --overlap-comm with ZeRO 0: only the excess of the all-reduce over the last micro-batch's
     backward (2/3 of its compute) is exposed.
@@ -80,6 +81,13 @@ def main():
         op = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=op")
         close("recompute=op: hardware / model FLOPs", op["hardware_tflops_per_gpu"] / op["tflops_per_gpu"],
               (flops + again) / flops)
+
+        # Float8: the layers' linears at the fp8 peak, the lm_head and attention at the bf16 one.
+        f8 = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none,float8=1")["step_parts_s"]
+        bf16, fp8 = 989.4e12, 1979e12  # configs/hardware.yaml: h100-80g
+        want = T * (6 * L * (layer - 2 * H) / (fp8 * 0.7) + 6 * V * H / (bf16 * 0.7) + 12 * L * HEADS * D * T / (bf16 * 0.4))
+        close("float8=1: compute", f8["compute"], want)
+        close("float8=0: compute", one["compute"], want + T * 6 * L * (layer - 2 * H) * (1 / bf16 - 1 / fp8) / 0.7)
 
         # Overlapped ZeRO-0 all-reduce: hidden behind the last micro-batch's backward only.
         z0 = plan(exe, yaml, "llama", d, d * 4, f"tp=1,pp=1,dp={d},zero=0,micro_batch=1,recompute=none", overlap=True)

@@ -132,6 +132,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
         fail("--layout: zero={} (expected 0, 1, or 3 for FSDP / ZeRO-3, which only the planner models)", l.zero);
     }
     else if (key == "micro_batch") l.micro_batch = integer();
+    else if (key == "float8") l.float8 = integer() != 0;
     else if (key == "weights") {
       if (value != "fp32" && value != "bf16") fail("--layout: weights={} (expected fp32 or bf16)", value);
       l.compute_dtype_weights = value == "bf16";
@@ -143,7 +144,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
       l.recompute = value == "full" ? Recompute::Full : Recompute::None;
       l.op_recompute = value == "op";
     } else {
-      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights)", key);
+      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8)", key);
     }
   }
   if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
@@ -258,6 +259,7 @@ void plan(const PlanOptions& o) {
   if (!o.layout.empty()) {
     const CostLayout l = parse_layout(o.layout, run, o.gpus);
     if (const std::string why = layout_error(run, l, o.gpus); !why.empty()) fail("--layout {}: {}", o.layout, why);
+    if (l.float8 && hw.fp8_peak_flops <= 0) fail("--layout float8=1: {} has no fp8_dense_tflops in its hardware file", o.gpu);
     shown.push_back(evaluate(run, l, hw, v, o.gpus, o.overlap));
   } else {
     shown = enumerate(run, o, hw, v, rejected);
@@ -268,9 +270,9 @@ void plan(const PlanOptions& o) {
   }
   if (!o.emit.empty()) {
     const CostLayout& l = shown.front().layout;
-    if (l.zero == 3 || l.op_recompute || l.compute_dtype_weights)
-      fail("--emit: zero=3, recompute=op and weights=bf16 are modelled for published runs; exatrain cannot train "
-           "with them");
+    if (l.zero == 3 || l.op_recompute || l.compute_dtype_weights || l.float8)
+      fail("--emit: zero=3, recompute=op, weights=bf16 and float8=1 are modelled for published runs; exatrain "
+           "cannot train with them");
     emit_config(o, run, shown.front());
   }
   if (o.json) {
@@ -313,8 +315,9 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--layout", o.layout,
                   "evaluate one layout: tp=8,pp=2[,dp=..,zero=1,micro_batch=1,recompute=full,sp=0|1]; dp "
                   "defaults to gpus / (tp x pp), sp to 1 when tp > 1; zero=3 (FSDP) and recompute=op "
-                  "(TorchTitan's selective checkpointing) and weights=bf16 (ZeRO-1 gathers bf16 weights, as "
-                  "Megatron-LM) describe published runs exatrain cannot train");
+                  "(TorchTitan's selective checkpointing), weights=bf16 (ZeRO-1 gathers bf16 weights, as "
+                  "Megatron-LM) and float8=1 (the layers' linears in fp8) describe published runs exatrain cannot "
+                  "train");
   cmd->add_option("--emit", o.emit, "write the best (or --layout's) layout as a run config YAML");
   cmd->add_option("--variant", o.variant,
                   "model variant: exaone4 (SwiGLU, q/k norms, sliding layers), llama (SwiGLU, full attention), gpt "

@@ -344,9 +344,13 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
       attention += (recompute ? 16.0 : 12.0) * static_cast<double>(m.num_heads * m.resolved_head_dim()) *
                    attention_span(m, v, kinds[static_cast<size_t>(i)], l.seq_len);
     }
-    if (stage.last) gemm += 6.0 * static_cast<double>(m.vocab_size * m.hidden_size);
+    // Float8 runs the decoder layers' linears at the fp8 peak; the lm_head and attention stay bf16.
+    EXATRAIN_CHECK(!l.float8 || hw.fp8_peak_flops > 0, "float8: {} has no fp8 peak (fp8_dense_tflops)", hw.name);
+    const double layer_peak = l.float8 ? hw.fp8_peak_flops : hw.peak_flops;
+    const double head = stage.last ? 6.0 * static_cast<double>(m.vocab_size * m.hidden_size) : 0.0;
     const double tokens = B * T / tp;  // each TP rank does 1/tp of every GEMM and head
-    const double compute = tokens * (gemm / (hw.peak_flops * hw.gemm_efficiency) +
+    const double compute = tokens * (gemm / (layer_peak * hw.gemm_efficiency) +
+                                     head / (hw.peak_flops * hw.gemm_efficiency) +
                                      attention / (hw.peak_flops * hw.attention_efficiency));
     // TP: 4 all-reduces of [B, T, H] per layer (2 forward, 2 backward; 2 more with
     // recomputation), one more at the embedding and at the lm_head; a ring moves 2 (tp - 1) / tp

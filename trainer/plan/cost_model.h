@@ -39,6 +39,9 @@ struct CostLayout {
   // in bf16 (Megatron-LM's distributed optimizer: bf16 params, fp32 main params in the optimizer);
   // exatrain keeps fp32 weights and gathers fp32. (Memory is counted as exatrain's.)
   bool compute_dtype_weights = false;
+  // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
+  // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
+  bool float8 = false;
   Precision precision = Precision::FP32;
   // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
@@ -95,6 +98,7 @@ struct Hardware {
   std::string name;
   double memory_bytes = 0;         // usable device memory
   double peak_flops = 0;           // dense bf16 (or the CPU's measured fp32 GEMM peak)
+  double fp8_peak_flops = 0;       // dense fp8 (0: none)
   double gemm_efficiency = 1;      // share of the peak the linears reach
   double attention_efficiency = 1; // share of the peak the attention reaches
   double memory_bytes_per_s = 0;   // HBM
