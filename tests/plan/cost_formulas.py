@@ -6,6 +6,7 @@ docs/planning.md worked out here from the model's shapes, for what only the plan
   - the 1F1B bubble of uneven stages: with one micro-batch, pp stages run one after another, so
     compute + bubble at pp 2 and pp 4 equal the compute of pp 1 (the old (pp - 1) x slowest
     did not: the last stage also runs the lm_head);
+  - zero=3 under PP: one gather and one reduce-scatter per step;
   - zero=3 (FSDP): weights 4 ceil(P/d) + 2 x 2 bytes x one layer, gradients 4 ceil(P/d) + (2 + 4)
     x one layer, optimizer 8 ceil(P/d); its DP time M (2 + 2 + 4) P (d - 1) / d / link without
     overlap;
@@ -74,6 +75,12 @@ def main():
         close("zero=3 optimizer", parts["optimizer"] * gib, 8 * owned)
         close("zero=3 reduction bucket", parts["reduction_bucket"], 0.0)
         close("zero=3 DP time", z3["step_parts_s"]["dp_comm"], M * (2 + 2 + 4) * params * (d - 1) / d / NVLINK)
+
+        # FSDP under PP: each stage's weights gathered once per step, gradients reduce-scattered once.
+        z3pp = plan(exe, yaml, "llama", 2 * d, d * M, f"tp=1,pp=2,dp={d},zero=3,micro_batch=1,recompute=none")
+        last_stage = L // 2 * layer + H + V * H  # layers 4-7, the final norm, the lm_head
+        close("zero=3 under PP: DP time", z3pp["step_parts_s"]["dp_comm"],
+              (2 + 4) * last_stage * (d - 1) / d / NVLINK)  # tp x dp = 8: each DP group inside a node
 
         # Selective (op) checkpointing: the forward of k, o and up again.
         flops = 6 * (L * (layer - 2 * H) + V * H) + 12 * L * HEADS * D * T  # per token, model FLOPs

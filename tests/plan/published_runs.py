@@ -83,14 +83,14 @@ def main():
             shape = dict(m, **src["models"][r["model"]]) if "model" in r else m
             model_yaml(yaml, shape["hidden"], shape["layers"], shape["heads"], shape["kv_heads"], shape["intermediate"],
                        m["vocab_size"], m["seq_len"], m["tie_embeddings"])
-            tp = r.get("tp", 1)
-            layout = (f"tp={tp},pp=1,dp={r['dp']},zero=3,micro_batch={r['micro_batch']},"
+            tp, pp = r.get("tp", 1), r.get("pp", 1)
+            layout = (f"tp={tp},pp={pp},dp={r['dp']},zero=3,micro_batch={r['micro_batch']},"
                       f"recompute={r.get('recompute', 'op')},float8={int(r.get('float8', False))},sp={int(tp > 1)}")
             # The GPUs' peak is unpublished but bracketed (the source): predict at both ends.
             got = [plan(exe, yaml, "llama", dict(src, gpu=gpu), r["gpus"], m["seq_len"], r["batch"], layout)
                    for gpu in src["gpus_bracket"]]
             lo, hi = sorted(g["tokens_per_s_per_gpu"] for g in got)
-            rows.append(("TorchTitan 2024 H100", r["name"], f"{f'tp{tp} ' if tp > 1 else ''}dp{r['dp']} (FSDP)", "tokens/s",
+            rows.append(("TorchTitan 2024 H100", r["name"], f"{f'tp{tp} ' if tp > 1 else ''}{f'pp{pp} ' if pp > 1 else ''}dp{r['dp']} (FSDP)", "tokens/s",
                          r["tokens_per_s_per_gpu"], (lo, hi), "known" if "known_miss" in r else True,
                          all(g["fits"] for g in got)))
     print(f"| source | model | layout | unit | published | predicted | error | fits |")

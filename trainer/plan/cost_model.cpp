@@ -226,10 +226,14 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
       // two Adam moments; the weights of the layer running and of the one prefetched, gathered in
       // the compute dtype; one layer's full gradient (compute dtype, then fp32 for the
       // reduce-scatter). No separate reduction bucket or master copy: the shard is the master.
+      // Under PP (TorchTitan: reshard_after_forward off) the stage's weights are gathered once per
+      // step and stay whole, and its gradients accumulate whole (compute dtype) until the last
+      // micro-batch's backward reduce-scatters them.
       const double gathered = l.precision == Precision::BF16 ? 2.0 : 4.0;
-      const double owned = static_cast<double>(r.owned), layer = static_cast<double>(largest_layer);
-      r.weights = 4.0 * owned + 2.0 * gathered * layer;
-      r.gradients = 4.0 * owned + (gathered + (gathered < 4.0 ? 4.0 : 0.0)) * layer;
+      const double owned = static_cast<double>(r.owned);
+      const double whole = l.pp > 1 ? static_cast<double>(r.elements) : 2.0 * static_cast<double>(largest_layer);
+      r.weights = 4.0 * owned + gathered * whole;
+      r.gradients = 4.0 * owned + (gathered + (gathered < 4.0 ? 4.0 : 0.0)) * whole / (l.pp > 1 ? 1.0 : 2.0);
       r.reduce_buffer = 0;
       r.optimizer = 8.0 * owned;
     } else {
@@ -294,7 +298,10 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   if (l.dp > 1) {
     const double padded = static_cast<double>((first.elements + l.dp - 1) / l.dp * l.dp);
     const double compute_dtype = l.precision == Precision::BF16 ? 2 : 4;
-    if (l.zero == 3) {  // per micro-batch: gathered for the forward and again for the backward
+    if (l.zero == 3 && l.pp > 1) {  // once per step: the stage's weights stay whole (FSDP under PP)
+      c["dp.reduce_scatter"] = padded * 4;
+      c["dp.all_gather"] = padded / static_cast<double>(l.dp) * compute_dtype;
+    } else if (l.zero == 3) {  // per micro-batch: gathered for the forward and again for the backward
       c["dp.reduce_scatter"] = Mb * padded * 4;
       c["dp.all_gather"] = Mb * 2 * padded / static_cast<double>(l.dp) * compute_dtype;
     } else if (l.zero == 1 && l.compute_dtype_weights) {
@@ -399,7 +406,10 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
     const double bw = l.tp * l.dp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
     const double n = static_cast<double>(big.elements);
     const double compute_dtype = l.precision == Precision::BF16 ? 2.0 : 4.0;
-    if (l.zero == 3) {  // per micro-batch: gather (compute dtype) forward and backward, reduce-scatter fp32
+    if (l.zero == 3 && l.pp > 1) {  // under PP: gather once before the first forward, reduce-scatter once
+      dp_gather = compute_dtype * n * ring / bw;
+      dp_reduce = 4.0 * n * ring / bw;
+    } else if (l.zero == 3) {  // per micro-batch: gather (compute dtype) forward and backward, reduce-scatter fp32
       dp_gather = M * compute_dtype * n * ring / bw;
       dp_reduce = M * (compute_dtype + 4.0) * n * ring / bw;
     } else if (l.zero == 1) {  // reduce-scatter fp32 gradients, all-gather the updated weights
@@ -415,11 +425,11 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   if (overlap_comm) {  // hidden behind compute as far as compute lasts: only the excess is exposed
     t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
     t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
-    // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them; the DP
-    // reduction of ZeRO 0/1 waits for the gradients of the last micro-batch, so only its backward
+    // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them (under
+    // PP once per step, as ZeRO-1); the DP reduction of ZeRO 0/1 waits for the gradients of the last micro-batch, so only its backward
     // hides it, and the next step's first forward hides the weights' all-gather (Megatron-LM's
     // --overlap-grad-reduce, --overlap-param-gather).
-    const double hiding = l.zero == 3 ? t.compute : t.compute / M;
+    const double hiding = l.zero == 3 && l.pp == 1 ? t.compute : t.compute / M;
     t.dp_comm = std::max(0.0, dp_gather - hiding / 3.0) + std::max(0.0, dp_reduce - hiding * 2.0 / 3.0);
   }
   return t;
