@@ -102,6 +102,15 @@ def main():
         reduce = 2 * 4 * params * (d - 1) / d / NVLINK
         close("overlapped DP all-reduce", s["dp_comm"], max(0.0, reduce - s["compute"] / 4 * 2 / 3))
 
+        # tp_overlap=0 under --overlap-comm: the TP collectives stay as without overlap.
+        args = f"tp=2,pp=1,dp=1,micro_batch=1,recompute=none,sp=1"
+        bare = plan(exe, yaml, "llama", 2, 4, args)["step_parts_s"]["tp_comm"]
+        if not bare > 0:
+            failures.append(f"tp 2 has no TP time ({bare})")
+        close("tp_overlap=0: TP time", plan(exe, yaml, "llama", 2, 4, args + ",tp_overlap=0", overlap=True)
+              ["step_parts_s"]["tp_comm"], bare)
+        close("tp_overlap=1: TP time", plan(exe, yaml, "llama", 2, 4, args, overlap=True)["step_parts_s"]["tp_comm"], 0.0)
+
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))
     print(f"ok - {checks} planner figures equal the formulas of docs/planning.md")

@@ -133,6 +133,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
     }
     else if (key == "micro_batch") l.micro_batch = integer();
     else if (key == "float8") l.float8 = integer() != 0;
+    else if (key == "tp_overlap") l.tp_overlap = integer() != 0;
     else if (key == "weights") {
       if (value != "fp32" && value != "bf16") fail("--layout: weights={} (expected fp32 or bf16)", value);
       l.compute_dtype_weights = value == "bf16";
@@ -144,7 +145,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
       l.recompute = value == "full" ? Recompute::Full : Recompute::None;
       l.op_recompute = value == "op";
     } else {
-      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8)", key);
+      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, tp_overlap)", key);
     }
   }
   if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
@@ -317,7 +318,7 @@ void register_plan_command(CLI::App& app) {
                   "defaults to gpus / (tp x pp), sp to 1 when tp > 1; zero=3 (FSDP) and recompute=op "
                   "(TorchTitan's selective checkpointing), weights=bf16 (ZeRO-1 gathers bf16 weights, as "
                   "Megatron-LM) and float8=1 (the layers' linears in fp8) describe published runs exatrain cannot "
-                  "train");
+                  "train; tp_overlap=0 keeps TP communication exposed under --overlap-comm");
   cmd->add_option("--emit", o.emit, "write the best (or --layout's) layout as a run config YAML");
   cmd->add_option("--variant", o.variant,
                   "model variant: exaone4 (SwiGLU, q/k norms, sliding layers), llama (SwiGLU, full attention), gpt "

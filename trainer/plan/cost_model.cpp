@@ -423,7 +423,7 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   // AdamW: reads gradient, master, two moments, writes master, two moments and the weight.
   if (hw.memory_bytes_per_s > 0) t.optimizer = 32.0 * static_cast<double>(big.owned) / hw.memory_bytes_per_s;
   if (overlap_comm) {  // hidden behind compute as far as compute lasts: only the excess is exposed
-    t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
+    if (l.tp_overlap) t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
     t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
     // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them (under
     // PP once per step, as ZeRO-1); the DP reduction of ZeRO 0/1 waits for the gradients of the last micro-batch, so only its backward

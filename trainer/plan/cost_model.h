@@ -42,6 +42,9 @@ struct CostLayout {
   // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
   // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
   bool float8 = false;
+  // With overlap_comm: whether TP communication is hidden too (Megatron-LM's --tp-comm-overlap,
+  // TorchTitan's AsyncTP); false: only DP and PP communication is.
+  bool tp_overlap = true;
   Precision precision = Precision::FP32;
   // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
