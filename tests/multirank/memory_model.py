@@ -24,6 +24,7 @@ For each run (config.resolved.yaml, memory.json, metrics.jsonl, train.log):
     0.13 GB/s in one run, 0.28 GB/s in another). The tiny runs (0.2-0.6 s of FLOPs, mostly
     per-operator overhead the cost model leaves out) run two at a time and are not timed.
 """
+import concurrent.futures
 import json
 import re
 import statistics
@@ -57,12 +58,16 @@ def resolved(run):
 def main():
     exe, runs = sys.argv[1], sys.argv[2:]
     failures, rows, times = [], [], []
-    for run in runs:
+    # `exatrain model info` for every run, two at a time (each call is mostly start-up).
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    infos = pool.map(lambda run: json.loads(subprocess.check_output(
+        [exe, "model", "info", "--config", f"{run}/config.resolved.yaml", "--ranks",
+         str(len(json.load(open(f"{run}/memory.json"))["ranks"])), "--json"])), runs)
+    for run, info in zip(runs, infos):
         name = run.rstrip("/").split("/")[-1]
         mem = json.load(open(f"{run}/memory.json"))
         ranks = len(mem["ranks"])
         cfg = f"{run}/config.resolved.yaml"
-        info = json.loads(subprocess.check_output([exe, "model", "info", "--config", cfg, "--ranks", str(ranks), "--json"]))
         measured = {}
         for r in mem["ranks"]:
             measured[r["stage"]] = max(measured.get(r["stage"], 0), r["peak_activation_bytes"])
@@ -88,7 +93,7 @@ def main():
     # Each run measures the GEMM peak for 0.5 s at its start; on this shared machine one such
     # measurement can be 3x off (14.6 and 43.4 GFLOP/s in two runs a minute apart, 2026-11-30), so
     # the runs of one group (model, ranks) are predicted with the group's median peak.
-    for t in times:
+    def predict(t):
         peak = statistics.median(u["peak"] for u in times if u["group"] == t["group"])
         c, ranks = t["c"], t["ranks"]
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as hw:
@@ -104,6 +109,7 @@ def main():
                                                    "--layout", layout, "--json"]))
         t["predicted"], t["parts"] = plan["layouts"][0]["step_s"], plan["layouts"][0]["step_parts_s"]
         t["group_peak"] = peak
+    list(pool.map(predict, times))
     print(f"  {'run':<20} {'stage':>5} {'measured MiB':>13} {'predicted MiB':>14} {'error':>7}")
     for name, stage, got, want, err in rows:
         print(f"  {name:<20} {stage:>5} {got / 2**20:>13.2f} {want / 2**20:>14.2f} {100 * err:>+6.1f}%")

@@ -145,7 +145,8 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
       l.recompute = value == "full" ? Recompute::Full : Recompute::None;
       l.op_recompute = value == "op";
     } else {
-      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, tp_overlap)", key);
+      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, "
+           "tp_overlap)", key);
     }
   }
   if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
@@ -198,7 +199,8 @@ nlohmann::json to_json(const Candidate& c) {
   const CostLayout& l = c.layout;
   const StageMemory& m = c.cost.largest();
   return {{"tp", l.tp}, {"pp", l.pp}, {"dp", l.dp}, {"zero", l.zero}, {"micro_batch", l.micro_batch},
-          {"recompute", l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none"}, {"sequence_parallel", l.sequence_parallel},
+          {"recompute", l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none"},
+          {"sequence_parallel", l.sequence_parallel},
           {"fits", c.fits}, {"memory_gib_per_gpu", c.memory / kGiB},
           {"memory_parts_gib", {{"weights", m.weights / kGiB}, {"gradients", m.gradients / kGiB},
                                 {"reduction_bucket", m.reduce_buffer / kGiB}, {"optimizer", m.optimizer / kGiB},
@@ -242,7 +244,8 @@ void print_table(const std::vector<Candidate>& shown, const Hardware& hw) {
   for (const Candidate& c : shown) {
     const CostLayout& l = c.layout;
     std::cout << fmt::format("{:>3} {:>3} {:>4} {:>4} {:>3} {:>9} {:>3} {:>9.1f} {:>8.2f} {:>12.0f} {:>9.1f} "
-                             "{:>5.1f}%{}\n", l.tp, l.pp, l.dp, l.zero, l.micro_batch, l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none",
+                             "{:>5.1f}%{}\n", l.tp, l.pp, l.dp, l.zero, l.micro_batch,
+                             l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none",
                              l.sequence_parallel ? "yes" : "no", c.memory / kGiB, c.time.total(),
                              c.tokens_per_s_per_gpu, c.tflops_per_gpu, 100 * c.mfu,
                              c.fits ? "" : fmt::format("  does not fit in {:.0f} GB", hw.memory_bytes / 1e9));
@@ -260,7 +263,8 @@ void plan(const PlanOptions& o) {
   if (!o.layout.empty()) {
     const CostLayout l = parse_layout(o.layout, run, o.gpus);
     if (const std::string why = layout_error(run, l, o.gpus); !why.empty()) fail("--layout {}: {}", o.layout, why);
-    if (l.float8 && hw.fp8_peak_flops <= 0) fail("--layout float8=1: {} has no fp8_dense_tflops in its hardware file", o.gpu);
+    if (l.float8 && hw.fp8_peak_flops <= 0)
+      fail("--layout float8=1: {} has no fp8_dense_tflops in its hardware file", o.gpu);
     shown.push_back(evaluate(run, l, hw, v, o.gpus, o.overlap));
   } else {
     shown = enumerate(run, o, hw, v, rejected);

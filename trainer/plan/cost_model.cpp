@@ -337,7 +337,8 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
     const ParamSpec& s = specs[k];
     if (s.kind != ParamKind::Linear || s.layer < 0 || s.layer >= m.num_layers) continue;
     layer_matmul[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
-    if (again[k] && l.op_recompute && !recompute) layer_again[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+    if (again[k] && l.op_recompute && !recompute)
+      layer_again[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
   }
   const auto kinds = m.layer_kinds();
   const double pass = recompute ? 8.0 : 6.0;
@@ -426,9 +427,9 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
     if (l.tp_overlap) t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
     t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
     // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them (under
-    // PP once per step, as ZeRO-1); the DP reduction of ZeRO 0/1 waits for the gradients of the last micro-batch, so only its backward
-    // hides it, and the next step's first forward hides the weights' all-gather (Megatron-LM's
-    // --overlap-grad-reduce, --overlap-param-gather).
+    // PP once per step, as ZeRO-1). The DP reduction of ZeRO 0/1 waits for the gradients of the
+    // last micro-batch, so only its backward hides it, and the next step's first forward hides
+    // the weights' all-gather (Megatron-LM's --overlap-grad-reduce, --overlap-param-gather).
     const double hiding = l.zero == 3 && l.pp == 1 ? t.compute : t.compute / M;
     t.dp_comm = std::max(0.0, dp_gather - hiding / 3.0) + std::max(0.0, dp_reduce - hiding * 2.0 / 3.0);
   }
