@@ -7,22 +7,24 @@ For each run (config.resolved.yaml, memory.json, metrics.jsonl, train.log):
     ranks; the memory tracker counts CPU tensor storage above the step's start) against
     `exatrain model info --config RUN/config.resolved.yaml --ranks N --json`'s
     stages[s].bytes.peak_activations: within 10% (MEMORY_TOLERANCE).
-  - time: the measured step time (median of steps 2.., step 1 warms up) against `exatrain plan
-    --layout ... --json`'s step_s, with this machine described as a "GPU" whose peak is the fp32
-    GEMM peak the trainer measured at start (train.log; the median over the runs of one group,
-    as one 0.5 s measurement varies 2-3x on this shared machine) at efficiency 1 and MPI links
-    of LINK_GB_S. Only the small preset's runs are timed (run one at a time, on 2 ranks each);
-    every pair of them predicted more than ORDER_MARGIN apart must be measured in the same
-    order. Closer pairs cannot be judged here, and on 2026-11-30 none of the three was: their
-    measured steps were within 10% of one another (3.05, 2.86, 3.13 s for dp2, pp2, tp2-sp; an
-    earlier run: 2.34, 2.53, 2.24 s) while the model predicted 2.9, 3.5 and 1.5 s, because this machine is not the dedicated devices the
-    model describes. Its 2 cores are shared by the 2 ranks and by other jobs: dp2 and tp2 keep
-    both ranks computing at once and got 15-16 GFLOP/s each (model FLOPs per busy second), pp2
-    with one micro-batch keeps one rank busy at a time and got ~36 GFLOP/s; the busy time is
-    1.9x the GEMM-peak prediction (attention, norms, the 32k-vocabulary softmax and embedding
-    gradient, small GEMMs); and MPI's bandwidth varies with the load (the 201 MB all-reduce:
-    0.13 GB/s in one run, 0.28 GB/s in another). The tiny runs (0.2-0.6 s of FLOPs, mostly
-    per-operator overhead the cost model leaves out) run two at a time and are not timed.
+  - time, printed and not judged: the measured step time (median of steps 2.., step 1 warms up)
+    against `exatrain plan --layout ... --json`'s step_s and its parts, with this machine
+    described as a "GPU" whose peak is the fp32 GEMM peak the trainer measured at start
+    (train.log; the median over the runs of one group, as one 0.5 s measurement varies 2-3x on
+    this shared machine) at efficiency 1 and MPI links of LINK_GB_S; with each run's busy and
+    exposed-communication time (metrics.jsonl). The order of the small runs' step times (run
+    one at a time, on 2 ranks each) cannot be shown here, so it is not asserted: in three runs
+    on 2026-11-30 the three layouts took the same time within 15% (dp2, pp2, tp2-sp: 2.34,
+    2.53, 2.24 s; 3.05, 2.86, 3.13 s; 2.08, 2.39, 2.07 s) while the model, describing dedicated
+    devices, predicted them 2.3-3.3x apart (e.g. 1.92, 1.64, 0.59 s), and a pair predicted 3.3x
+    apart was measured 0.4% apart, in order by chance. This machine is not those devices: its 2
+    cores are shared by the 2 ranks and by other jobs (dp2 and tp2 keep both ranks computing at
+    once and got 15-16 GFLOP/s each, pp2 with one micro-batch one rank at a time and 36
+    GFLOP/s); the busy time is 1.8-4.5x the GEMM-peak prediction (attention, norms, the
+    32k-vocabulary softmax and embedding gradient, small GEMMs), the same in every layout, so
+    the differences the model predicts shrink; and MPI's bandwidth varies with the load (the
+    201 MB all-reduce exposed 0.4-1.0 s, partly overlapped with the backward). The tiny runs
+    (0.2-0.6 s of FLOPs, mostly per-operator overhead) run two at a time.
 """
 import concurrent.futures
 import json
@@ -33,14 +35,11 @@ import sys
 import tempfile
 
 MEMORY_TOLERANCE = 0.10
-ORDER_MARGIN = 2.5
 # MPI between ranks on this machine (shared memory, the vader BTL without single-copy, 2 cores
 # shared with other jobs): a dp2 run of this test's small config waited 1.5 s a step beyond its
 # ranks' median busy time for a 201 MB all-reduce (metrics.jsonl: step_s - rank_busy_s), about
 # 0.13 GB/s; measured once, 2026-11-30, like a datasheet figure.
 LINK_GB_S = 0.15
-MIN_PREDICTED_S = 0.5
-TIMED_PRESET = "small"  # the runs memory_model.sh runs alone
 
 
 def resolved(run):
@@ -119,21 +118,10 @@ def main():
         parts = ", ".join(f"{k} {v:.2f}" for k, v in t["parts"].items() if v > 0.005)
         print(f"  {t['name']:<20} {t['peak']:>8.1f} {t['predicted']:>12.3f} {t['measured']:>11.3f} {t['busy']:>7.3f} "
               f"{t['exposed']:>10.3f}  {parts}")
-    judged = 0
-    for i, a in enumerate(times):
-        for b in times[i + 1:]:
-            pa, pb, sa, sb = a["predicted"], b["predicted"], a["measured"], b["measured"]
-            if a["group"] != b["group"] or a["group"][0] != TIMED_PRESET or min(pa, pb) < MIN_PREDICTED_S \
-                    or max(pa, pb) < ORDER_MARGIN * min(pa, pb):
-                continue
-            judged += 1
-            if (pa < pb) != (sa < sb):
-                failures.append(f"{a['name']} vs {b['name']}: predicted {pa:.3f} s vs {pb:.3f} s, measured {sa:.3f} s "
-                                f"vs {sb:.3f} s")
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))
     print(f"ok - {len(rows)} stages within {100 * MEMORY_TOLERANCE:.0f}% of the measured peak; bytes per "
-          f"collective equal; {judged} pairs of step times in order")
+          f"collective equal; step times printed, not judged (docs/planning.md says why)")
 
 
 if __name__ == "__main__":
