@@ -22,11 +22,29 @@ struct ModelVariant {
 
 struct CostLayout {
   int64_t tp = 1, pp = 1, dp = 1;
+  // 0: DP all-reduce; 1: ZeRO-1 (optimizer state sharded over DP); 3: FSDP / ZeRO-3, weights,
+  // gradients and optimizer state all sharded over DP, weights all-gathered before each layer's
+  // forward and again before its backward, gradients reduce-scattered (planner only: published
+  // runs use it, exatrain does not, so `plan` never proposes it).
   int64_t zero = 0;
   bool sequence_parallel = false;
   std::vector<int64_t> pipeline_layers;  // empty: the trainer's even split
   int64_t micro_batch = 1, global_batch = 1, seq_len = 128;
   Recompute recompute = Recompute::None;
+  // Planner only: TorchTitan's per-operator selective checkpointing ('op' policy): each layer's
+  // forward saves every matmul output except every second one (k, o, up in forward order), which
+  // the backward recomputes; attention outputs are saved. Memory is counted as without it.
+  bool op_recompute = false;
+  // Planner only: the trainer keeps its weights in the compute dtype, so ZeRO-1 all-gathers them
+  // in bf16 (Megatron-LM's distributed optimizer: bf16 params, fp32 main params in the optimizer);
+  // exatrain keeps fp32 weights and gathers fp32. (Memory is counted as exatrain's.)
+  bool compute_dtype_weights = false;
+  // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
+  // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
+  bool float8 = false;
+  // With overlap_comm: whether TP communication is hidden too (Megatron-LM's --tp-comm-overlap,
+  // TorchTitan's AsyncTP); false: only DP and PP communication is.
+  bool tp_overlap = true;
   Precision precision = Precision::FP32;
   // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
@@ -91,6 +109,7 @@ struct Hardware {
   std::string name;
   double memory_bytes = 0;         // usable device memory
   double peak_flops = 0;           // dense bf16 (or the CPU's measured fp32 GEMM peak)
+  double fp8_peak_flops = 0;       // dense fp8 (0: none)
   double gemm_efficiency = 1;      // share of the peak the linears reach
   double attention_efficiency = 1; // share of the peak the attention reaches
   double memory_bytes_per_s = 0;   // HBM
@@ -99,21 +118,22 @@ struct Hardware {
   int64_t gpus_per_node = 8;
 };
 
-// Predicted time of one optimizer step of a layout (seconds), and its parts. The trainer does
-// not overlap communication with compute (TP collectives, pipeline send/recv and the DP gradient
-// reduction all wait), so the parts add up.
+// Predicted time of one optimizer step of a layout (seconds), and its parts, which add up: what
+// `overlap_comm` hides behind compute is left out of the communication parts.
 struct StepTime {
   double compute = 0;      // the busiest stage's forward + backward (+ recomputation), all micro-batches
   double tp_comm = 0;      // its TP collectives
-  double pp_bubble = 0;    // 1F1B warm-up and drain: (pp - 1) micro-batch slots
+  double pp_bubble = 0;    // 1F1B warm-up and drain: one micro-batch of every other stage
   double pp_comm = 0;      // activation and gradient send/recv between stages
   double dp_comm = 0;      // the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather)
   double optimizer = 0;    // AdamW over the owned elements (memory bound)
   double total() const { return compute + tp_comm + pp_bubble + pp_comm + dp_comm + optimizer; }
 };
 // `overlap_comm`: predict a trainer that hides TP, PP and DP communication behind compute where
-// compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce); exatrain
-// does not, so its own plans use false. Published runs that overlapped are predicted with true.
+// compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce, FSDP's
+// prefetch). exatrain overlaps only its DP reduction, with the last micro-batch's backward
+// (parallel.grad_overlap), so its own plans use false: the reduction counted whole, an upper
+// bound. Published runs that overlapped are predicted with true.
 StepTime predict_step_time(const ModelConfig& model, const CostLayout& layout, const LayoutCost& cost,
                            const Hardware& hw, const ModelVariant& variant = {}, bool overlap_comm = false);
 
