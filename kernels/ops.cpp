@@ -8,6 +8,7 @@
 
 #include "kernels/flash_attention.h"
 #include "kernels/flash_attention_cuda.h"
+#include "kernels/rmsnorm.h"
 #include "trainer/core/error.h"
 
 #if defined(EXATRAIN_HAVE_CUDA)
@@ -263,6 +264,74 @@ void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
 }
 
 }  // namespace
+
+namespace {
+
+at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(variance + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+// Rows of the kernel spread over ATen's threads in a fixed split (one part per thread), so the
+// weight gradient's per-part sums are added in one order.
+struct RmsNormCpu : public torch::autograd::Function<RmsNormCpu> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    const int64_t cols = x.size(-1), rows = cols > 0 ? x.numel() / cols : 0;
+    const at::Tensor x32 = fp32_contiguous(x), w32 = fp32_contiguous(weight);
+    at::Tensor y = at::empty_like(x32);
+    at::Tensor inv = at::empty({rows}, x32.options());
+    const bool round = x.scalar_type() == at::kBFloat16;
+    const float *xp = x32.const_data_ptr<float>(), *wp = w32.const_data_ptr<float>();
+    float *yp = y.mutable_data_ptr<float>(), *ip = inv.mutable_data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+      kernels::rmsnorm_forward_rows(xp, wp, yp, ip, cols, static_cast<float>(eps), round, b, e);
+    });
+    ctx->save_for_backward({x, weight, inv});
+    return y.to(at::result_type(weight, x));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x_in = saved[0], &w_in = saved[1], &inv = saved[2];
+    const at::Tensor x = fp32_contiguous(x_in), w = fp32_contiguous(w_in), dy = fp32_contiguous(grad_out[0]);
+    const int64_t cols = x.size(-1), rows = cols > 0 ? x.numel() / cols : 0;
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+    at::Tensor dx = at::empty_like(x);
+    at::Tensor dw_parts = at::zeros({parts, cols}, x.options().dtype(at::kDouble));
+    at::Tensor scratch = at::empty({parts, cols}, x.options());
+    const bool round = x_in.scalar_type() == at::kBFloat16;
+    const float *xp = x.const_data_ptr<float>(), *wp = w.const_data_ptr<float>(), *ip = inv.const_data_ptr<float>();
+    const float* gp = dy.const_data_ptr<float>();
+    float* dxp = dx.mutable_data_ptr<float>();
+    double* dwp = dw_parts.mutable_data_ptr<double>();
+    float* sp = scratch.mutable_data_ptr<float>();
+    at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+      for (int64_t part = b; part < e; ++part)
+        kernels::rmsnorm_backward_rows(xp, wp, ip, gp, dxp, dwp + part * cols, sp + part * cols, cols, round,
+                                       rows * part / parts, rows * (part + 1) / parts);
+    });
+    return {dx.to(x_in.scalar_type()), dw_parts.sum(0).to(w_in.scalar_type()), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+Impl resolve_norm_impl(KernelChoice choice, const at::Device& device) {
+  return choice == KernelChoice::Auto && device.is_cpu() ? Impl::Cpu : Impl::Reference;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl) {
+  EXATRAIN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
+                 "rms_norm: weight {} does not match the last dimension of x {}", c10::str(weight.sizes()),
+                 c10::str(x.sizes()));
+  if (impl != Impl::Cpu) return rms_norm_reference(x, weight, eps);
+  EXATRAIN_CHECK(x.device().is_cpu(), "rms_norm: the cpu implementation got tensors on {}", x.device().str());
+  return RmsNormCpu::apply(x, weight, eps);
+}
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec,
                      Impl impl) {

@@ -40,4 +40,14 @@ at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec,
                      Impl impl);
 
+// RMSNorm over the last dimension, as transformers' Exaone4RMSNorm:
+//   weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype)
+// (the result in the promoted dtype of weight and x), with autograd. The model's norms (the
+// per-head q/k norms included) call it. reference: those ATen ops; cpu: the fused kernel
+// (kernels/rmsnorm_cpu.cpp), which keeps only x and one fp32 1/rms per row for backward.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl);
+// The implementation rms_norm runs on `device`: the fused kernel on the CPU under auto (faster:
+// `exatrain selftest --kernels` times both), the reference elsewhere (no CUDA RMSNorm yet).
+Impl resolve_norm_impl(KernelChoice choice, const at::Device& device);
+
 }  // namespace exatrain::ops

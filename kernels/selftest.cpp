@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "kernels/flash_attention.h"
 #include "kernels/flash_attention_cuda.h"
@@ -184,6 +185,49 @@ SelftestRow check_rmsnorm(int64_t rows, int64_t cols) {
   return row;
 }
 
+// The model's RMSNorm operator (ops::rms_norm) on the CPU, forward and backward, against the
+// formula in float64; the time is forward + backward, best of 5, against the ATen reference's.
+SelftestRow check_rms_norm_op(int64_t rows, int64_t cols, at::ScalarType dtype) {
+  at::manual_seed(6);
+  const at::Tensor x = (at::randn({rows, cols}) * 3).to(dtype), w = at::rand({cols}) + 0.5, dy = at::randn({rows, cols});
+  SelftestRow row;
+  row.op = "rms_norm fwd+bwd";
+  row.impl = "cpu";
+  row.shape = fmt::format("{} x {}", rows, cols);
+  row.dtype = dtype == at::kBFloat16 ? "bf16" : "fp32";
+  // fp32: a few roundings per element (measured <= 2e-7 in unit_model); bf16: three roundings to
+  // bf16 of up to 2^-9 each, as transformers' casts make them (the normalised row, the gradient
+  // reaching it, dx itself): the bound of the bf16 attention backward
+  row.bound = dtype == at::kBFloat16 ? 1e-2 : 1e-6;
+  auto run = [&](Impl impl, at::Tensor* grads) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int rep = 0; rep < 5; ++rep) {
+      at::Tensor xi = x.detach().requires_grad_(true), wi = w.detach().requires_grad_(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      at::Tensor y = rms_norm(xi, wi, 1e-5, impl);
+      y.backward(dy);
+      best = std::min(best, 1e3 * seconds_since(t0));
+      grads[0] = y.detach();
+      grads[1] = xi.grad();
+      grads[2] = wi.grad();
+    }
+    return best;
+  };
+  at::Tensor got[3], ref[3];
+  row.impl_ms = run(Impl::Cpu, got);
+  row.reference_ms = run(Impl::Reference, ref);
+  at::Tensor xd = x.to(at::kDouble).requires_grad_(true), wd = w.to(at::kDouble).requires_grad_(true);
+  at::Tensor yd = wd * (xd * at::rsqrt(xd.pow(2).mean(-1, true) + 1e-5));
+  yd.backward(dy.to(at::kDouble));
+  // dx is judged against the size of its first term, s |dy w| (it cancels; see unit_model)
+  const double term = (dy.to(at::kDouble) * wd.detach() *
+                       at::rsqrt(xd.detach().pow(2).mean(-1, true) + 1e-5)).abs().max().item<double>();
+  row.max_error = std::max({relative_error(got[0], yd.detach()),
+                            (got[1].to(at::kDouble) - xd.grad()).abs().max().item<double>() / term,
+                            relative_error(got[2], wd.grad())});
+  return row;
+}
+
 }  // namespace
 
 std::vector<SelftestRow> run_kernel_selftest() {
@@ -210,6 +254,13 @@ std::vector<SelftestRow> run_kernel_selftest() {
       rows.push_back(check_attention(c, Impl::Cuda));
   }
   rows.push_back(check_rmsnorm(64, 5120));
+  {
+    at::AutoGradMode grad(true);
+    for (const auto& [r, c, dtype] : {std::tuple{int64_t{4096}, int64_t{5120}, at::kFloat},    // 32B hidden
+                                      std::tuple{int64_t{4096}, int64_t{5120}, at::kBFloat16},
+                                      std::tuple{int64_t{65536}, int64_t{128}, at::kFloat}})   // per-head q/k norm
+      rows.push_back(check_rms_norm_op(r, c, dtype));
+  }
   return rows;
 }
 

@@ -17,10 +17,11 @@
 namespace exatrain {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor h = x.to(at::kFloat);
-  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(variance + eps);
-  return weight * h.to(x.scalar_type());
+  return ops::rms_norm(x, weight, eps, ops::Impl::Reference);
+}
+
+at::Tensor Exaone4Model::norm(const at::Tensor& x, const at::Tensor& weight) const {
+  return ops::rms_norm(x, weight, config_.rms_norm_eps, ops::resolve_norm_impl(kernels_, x.device()));
 }
 
 at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
@@ -196,12 +197,11 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   const at::Tensor xt = enter_tp(x, ctx.sequence_parallel);  // [B, T, H]
   const int64_t B = xt.size(0), T = xt.size(1), D = config_.resolved_head_dim();
   const int64_t nh = heads_, nkv = kv_heads_;  // this rank's heads
-  const double eps = config_.rms_norm_eps;
   at::Tensor q = project(xt, p.q_proj, p.q_lora, layer, ctx).view({B, T, nh, D}).transpose(1, 2);   // [B, nh/tp, T, D]
   at::Tensor k = project(xt, p.k_proj, p.k_lora, layer, ctx).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
   at::Tensor v = project(xt, p.v_proj, p.v_lora, layer, ctx).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
-  q = rms_norm(q, p.q_norm, eps);
-  k = rms_norm(k, p.k_norm, eps);
+  q = norm(q, p.q_norm);
+  k = norm(k, p.k_norm);
   if (config_.layer_uses_rope(layer)) {
     q = apply_rope(q, ctx.rope);
     k = apply_rope(k, ctx.rope);
@@ -233,14 +233,13 @@ at::Tensor Exaone4Model::leave_tp(const at::Tensor& x, bool sequence_parallel) c
 
 at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const {
   const LayerParams& p = layers_[static_cast<size_t>(layer - stage_.first_layer)];
-  const double eps = config_.rms_norm_eps;
-  at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
+  at::Tensor h = x + norm(attention(p, layer, x, ctx), p.post_attention_norm);
   const at::Tensor ht = enter_tp(h, ctx.sequence_parallel);
   at::Tensor mlp = project(at::silu(project(ht, p.gate_proj, p.gate_lora, layer, ctx)) *
                                project(ht, p.up_proj, p.up_lora, layer, ctx),
                            p.down_proj, p.down_lora, layer, ctx);
   mlp = leave_tp(mlp, ctx.sequence_parallel);
-  return h + rms_norm(mlp, p.post_feedforward_norm, eps);
+  return h + norm(mlp, p.post_feedforward_norm);
 }
 
 namespace {
@@ -314,7 +313,7 @@ at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, 
     }
   }
   if (!stage_.last) return h;
-  h = rms_norm(h, final_norm_, config_.rms_norm_eps);
+  h = norm(h, final_norm_);
   return at::linear(enter_tp(h, sp), lm_head_);  // [B, T, vocab/tp]
 }
 

@@ -20,7 +20,9 @@
 
 namespace exatrain {
 
-// RMSNorm in fp32, cast back to the input dtype, then scaled: weight * (x / rms(x)).
+// RMSNorm in fp32, cast back to the input dtype, then scaled: weight * (x / rms(x)); the
+// reference (ATen) implementation of ops::rms_norm. The model calls its norm() member, which
+// runs the implementation train.kernels picks.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // Query head -> KV head under GQA.
@@ -139,6 +141,8 @@ class Exaone4Model {
     at::Tensor gate_proj, up_proj, down_proj, post_feedforward_norm;
     Adapter q_lora, k_lora, v_lora, o_lora, gate_lora, up_lora, down_lora;
   };
+  // RMSNorm (ops::rms_norm) with the implementation kernels_ picks on x's device.
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;
   // x W^T, plus the adapter's (alpha / r) * dropout(x) A^T B^T when there is one.
   at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const Adapter& adapter, int64_t layer,
                      const LayerContext& ctx) const;

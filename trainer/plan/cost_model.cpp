@@ -100,8 +100,9 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
   const double inter = static_cast<double>(m.intermediate_size / tp);
   const double vocab = static_cast<double>(m.vocab_size / tp);
   const double rows = sp ? T / static_cast<double>(tp) : T;  // residual-stream positions on this rank
-  // bf16 autocast: GEMM outputs and attention in 2 bytes; norms compute (and save) fp32, and the
-  // residual stream stays fp32 (norm outputs are fp32 weight times bf16).
+  // bf16 autocast: GEMM outputs and attention in 2 bytes, and the residual stream stays fp32
+  // (norm outputs are fp32 weight times bf16). The norms (the fused ops::rms_norm on the CPU)
+  // save their input as it is and one fp32 1/rms per row.
   const double act = l.precision == Precision::BF16 ? 2.0 : 4.0, f32 = 4.0;
   const double layers = static_cast<double>(stage.end_layer - stage.first_layer);
   const auto kinds = m.layer_kinds();
@@ -110,9 +111,9 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
     any_sliding = any_sliding || (kinds[static_cast<size_t>(i)] == LayerKind::Sliding && !v.full_attention);
 
   // One decoder layer's saved tensors (bytes).
-  const double residual = 6 * B * rows * H * f32;  // input, o_proj out, its normalized, mid h, down out, normalized
+  const double residual = 2 * B * rows * H * (f32 + act);  // input, mid h (fp32); o_proj out, down out (norm inputs)
   const double gathered = sp ? 2 * B * T * H * f32 : 0;  // all-gathered inputs of attention and MLP
-  const double q_saves = v.qk_norm ? 3 : 1, k_saves = v.qk_norm ? 3 : 1;  // projection, normalized, rotated
+  const double q_saves = v.qk_norm ? 2 : 1, k_saves = v.qk_norm ? 2 : 1;  // projection (the norm's input), rotated
   const double attention = (q_saves + 1) * B * T * heads * D * act  // ... and the attention output
                            + (k_saves + 1) * B * T * kv * D * act    // k as q; v
                            + B * heads * T * f32                     // log-sum-exp
@@ -163,7 +164,11 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
   const double saved_total = a.saved + head;
   // (At the first layer backward of the last stage the final norm has released its input, the
   // stage's output.)
-  const double layer_phase = a.saved - (stage.last ? B * rows * H * f32 : 0) + layer_ws;
+  // A stage after the first posts the next micro-batch's receive before a backward in the steady
+  // phase (trainer/parallel/pipeline.cpp), so its buffer [B, T (/tp), H] is allocated meanwhile.
+  const bool receive_posted = !stage.first && l.micro_batches() > 1;
+  const double layer_phase =
+      a.saved - (stage.last ? B * rows * H * f32 : 0) + layer_ws + (receive_posted ? B * rows * H * f32 : 0);
   const double peak = std::max({saved_total + loss_ws, layer_phase, embedding_ws});
   a.saved = saved_total;
   a.workspace = peak - saved_total;
