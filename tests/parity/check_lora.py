@@ -15,7 +15,8 @@ target) from init.from_hf for 6 steps:
   3. the frozen weights leave the run exactly as they came (norms, embeddings, every weight
      LoRA does not target), and the checkpoint holds no optimizer state for them;
   4. `export --adapter-only` writes the same adapter tensors as RUN/final/adapter;
-  5. a run stopped at step 3 and resumed equals the 6-step run (losses, adapters) bit for bit;
+  5. a run stopped at step 3 and resumed equals the 6-step run (losses, adapters) bit for bit,
+     and resumed from the same checkpoint on tp 2 x pp 2 within the layout bounds of 1.;
   6. lora.dropout 0.1: tp 2 equals one rank, and recompute equals no recompute (the masks are a
      function of step, micro-batch, layer and target, so a recomputed layer draws the same one);
   7. partial fine-tuning without LoRA (train.freeze: the embedding and layer 0): tp 2 x pp 2
@@ -73,10 +74,16 @@ def make_base(path):
     Exaone4ForCausalLM(config).to(torch.float32).save_pretrained(path)
 
 
+def losses_by_step(run_dir):
+    return {m["step"]: m["loss"] for m in map(json.loads, open(os.path.join(run_dir, "metrics.jsonl"))) if "loss" in m}
+
+
 def compare(name, ref_dir, got_dir, rtol=1e-5, adapter_rtol=1e-4, exact=False):
-    lr, lg = losses(ref_dir), losses(got_dir)
-    if len(lr) != len(lg):
-        sys.exit(f"FAIL {name}: {len(lg)} steps, the reference has {len(lr)}")
+    # the steps both logged (a run resumed into a new directory logs from its checkpoint on)
+    ref, got = losses_by_step(ref_dir), losses_by_step(got_dir)
+    if not set(got) <= set(ref) or len(got) < 3:
+        sys.exit(f"FAIL {name}: logged steps {sorted(got)}, the reference {sorted(ref)}")
+    lr, lg = [ref[k] for k in sorted(got)], [got[k] for k in sorted(got)]
     worst = max(abs(a - b) / abs(a) for a, b in zip(lr, lg))
     ar, ag = adapter(ref_dir), adapter(got_dir)
     if set(ar) != set(ag):
@@ -212,10 +219,16 @@ log: {{sample_tokens: 0, every: 1}}
         sys.exit("FAIL: export --adapter-only differs from RUN/final/adapter")
     print(f"ok   export --adapter-only: the same {len(a1)} tensors")
 
-    # 5. Stop at step 3, resume to 6.
+    # 5. Stop at step 3, resume to 6: on the same layout (bit for bit), and resharded onto
+    #    tp 2 x pp 2 from the single rank's checkpoint (the adapters' TP split and the frozen
+    #    weights read from pieces saved whole).
     part = train("resumed", 1, "train.steps=3", "checkpoint.every=3")
+    resharded = os.path.join(work, "resharded")
+    run(["mpirun", "-n", "4", exe, "train", config, "--run-dir", resharded, "--resume",
+         os.path.join(part, "checkpoints", "step_00000003"), "--set", "parallel.tp=2", "--set", "parallel.pp=2"])
     run([exe, "train", config, "--run-dir", part, "--resume"])
     compare("resume 3 -> 6", single, part, exact=True)
+    compare("resume 3 -> 6 resharded onto tp 2 x pp 2", single, resharded)
 
     # 6. Dropout.
     drop = train("dropout", 1, "lora.dropout=0.1")
