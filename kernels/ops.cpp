@@ -48,11 +48,14 @@ Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding) {
   return Impl::Reference;
 }
 
-at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device) {
+at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device, const at::Tensor& segments) {
   at::Tensor q = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
   at::Tensor k = q.transpose(0, 1);
   at::Tensor visible = k <= q;
-  return window > 0 ? visible.logical_and(k > q - window) : visible;
+  if (window > 0) visible = visible.logical_and(k > q - window);
+  if (!segments.defined()) return visible;
+  const at::Tensor seg = segments.to(device);
+  return visible.logical_and(seg.unsqueeze(2) == seg.unsqueeze(1)).unsqueeze(1);  // [batch, 1, seq, seq]
 }
 
 namespace {
@@ -60,9 +63,10 @@ namespace {
 // SDPA with the visibility written out as a [seq, seq] boolean mask (sliding) or is_causal.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec) {
   const int64_t T = q.size(2);
-  if (spec.window <= 0 || spec.window >= T)  // a window at least the sequence is plain causal attention
+  // A window at least the sequence is plain causal attention.
+  if ((spec.window <= 0 || spec.window >= T) && !spec.segments.defined())
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, spec.scale, /*enable_gqa=*/true);
-  const at::Tensor mask = spec.mask.defined() ? spec.mask : visibility_mask(T, spec.window, q.device());
+  const at::Tensor mask = spec.mask.defined() ? spec.mask : visibility_mask(T, spec.window, q.device(), spec.segments);
   return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, spec.scale, /*enable_gqa=*/true);
 }
 
@@ -80,6 +84,20 @@ kernels::AttentionShape shape_of(const at::Tensor& q, const at::Tensor& k, const
 
 at::Tensor fp32_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+// The kernel's view of document segments: contiguous int32 [batch, seq] (empty: none; an
+// autograd function takes no undefined tensors). The kernel relies on each row being
+// non-decreasing (it finds a document's first token by binary search), so that is checked here.
+at::Tensor segments_int32(const at::Tensor& segments, const kernels::AttentionShape& s) {
+  if (!segments.defined() || segments.numel() == 0) return at::empty({0}, at::kInt);
+  EXATRAIN_CHECK(segments.dim() == 2 && segments.size(0) == s.batch && segments.size(1) == s.seq,
+                 "attention: segments must be [batch {}, seq {}], got {}", s.batch, s.seq, c10::str(segments.sizes()));
+  const at::Tensor seg = segments.to(at::kCPU, at::kInt).contiguous();
+  if (s.seq > 1)
+    EXATRAIN_CHECK((seg.narrow(1, 1, s.seq - 1) >= seg.narrow(1, 0, s.seq - 1)).all().item<bool>(),
+                   "attention: document segments must be non-decreasing along each row");
+  return seg;
+}
+
 // Spreads a kernel's independent work items over ATen's intra-op threads.
 template <class Body>
 void run_items(int64_t items, const Body& body) {
@@ -91,8 +109,10 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
   // the output in q's dtype, plus the fp32 log-sum-exp: the same bytes SDPA keeps, never fp32
   // copies of bf16 activations.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, int64_t window, double scale) {
-    const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+                            const at::Tensor& v, int64_t window, double scale, const at::Tensor& segments) {
+    kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    const at::Tensor seg = segments_int32(segments, s);
+    if (seg.numel() > 0) s.segments = seg.const_data_ptr<int32_t>();
     const at::Tensor q32 = fp32_contiguous(q), k32 = fp32_contiguous(k), v32 = fp32_contiguous(v);
     at::Tensor o = at::empty_like(q32);
     at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q32.options());
@@ -102,7 +122,7 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
       kernels::flash_attention_forward_cpu(s, qp, kp, vp, op, lp, begin, end);
     });
     at::Tensor out = o.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, out, lse});
+    ctx->save_for_backward({q, k, v, out, lse, seg});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     return out;
@@ -113,9 +133,10 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &q_in = saved[0], &k_in = saved[1], &v_in = saved[2];
     const at::Tensor q = fp32_contiguous(q_in), k = fp32_contiguous(k_in), v = fp32_contiguous(v_in);
-    const at::Tensor o = fp32_contiguous(saved[3]), &lse = saved[4];
-    const kernels::AttentionShape s =
+    const at::Tensor o = fp32_contiguous(saved[3]), &lse = saved[4], &seg = saved[5];
+    kernels::AttentionShape s =
         shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
+    if (seg.numel() > 0) s.segments = seg.const_data_ptr<int32_t>();
     const at::Tensor dout = fp32_contiguous(grad_out[0]);
     const at::Tensor delta = (dout * o).sum(-1).contiguous();  // [B, H, T]
     at::Tensor dq = at::empty_like(q);
@@ -134,7 +155,7 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
       return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
     };
     return {dq.to(q_in.scalar_type()), per_kv(dk_heads).to(k_in.scalar_type()), per_kv(dv_heads).to(v_in.scalar_type()),
-            at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -271,11 +292,22 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     case Impl::Reference: return attention_reference(q, k, v, spec);
     case Impl::Cpu:
       EXATRAIN_CHECK(q.device().is_cpu(), "attention: the cpu implementation got tensors on {}", q.device().str());
-      return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale);
+      return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale,
+                                      spec.segments.defined() ? spec.segments : at::empty({0}, at::kInt));
     case Impl::Cuda:
 #if defined(EXATRAIN_HAVE_CUDA)
       // The tensor-core kernels take bf16 and head_dim 32/64/128; anything else (fp32 runs, other
       // head sizes) runs the reference on the GPU.
+      // Document masks: the CUDA kernels take no segments yet; the reference (SDPA with a
+      // [batch, 1, seq, seq] mask) runs them, said once per process (docs/kernels.md).
+      if (spec.segments.defined()) {
+        static std::once_flag said;
+        std::call_once(said, [] {
+          log_info("attention: document masks (data.document_mask) run the reference attention (ATen SDPA with a "
+                   "[batch, 1, seq, seq] mask) on CUDA: the CUDA flash kernels take no document segments yet");
+        });
+        return attention_reference(q, k, v, spec);
+      }
       if (q.is_cuda() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
           v.scalar_type() == at::kBFloat16 && kernels::flash_fwd_supports_head_dim(static_cast<int>(q.size(3))) &&
           cuda_attention_trusted(q, spec))
