@@ -32,6 +32,9 @@ struct CostLayout {
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
   // the CUDA kernel lacks, also falls back to the reference; that case is not modelled.)
   bool attention_mask = false;
+  // data.document_mask: per-token RoPE tables [B, 1, T, D] and segment ids; with the reference,
+  // [B, 1, T, T] masks for the sliding layers (when the model has a window) and the global ones.
+  bool document_mask = false;
 
   int64_t micro_batches() const { return global_batch / (micro_batch * dp); }  // per DP rank and step
   // The layout of a run config (dp 0 resolved from `world`).
