@@ -87,11 +87,12 @@ at::Tensor fp32_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contig
 // The kernel's view of document segments: contiguous int32 [batch, seq] (empty: none; an
 // autograd function takes no undefined tensors). The kernel relies on each row being
 // non-decreasing (it finds a document's first token by binary search), so that is checked here.
-at::Tensor segments_int32(const at::Tensor& segments, const kernels::AttentionShape& s) {
-  if (!segments.defined() || segments.numel() == 0) return at::empty({0}, at::kInt);
+at::Tensor segments_int32(const at::Tensor& segments, const kernels::AttentionShape& s,
+                          const at::Device& device = at::kCPU) {
+  if (!segments.defined() || segments.numel() == 0) return at::empty({0}, at::TensorOptions().dtype(at::kInt).device(device));
   EXATRAIN_CHECK(segments.dim() == 2 && segments.size(0) == s.batch && segments.size(1) == s.seq,
                  "attention: segments must be [batch {}, seq {}], got {}", s.batch, s.seq, c10::str(segments.sizes()));
-  const at::Tensor seg = segments.to(at::kCPU, at::kInt).contiguous();
+  const at::Tensor seg = segments.to(device, at::kInt).contiguous();
   if (s.seq > 1)
     EXATRAIN_CHECK((seg.narrow(1, 1, s.seq - 1) >= seg.narrow(1, 0, s.seq - 1)).all().item<bool>(),
                    "attention: document segments must be non-decreasing along each row");
@@ -171,19 +172,21 @@ void check_launch(int err, const char* what) {
 // fp32 accumulation.
 struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
-                            const at::Tensor& v_in, int64_t window, double scale) {
+                            const at::Tensor& v_in, int64_t window, double scale, const at::Tensor& segments) {
     const c10::cuda::CUDAGuard guard(q_in.device());
     const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    const at::Tensor seg = segments_int32(segments, s, q.device());
     at::Tensor o = at::empty_like(q), lse = at::empty({s.batch, s.heads, s.seq}, q.options().dtype(at::kFloat));
     const kernels::FlashFwdParams p{bf16_bits(q), bf16_bits(k), bf16_bits(v),
                                     reinterpret_cast<uint16_t*>(o.mutable_data_ptr()), lse.mutable_data_ptr<float>(),
                                     static_cast<int>(s.batch), static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
-                                    static_cast<int>(s.seq), static_cast<int>(s.window), s.scale};
+                                    static_cast<int>(s.seq), static_cast<int>(s.window), s.scale,
+                                    seg.numel() > 0 ? seg.const_data_ptr<int32_t>() : nullptr};
     check_launch(kernels::flash_attention_forward_cuda(p, static_cast<int>(s.head_dim),
                                                        c10::cuda::getCurrentCUDAStream().stream()),
                  "forward");
-    ctx->save_for_backward({q, k, v, o, lse});
+    ctx->save_for_backward({q, k, v, o, lse, seg});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     return o;
@@ -192,7 +195,7 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4], &seg = saved[5];
     const c10::cuda::CUDAGuard guard(q.device());
     const kernels::AttentionShape s =
         shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
@@ -205,7 +208,8 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
                                     dq.mutable_data_ptr<float>(), dk_heads.mutable_data_ptr<float>(),
                                     dv_heads.mutable_data_ptr<float>(), static_cast<int>(s.batch),
                                     static_cast<int>(s.heads), static_cast<int>(s.kv_heads), static_cast<int>(s.seq),
-                                    static_cast<int>(s.window), s.scale};
+                                    static_cast<int>(s.window), s.scale,
+                                    seg.numel() > 0 ? seg.const_data_ptr<int32_t>() : nullptr};
     check_launch(kernels::flash_attention_backward_cuda(p, static_cast<int>(s.head_dim),
                                                         c10::cuda::getCurrentCUDAStream().stream()),
                  "backward");
@@ -214,7 +218,7 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
       return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
     };
     return {dq.to(at::kBFloat16), per_kv(dk_heads).to(at::kBFloat16), per_kv(dv_heads).to(at::kBFloat16), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 #endif
@@ -226,15 +230,18 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
 // not used: a warning names it and the reference runs instead, for the rest of the process.
 bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int64_t, bool>, bool> verdicts;
-  const bool sliding = spec.window > 0 && spec.window < q.size(2);
-  const auto key = std::make_tuple(static_cast<int>(q.device().index()), q.size(3), sliding);
+  static std::map<std::tuple<int, int64_t, bool, bool>, bool> verdicts;
+  const bool sliding = spec.window > 0 && spec.window < q.size(2), documents = spec.segments.defined();
+  const auto key = std::make_tuple(static_cast<int>(q.device().index()), q.size(3), sliding, documents);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
   const int64_t D = q.size(3), T = 96;
-  AttentionSpec probe = spec;
+  AttentionSpec probe;
   probe.window = sliding ? 37 : 0;
   probe.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // Documents of 29 tokens: several per tile, boundaries across tiles.
+  if (documents) probe.segments = (at::arange(T, at::kLong) / 29).to(at::kInt).view({1, T});
+  const at::Tensor probe_segments = documents ? probe.segments.to(q.device()) : at::empty({0}, at::kInt);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(29);
   auto make = [&](int64_t heads) { return at::randn({1, heads, T, D}, gen, at::kDouble); };
   const at::Tensor q64 = make(2), k64 = make(1), v64 = make(1), g64 = make(2);
@@ -242,7 +249,7 @@ bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
     at::AutoGradMode enable(true);
     at::Tensor a = qi.detach().requires_grad_(true), b = ki.detach().requires_grad_(true), c = vi.detach().requires_grad_(true);
     // The kernel itself, not attention(): that would come back here for the verdict.
-    at::Tensor out = impl == Impl::Cuda ? FlashAttentionCuda::apply(a, b, c, probe.window, probe.scale)
+    at::Tensor out = impl == Impl::Cuda ? FlashAttentionCuda::apply(a, b, c, probe.window, probe.scale, probe_segments)
                                         : attention(a, b, c, probe, impl);
     out.backward(g);
     return std::vector<at::Tensor>{out.detach().cpu(), a.grad().cpu(), b.grad().cpu(), c.grad().cpu()};
@@ -263,9 +270,9 @@ bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
   }
   const bool ok = worst <= 1.5625e-2;
   if (!ok)
-    log_warn("attention: the CUDA flash attention kernel (head_dim {}, {}) is off by {:.2e} against the reference "
+    log_warn("attention: the CUDA flash attention kernel (head_dim {}, {}{}) is off by {:.2e} against the reference "
              "(bound 1.56e-2) on {}; using the reference (ATen SDPA) instead. Run `exatrain selftest --kernels`.",
-             D, sliding ? "sliding window" : "causal", worst, q.device().str());
+             D, sliding ? "sliding window" : "causal", documents ? ", document masks" : "", worst, q.device().str());
   verdicts[key] = ok;
   return ok;
 }
@@ -298,20 +305,11 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #if defined(EXATRAIN_HAVE_CUDA)
       // The tensor-core kernels take bf16 and head_dim 32/64/128; anything else (fp32 runs, other
       // head sizes) runs the reference on the GPU.
-      // Document masks: the CUDA kernels take no segments yet; the reference (SDPA with a
-      // [batch, 1, seq, seq] mask) runs them, said once per process (docs/kernels.md).
-      if (spec.segments.defined()) {
-        static std::once_flag said;
-        std::call_once(said, [] {
-          log_info("attention: document masks (data.document_mask) run the reference attention (ATen SDPA with a "
-                   "[batch, 1, seq, seq] mask) on CUDA: the CUDA flash kernels take no document segments yet");
-        });
-        return attention_reference(q, k, v, spec);
-      }
       if (q.is_cuda() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
           v.scalar_type() == at::kBFloat16 && kernels::flash_fwd_supports_head_dim(static_cast<int>(q.size(3))) &&
           cuda_attention_trusted(q, spec))
-        return FlashAttentionCuda::apply(q, k, v, spec.window, spec.scale);
+        return FlashAttentionCuda::apply(q, k, v, spec.window, spec.scale,
+                                         spec.segments.defined() ? spec.segments : at::empty({0}, at::kInt));
       return attention_reference(q, k, v, spec);
 #else
       break;
