@@ -21,6 +21,8 @@ void load_hf_weights(Exaone4Model& model, const std::string& dir) {
   std::vector<StatePiece> targets;
   std::vector<std::pair<at::Tensor, at::Tensor>> staged;  // host copy, parameter (GPU parameters)
   for (size_t i = 0; i < model.params().size(); ++i) {
+    const ParamKind kind = model.specs()[i].kind;
+    if (kind == ParamKind::LoraA || kind == ParamKind::LoraB) continue;  // adapters: init_adapters
     const at::Tensor& p = model.params()[i];
     at::Tensor host = p.device().is_cpu() ? p.detach() : at::empty(p.sizes(), p.options().device(at::kCPU));
     if (!p.device().is_cpu()) staged.emplace_back(host, p);

@@ -12,26 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 ./launch/setup.sh
-EXATRAIN=build/bin/exatrain
 DEMO=runs/demo  # configs/train/demo.yaml reads the tokenizer and datasets from here
-rm -rf "$DEMO/tokenizer" "$DEMO/data"
-mkdir -p "$DEMO/tokenizer" "$DEMO/data"
-
-echo "== 1/3 tokenizer: byte-level BPE, 2048 ids, on data/corpora (English + Korean)"
-"$EXATRAIN" tokenizer train --vocab-size 2048 --output "$DEMO/tokenizer/tokenizer.json" --no-progress \
-  data/corpora/kjv-genesis.txt data/corpora/constitution-of-korea.txt
-
-echo "== 2/3 datasets: token shards with manifests"
-"$EXATRAIN" data prepare --tokenizer "$DEMO/tokenizer/tokenizer.json" --input data/corpora/kjv-genesis.txt \
-  --format text --output "$DEMO/data/kjv-genesis" --name kjv-genesis --license LicenseRef-PublicDomain \
-  --source "King James Bible, Genesis (Debian bible-kjv-text); data/corpora/NOTICE"
-"$EXATRAIN" data prepare --tokenizer "$DEMO/tokenizer/tokenizer.json" \
-  --input data/corpora/constitution-of-korea.txt --format lines --output "$DEMO/data/constitution-ko" \
-  --name constitution-ko --license LicenseRef-PublicDomain \
-  --source "Constitution of the Republic of Korea (konlpy); data/corpora/NOTICE"
-for d in kjv-genesis constitution-ko; do
-  "$EXATRAIN" data verify "$DEMO/data/$d" --tokenizer "$DEMO/tokenizer/tokenizer.json"
-done
+echo "== 1-2/3 tokenizer and datasets (launch/demo_data.sh)"
+./launch/demo_data.sh "$DEMO"
 
 echo "== 3/3 training: tiny EXAONE-4 on 4 ranks (TP 2 x PP 2)"
 RUN_DIR=$DEMO/train-$(date +%Y%m%d-%H%M%S)

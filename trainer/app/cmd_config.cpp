@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "trainer/app/commands.h"
+#include "trainer/model/param_spec.h"
 #include "trainer/core/config.h"
 #include "trainer/core/error.h"
 #include "trainer/parallel/topology.h"
@@ -46,6 +47,7 @@ void register_config_command(CLI::App& app) {
   check->add_option("--set", check_overrides, "override a key: --set parallel.tp=8 (repeatable)");
   check->callback([] {
     const RunConfig config = load_run_config(check_path, check_overrides);
+    (void)run_param_specs(config);  // train.freeze patterns that match no parameter
     check_layout(config, ranks);
     const int tp = static_cast<int>(config.parallel.tp), pp = static_cast<int>(config.parallel.pp);
     const int dp = ranks / (tp * pp);

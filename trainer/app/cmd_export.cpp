@@ -1,6 +1,7 @@
 // exatrain export --checkpoint CKPT --output DIR [--dtype auto|bf16|fp32] [--max-shard-size SIZE]
-//                 [--tokenizer PATH] [--license SPDX] [--verify]
-// A checkpoint (or a run directory: its latest) as an open-weight Hugging Face release.
+//                 [--tokenizer PATH] [--license SPDX] [--verify] [--adapter-only]
+// A checkpoint (or a run directory: its latest) as an open-weight Hugging Face release (LoRA
+// runs: merged weights plus DIR/adapter), or with --adapter-only just the PEFT adapter.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -17,15 +18,25 @@ namespace {
 
 struct ExportCliOptions {
   std::string checkpoint, dtype = "auto", max_shard = "5GB";
+  bool adapter_only = false;
   ExportOptions export_options;
 };
 
 void run_export(ExportCliOptions& o) {
   ExportOptions e = o.export_options;
+  if (o.adapter_only && (e.verify || o.dtype != "auto" || !e.tokenizer.empty() || !e.license.empty()))
+    fail("--adapter-only writes the PEFT adapter only (fp32); --verify, --dtype, --tokenizer and --license are for "
+         "whole-model exports");
   e.dtype = o.dtype == "bf16" ? ExportDtype::BF16 : o.dtype == "fp32" ? ExportDtype::FP32 : ExportDtype::Auto;
   e.max_shard_bytes = parse_shard_size(o.max_shard);
   const std::string dir = resolve_checkpoint_dir(o.checkpoint);
   CheckpointReader reader(dir);
+  if (o.adapter_only) {
+    write_peft_adapter(reader, e.output);
+    std::printf("exported the LoRA adapter of %s (step %lld) to %s (adapter_config.json, adapter_model.safetensors)\n",
+                dir.c_str(), static_cast<long long>(reader.info().step), e.output.c_str());
+    return;
+  }
   const ExportReport r = export_checkpoint(reader, e);
   std::printf("exported %s (step %lld, %lld parameters) as %s to %s in %.2f s\n", dir.c_str(),
               static_cast<long long>(reader.info().step), static_cast<long long>(r.parameters), dtype_name(r.dtype),
@@ -47,6 +58,9 @@ void register_export_command(CLI::App& app) {
   cmd->add_option("--max-shard-size", o.max_shard, "largest safetensors file: 5GB, 500MB, 10KB (decimal, as transformers)");
   cmd->add_option("--tokenizer", o.export_options.tokenizer, "the tokenizer.json to ship (default: the run's data.tokenizer)");
   cmd->add_option("--license", o.export_options.license, "SPDX license of the weights, for the model card");
+  cmd->add_flag("--adapter-only", o.adapter_only,
+                "LoRA runs: write only the PEFT adapter (adapter_config.json, adapter_model.safetensors) for "
+                "PeftModel.from_pretrained on the base model");
   cmd->add_flag("--verify", o.export_options.verify,
                 "reload the export and compare its logits on a probe batch with the checkpoint's forward pass");
   cmd->callback([] { run_export(o); });

@@ -1,4 +1,4 @@
-// exatrain model info (--preset NAME | --config FILE) [--set k=v]... [--ranks N] [--json]
+// exatrain model info (--preset NAME | --config FILE) [--set k=v]... [--ranks N] [--json] [--params]
 // Builds the model on the meta device (no memory) and reports parameter counts, the attention
 // kind of each layer, and the bytes of weights and optimizer state; for a run config, also what
 // the largest rank of its layout holds, activations included, and every stage's figures
@@ -28,7 +28,33 @@ struct ModelInfoOptions {
   std::vector<std::string> overrides;
   int ranks = 0;  // a run config with parallel.dp: 0 (auto) needs the job's ranks
   bool json = false;
+  bool params = false;
 };
+
+std::string with_commas(int64_t n);
+
+// --params: the registry, one line per parameter; for a run config with its LoRA adapters and
+// train.freeze applied (what trains and what stays).
+void list_params(const ModelInfoOptions& o, const ModelConfig& c) {
+  const bool run = !o.config.empty() && is_run_config(load_yaml_file(o.config));
+  const std::vector<ParamSpec> specs = run ? run_param_specs(load_run_config(o.config, o.overrides)) : build_param_specs(c);
+  auto split = [](TpSplit t) { return t == TpSplit::Rows ? "rows" : t == TpSplit::Columns ? "columns" : "-"; };
+  if (o.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& s : specs)
+      list.push_back({{"name", s.name}, {"shape", s.shape}, {"kind", param_kind_name(s.kind)},
+                      {"tp_split", split(s.tp_split)}, {"trainable", s.trainable}});
+    std::cout << nlohmann::json{{"params", list}}.dump(2) << "\n";
+    return;
+  }
+  std::cout << fmt::format("{:<56} {:<14} {:<10} {:<8} {}\n", "parameter", "shape", "kind", "tp split", "trains");
+  for (const auto& s : specs)
+    std::cout << fmt::format("{:<56} {:<14} {:<10} {:<8} {}\n", s.name, fmt::format("{}", fmt::join(s.shape, "x")),
+                             param_kind_name(s.kind), split(s.tp_split), s.trainable ? "yes" : "frozen");
+  const ParamCounts counts = count_params(specs);
+  std::cout << fmt::format("{} tensors; {} of {} parameters train\n", specs.size(), with_commas(counts.trainable),
+                           with_commas(counts.total + counts.adapters));
+}
 
 std::string with_commas(int64_t n) {
   std::string digits = std::to_string(n), out;
@@ -56,7 +82,7 @@ struct RankFigures {
 };
 
 std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
-  if (o.config.empty() || !load_yaml_file(o.config).find("model")) {  // a preset: no layout
+  if (o.config.empty() || !is_run_config(load_yaml_file(o.config))) {  // a preset: no layout
     if (o.ranks > 0) fail("--ranks needs a run config (with model: and parallel: sections), not a model preset");
     return std::nullopt;
   }
@@ -76,6 +102,7 @@ std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
 
 void model_info(const ModelInfoOptions& o) {
   const ModelConfig c = model_from_options(o);
+  if (o.params) return list_params(o, c);
   const std::optional<RankFigures> rank = rank_figures(o);
   Exaone4Model model(c, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   int64_t total = 0;
@@ -144,7 +171,7 @@ void model_info(const ModelInfoOptions& o) {
   std::cout << fmt::format("bf16 weights:             {}\n", size(bf16));
   std::cout << fmt::format("fp32 master weights:      {}\n", size(fp32));
   std::cout << fmt::format("Adam moments (fp32 x2):   {}\n", size(adam));
-  if (!rank && !o.config.empty() && load_yaml_file(o.config).find("model"))
+  if (!rank && !o.config.empty() && is_run_config(load_yaml_file(o.config)))
     std::cout << "per rank:                 give --ranks N (parallel.dp is auto) to see what one rank holds\n";
   if (rank) {
     const StageMemory& m = rank->cost.largest();
@@ -153,7 +180,10 @@ void model_info(const ModelInfoOptions& o) {
                              rank->dp, rank->tp * rank->pp * rank->dp, rank->zero1 ? ", ZeRO-1" : "");
     std::cout << fmt::format("largest rank:             pipeline stage {}, {} parameters, {} optimizer elements\n",
                              m.stage, with_commas(m.elements), with_commas(m.owned));
-    std::cout << fmt::format("  fp32 weights:           {}\n", bytes(m.weights));
+    const bool frozen = m.trainable < m.elements;
+    std::cout << fmt::format("  weights:                {}  ({}fp32{})\n", bytes(m.weights),
+                             frozen ? with_commas(m.trainable) + " trainable in " : "",
+                             frozen ? "; the frozen ones as held: bf16 linears in a bf16 run" : "");
     std::cout << fmt::format("  fp32 gradients:         {}\n", bytes(m.gradients));
     std::cout << fmt::format("  reduction bucket:       {}\n", bytes(m.reduce_buffer));
     std::cout << fmt::format("  optimizer state:        {}  (master weights, 2 Adam moments, norm mask{})\n",
@@ -181,6 +211,9 @@ void register_model_command(CLI::App& app) {
   info->add_option("--set", o.overrides, "override a key of --config: --set model.num_layers=8");
   info->add_option("--ranks", o.ranks, "a run config's ranks, when parallel.dp is 0 (auto)")->check(CLI::PositiveNumber);
   info->add_flag("--json", o.json, "print JSON");
+  info->add_flag("--params", o.params,
+                 "list every parameter (name, shape, kind, TP split; with a run config, whether it trains under its "
+                 "lora and train.freeze)");
   info->callback([] { model_info(o); });
 }
 

@@ -57,7 +57,7 @@ RunConfig base_config(const PlanOptions& o) {
     run.train.seq_len = 4096;
     run.train.global_batch = 1024;
     run.train.precision = Precision::BF16;
-  } else if (load_yaml_file(o.config).find("model")) {
+  } else if (is_run_config(load_yaml_file(o.config))) {
     run = load_run_config(o.config, o.overrides);
   } else {
     run.model = load_model_config(o.config, o.overrides);
@@ -126,14 +126,27 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
     if (key == "tp") l.tp = integer();
     else if (key == "pp") l.pp = integer();
     else if (key == "dp") l.dp = integer(), dp_given = true;
-    else if (key == "zero") l.zero = integer();
+    else if (key == "zero") {
+      l.zero = integer();
+      if (l.zero != 0 && l.zero != 1 && l.zero != 3)
+        fail("--layout: zero={} (expected 0, 1, or 3 for FSDP / ZeRO-3, which only the planner models)", l.zero);
+    }
     else if (key == "micro_batch") l.micro_batch = integer();
-    else if (key == "sp" || key == "sequence_parallel") l.sequence_parallel = integer() != 0, sp_given = true;
+    else if (key == "float8") l.float8 = integer() != 0;
+    else if (key == "tp_overlap") l.tp_overlap = integer() != 0;
+    else if (key == "weights") {
+      if (value != "fp32" && value != "bf16") fail("--layout: weights={} (expected fp32 or bf16)", value);
+      l.compute_dtype_weights = value == "bf16";
+    } else if (key == "sp" || key == "sequence_parallel") l.sequence_parallel = integer() != 0, sp_given = true;
     else if (key == "recompute") {
-      if (value != "none" && value != "full") fail("--layout: recompute={} (expected none or full)", value);
+      if (value != "none" && value != "full" && value != "op")
+        fail("--layout: recompute={} (expected none, full, or op: TorchTitan's per-operator selective "
+             "checkpointing, which only the planner models)", value);
       l.recompute = value == "full" ? Recompute::Full : Recompute::None;
+      l.op_recompute = value == "op";
     } else {
-      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp)", key);
+      fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, "
+           "tp_overlap)", key);
     }
   }
   if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
@@ -186,7 +199,8 @@ nlohmann::json to_json(const Candidate& c) {
   const CostLayout& l = c.layout;
   const StageMemory& m = c.cost.largest();
   return {{"tp", l.tp}, {"pp", l.pp}, {"dp", l.dp}, {"zero", l.zero}, {"micro_batch", l.micro_batch},
-          {"recompute", l.recompute == Recompute::Full ? "full" : "none"}, {"sequence_parallel", l.sequence_parallel},
+          {"recompute", l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none"},
+          {"sequence_parallel", l.sequence_parallel},
           {"fits", c.fits}, {"memory_gib_per_gpu", c.memory / kGiB},
           {"memory_parts_gib", {{"weights", m.weights / kGiB}, {"gradients", m.gradients / kGiB},
                                 {"reduction_bucket", m.reduce_buffer / kGiB}, {"optimizer", m.optimizer / kGiB},
@@ -204,7 +218,7 @@ nlohmann::json to_json(const Candidate& c) {
 
 // The chosen layout as a run config `exatrain train` and `config check` accept.
 void emit_config(const PlanOptions& o, const RunConfig& run, const Candidate& c) {
-  ConfigNode root = o.config.empty() || !load_yaml_file(o.config).find("model")
+  ConfigNode root = o.config.empty() || !is_run_config(load_yaml_file(o.config))
                         ? parse_yaml(fmt::format("model:\n  preset: {}\n", run.model.preset), "--emit")
                         : load_yaml_file(o.config);
   const CostLayout& l = c.layout;
@@ -230,7 +244,8 @@ void print_table(const std::vector<Candidate>& shown, const Hardware& hw) {
   for (const Candidate& c : shown) {
     const CostLayout& l = c.layout;
     std::cout << fmt::format("{:>3} {:>3} {:>4} {:>4} {:>3} {:>9} {:>3} {:>9.1f} {:>8.2f} {:>12.0f} {:>9.1f} "
-                             "{:>5.1f}%{}\n", l.tp, l.pp, l.dp, l.zero, l.micro_batch, l.recompute == Recompute::Full ? "full" : "none",
+                             "{:>5.1f}%{}\n", l.tp, l.pp, l.dp, l.zero, l.micro_batch,
+                             l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none",
                              l.sequence_parallel ? "yes" : "no", c.memory / kGiB, c.time.total(),
                              c.tokens_per_s_per_gpu, c.tflops_per_gpu, 100 * c.mfu,
                              c.fits ? "" : fmt::format("  does not fit in {:.0f} GB", hw.memory_bytes / 1e9));
@@ -248,6 +263,8 @@ void plan(const PlanOptions& o) {
   if (!o.layout.empty()) {
     const CostLayout l = parse_layout(o.layout, run, o.gpus);
     if (const std::string why = layout_error(run, l, o.gpus); !why.empty()) fail("--layout {}: {}", o.layout, why);
+    if (l.float8 && hw.fp8_peak_flops <= 0)
+      fail("--layout float8=1: {} has no fp8_dense_tflops in its hardware file", o.gpu);
     shown.push_back(evaluate(run, l, hw, v, o.gpus, o.overlap));
   } else {
     shown = enumerate(run, o, hw, v, rejected);
@@ -256,7 +273,13 @@ void plan(const PlanOptions& o) {
            "or a shorter --seq-len", run.model.preset, o.gpus, o.gpu, rejected, hw.memory_bytes / 1e9);
     if (static_cast<int64_t>(shown.size()) > o.top) shown.resize(static_cast<size_t>(o.top));
   }
-  if (!o.emit.empty()) emit_config(o, run, shown.front());
+  if (!o.emit.empty()) {
+    const CostLayout& l = shown.front().layout;
+    if (l.zero == 3 || l.op_recompute || l.compute_dtype_weights || l.float8)
+      fail("--emit: zero=3, recompute=op, weights=bf16 and float8=1 are modelled for published runs; exatrain "
+           "cannot train with them");
+    emit_config(o, run, shown.front());
+  }
   if (o.json) {
     nlohmann::json layouts = nlohmann::json::array();
     for (const Candidate& c : shown) layouts.push_back(to_json(c));
@@ -296,15 +319,18 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--top", o.top, "layouts to show")->check(CLI::PositiveNumber);
   cmd->add_option("--layout", o.layout,
                   "evaluate one layout: tp=8,pp=2[,dp=..,zero=1,micro_batch=1,recompute=full,sp=0|1]; dp "
-                  "defaults to gpus / (tp x pp), sp to 1 when tp > 1");
+                  "defaults to gpus / (tp x pp), sp to 1 when tp > 1; zero=3 (FSDP) and recompute=op "
+                  "(TorchTitan's selective checkpointing), weights=bf16 (ZeRO-1 gathers bf16 weights, as "
+                  "Megatron-LM) and float8=1 (the layers' linears in fp8) describe published runs exatrain cannot "
+                  "train; tp_overlap=0 keeps TP communication exposed under --overlap-comm");
   cmd->add_option("--emit", o.emit, "write the best (or --layout's) layout as a run config YAML");
   cmd->add_option("--variant", o.variant,
                   "model variant: exaone4 (SwiGLU, q/k norms, sliding layers), llama (SwiGLU, full attention), gpt "
                   "(non-gated MLP of intermediate_size, full attention)")
       ->check(CLI::IsMember({"exaone4", "llama", "gpt"}));
   cmd->add_flag("--overlap-comm", o.overlap,
-                "predict a trainer that hides communication behind compute (Megatron-LM's overlap options); "
-                "exatrain does not overlap, so leave it off for exatrain runs");
+                "predict a trainer that hides communication behind compute (Megatron-LM's overlap options, FSDP's "
+                "prefetch); exatrain overlaps only its DP reduction, so leave it off for exatrain runs");
   cmd->add_flag("--json", o.json, "print {\"layouts\": [...]} as JSON, best first");
   cmd->callback([] { plan(o); });
 }

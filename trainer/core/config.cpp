@@ -138,6 +138,21 @@ void RunConfig::validate() const {
   if (!data.packing && data.datasets.empty())
     config_error2(locations, "data.packing", "data.path",
                   "false needs data.datasets (prepared shards carry the document boundaries); data.path has none");
+  static const std::vector<std::string> lora_targets{"q_proj", "k_proj", "v_proj", "o_proj",
+                                                      "gate_proj", "up_proj", "down_proj"};
+  for (size_t i = 0; i < lora.targets.size(); ++i) {
+    const std::string& t = lora.targets[i];
+    if (std::find(lora_targets.begin(), lora_targets.end(), t) == lora_targets.end()) {
+      const std::string hint = closest_match(t, lora_targets);
+      config_error(locations, "lora.targets",
+                   fmt::format("item {}: '{}' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                               "down_proj{}", i + 1, t, hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+    }
+    for (size_t j = 0; j < i; ++j)
+      if (lora.targets[j] == t) config_error(locations, "lora.targets", fmt::format("'{}' is listed twice", t));
+  }
+  if (lora.enabled() && lora.targets.empty())
+    config_error2(locations, "lora.targets", "lora.rank", "is empty: name the linear layers that get adapters");
   if (train.eval_every > 0 && data.datasets.empty())
     config_error2(locations, "train.eval_every", "data.path",
                   "validation needs data.datasets with a validation split (validation_sequences or "
@@ -291,8 +306,17 @@ RunConfig parse_resolved_config(const std::string& yaml_text, const std::string&
   return config;
 }
 
+bool is_run_config(const ConfigNode& root) {
+  for (const char* section : {"model", "parallel", "train", "optimizer", "schedule", "data", "init", "lora",
+                              "checkpoint", "log"})
+    if (root.find(section)) return true;
+  return false;
+}
+
 ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides) {
   ConfigNode root = load_yaml_file(path);
+  // A run config without a model section takes its model from init.from_hf's config.json.
+  if (is_run_config(root) && !root.find("model")) return load_run_config(path, overrides).model;
   const bool run_config = root.find("model") != nullptr;
   if (!run_config) {  // a preset file: wrap its keys as model:
     ConfigNode wrapped;

@@ -154,6 +154,7 @@ struct TrainConfig {
   int64_t eval_batches = 0;  // validation batches per dataset; 0: all
   OnNonfinite on_nonfinite = OnNonfinite::Stop;
   SpikeConfig spike;
+  std::vector<std::string> freeze;  // glob patterns over parameter names: not trained
   template <class V>
   void visit(V& v) {
     v.field("steps", steps, "optimizer steps", Bounds::at_least(1));
@@ -179,7 +180,33 @@ struct TrainConfig {
              "a NaN/inf loss or gradient norm: skip = no update, counted in metrics; stop = save the last good state "
              "and end the run naming the step and the first rank that saw it");
     v.section("spike", spike, "loss and gradient-norm spikes");
+    v.field("freeze", freeze,
+            "parameters not trained: glob patterns (* and ?) over Hugging Face names, e.g. "
+            "model.embed_tokens.weight or model.layers.*.mlp.*; each must match at least one parameter");
   }
+};
+
+// LoRA (Hu et al. 2021, as PEFT): each targeted linear W gets a trainable low-rank update,
+// y = x W^T + (alpha / rank) * dropout(x) A^T B^T with A [rank, in], B [out, rank]; the base
+// weights are frozen. A starts uniform(+-1/sqrt(in)) (PEFT's kaiming_uniform, a = sqrt(5)),
+// B at zero, so training starts from the base model exactly.
+struct LoraConfig {
+  int64_t rank = 0;  // 0: off
+  double alpha = 16;
+  double dropout = 0;
+  std::vector<std::string> targets{"q_proj", "k_proj", "v_proj", "o_proj"};
+  int64_t init_seed = 0;
+  template <class V>
+  void visit(V& v) {
+    v.field("rank", rank, "LoRA rank r; 0 = off (every parameter trains, unless train.freeze)", Bounds::at_least(0));
+    v.field("alpha", alpha, "scale of the update: alpha / rank", Bounds::above(0));
+    v.field("dropout", dropout, "dropout on the adapters' input while training", Bounds::between(0, 0.999));
+    v.field("targets", targets,
+            "linear layers that get adapters: any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    v.field("init_seed", init_seed, "seed of the adapters' initialisation", Bounds::at_least(0));
+  }
+  double scale() const { return alpha / static_cast<double>(rank); }
+  bool enabled() const { return rank > 0; }
 };
 
 struct OptimizerConfig {
@@ -336,6 +363,7 @@ struct RunConfig {
   ScheduleConfig schedule;
   DataConfig data;
   InitConfig init;
+  LoraConfig lora;
   CheckpointConfig checkpoint;
   LogConfig log;
   std::string source_path;  // the run config file (for relative paths)
@@ -350,6 +378,7 @@ struct RunConfig {
     v.section("schedule", schedule, "learning-rate schedule");
     v.section("data", data, "training data");
     v.section("init", init, "where the weights start");
+    v.section("lora", lora, "low-rank adapters (fine-tuning with the base weights frozen)");
     v.section("checkpoint", checkpoint, "checkpoints and the final weights");
     v.section("log", log, "logging and sampling");
   }
@@ -362,7 +391,10 @@ std::vector<std::string> preset_names();
 
 // A preset by name (built-in) or by path to a YAML file with model keys at top level.
 ModelConfig load_model_preset(const std::string& name_or_path, const std::string& relative_to = "");
-// Model keys from a file: either a preset file (keys at top level) or a run config (model: section).
+// A run config (one of its sections at top level), not a model preset file.
+bool is_run_config(const ConfigNode& root);
+// Model keys from a file: either a preset file (keys at top level) or a run config (model: section,
+// or init.from_hf's config.json).
 ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // Resolves a run config: preset <- run file <- overrides, then validate().

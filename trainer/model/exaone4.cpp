@@ -55,11 +55,14 @@ PipelineStage pipeline_stage(const std::vector<int64_t>& layers_per_stage, int s
 }
 
 Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups,
-                           PipelineStage stage)
-    : config_(std::move(config)), groups_(groups), stage_(stage), layer_kinds_(config_.layer_kinds()) {
+                           PipelineStage stage, LoraConfig lora, const std::vector<std::string>& freeze)
+    : config_(std::move(config)), lora_(std::move(lora)), groups_(groups), stage_(stage),
+      layer_kinds_(config_.layer_kinds()) {
   if (stage_.end_layer < 0) stage_.end_layer = config_.num_layers;
   device_ = options.device();
-  for (auto& spec : build_param_specs(config_)) {  // this stage's parameters, in model order
+  std::vector<ParamSpec> all = build_param_specs(config_, lora_);
+  apply_freeze(all, freeze);  // over the whole model: a pattern may match another stage only
+  for (auto& spec : all) {  // this stage's parameters, in model order
     const bool mine = spec.kind == ParamKind::Embedding ? stage_.first || (stage_.last && config_.tie_embeddings)
                       : spec.layer < 0 || spec.layer >= config_.num_layers
                           ? stage_.last
@@ -87,6 +90,19 @@ Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, Tensor
     EXATRAIN_CHECK(it != index.end(), "internal: the parameter registry has no '{}' for this stage", name);
     return params_[it->second];
   };
+  int64_t target = 0;
+  auto adapter = [&](const std::string& module) {  // module: model.layers.L.self_attn.q_proj
+    Adapter a;
+    a.target = target++;
+    auto it = index.find(module + ".lora_A.weight");
+    if (it == index.end()) return a;
+    a.a = params_[it->second];
+    a.b = bind(module + ".lora_B.weight");
+    a.in_full = specs_[it->second].shape[1];
+    const ShardSlice& s = shards_[it->second];
+    a.in_start = s.dim == 1 ? s.start : 0;
+    return a;
+  };
   if (stage_.first || (stage_.last && config_.tie_embeddings)) embed_ = bind("model.embed_tokens.weight");
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
     const std::string n = "model.layers." + std::to_string(l) + ".";
@@ -102,6 +118,14 @@ Exaone4Model::Exaone4Model(ModelConfig config, at::TensorOptions options, Tensor
     p.up_proj = bind(n + "mlp.up_proj.weight");
     p.down_proj = bind(n + "mlp.down_proj.weight");
     p.post_feedforward_norm = bind(n + "post_feedforward_layernorm.weight");
+    target = 0;
+    p.q_lora = adapter(n + "self_attn.q_proj");
+    p.k_lora = adapter(n + "self_attn.k_proj");
+    p.v_lora = adapter(n + "self_attn.v_proj");
+    p.o_lora = adapter(n + "self_attn.o_proj");
+    p.gate_lora = adapter(n + "mlp.gate_proj");
+    p.up_lora = adapter(n + "mlp.up_proj");
+    p.down_lora = adapter(n + "mlp.down_proj");
     layers_.push_back(p);
   }
   if (stage_.last) {
@@ -118,7 +142,39 @@ at::Tensor Exaone4Model::param(const std::string& name) const {
 }
 
 void Exaone4Model::set_requires_grad(bool requires_grad) {
-  for (auto& p : params_) p.requires_grad_(requires_grad);
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].requires_grad_(requires_grad && specs_[i].trainable);
+}
+
+void Exaone4Model::hold_frozen_linears_in(at::ScalarType dtype) {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamSpec& spec = specs_[i];
+    if (spec.trainable || (spec.kind != ParamKind::Linear && spec.kind != ParamKind::LmHead)) continue;
+    // set_data swaps the storage under every handle of this tensor (LayerParams holds copies).
+    params_[i].set_data(params_[i].detach().to(dtype));
+  }
+}
+
+at::Tensor Exaone4Model::project(const at::Tensor& x, const at::Tensor& weight, const Adapter& adapter, int64_t layer,
+                                 const LayerContext& ctx) const {
+  at::Tensor y = at::linear(x, weight);
+  if (!adapter.a.defined()) return y;
+  at::Tensor in = x;
+  if (ctx.dropout_key >= 0 && lora_.dropout > 0) {
+    // The mask of the full input width, cut to this rank's columns: every layout draws the same
+    // values for the same element (the generator runs on the CPU; the mask is then moved).
+    const uint64_t seed = static_cast<uint64_t>(lora_.init_seed) * 0x9E3779B97F4A7C15ull ^
+                          static_cast<uint64_t>(ctx.dropout_key) * 0xBF58476D1CE4E5B9ull ^
+                          static_cast<uint64_t>(layer * 16 + adapter.target) * 0x94D049BB133111EBull;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = adapter.in_full;
+    const double keep = 1.0 - lora_.dropout;
+    at::Tensor mask = at::empty(shape, at::kFloat).bernoulli_(keep, gen).div_(keep);
+    mask = mask.narrow(-1, adapter.in_start, x.size(-1)).to(x.device(), x.scalar_type());
+    in = x * mask;
+  }
+  return y + at::linear(at::linear(in, adapter.a), adapter.b) * lora_.scale();
 }
 
 at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
@@ -147,9 +203,9 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   const int64_t B = xt.size(0), T = xt.size(1), D = config_.resolved_head_dim();
   const int64_t nh = heads_, nkv = kv_heads_;  // this rank's heads
   const double eps = config_.rms_norm_eps;
-  at::Tensor q = at::linear(xt, p.q_proj).view({B, T, nh, D}).transpose(1, 2);  // [B, nh/tp, T, D]
-  at::Tensor k = at::linear(xt, p.k_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
-  at::Tensor v = at::linear(xt, p.v_proj).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
+  at::Tensor q = project(xt, p.q_proj, p.q_lora, layer, ctx).view({B, T, nh, D}).transpose(1, 2);   // [B, nh/tp, T, D]
+  at::Tensor k = project(xt, p.k_proj, p.k_lora, layer, ctx).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
+  at::Tensor v = project(xt, p.v_proj, p.v_lora, layer, ctx).view({B, T, nkv, D}).transpose(1, 2);  // [B, nkv/tp, T, D]
   q = rms_norm(q, p.q_norm, eps);
   k = rms_norm(k, p.k_norm, eps);
   if (config_.layer_uses_rope(layer)) {
@@ -168,7 +224,7 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   const bool windowed = (spec.window > 0 && spec.window < T) || spec.segments.defined();  // needs more than causal
   at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device(), windowed));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
-  out = at::linear(out, p.o_proj);                     // row-parallel: partial sums
+  out = project(out, p.o_proj, p.o_lora, layer, ctx);  // row-parallel: partial sums
   return leave_tp(out, ctx.sequence_parallel);
 }
 
@@ -187,7 +243,9 @@ at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const
   const double eps = config_.rms_norm_eps;
   at::Tensor h = x + rms_norm(attention(p, layer, x, ctx), p.post_attention_norm, eps);
   const at::Tensor ht = enter_tp(h, ctx.sequence_parallel);
-  at::Tensor mlp = at::linear(at::silu(at::linear(ht, p.gate_proj)) * at::linear(ht, p.up_proj), p.down_proj);
+  at::Tensor mlp = project(at::silu(project(ht, p.gate_proj, p.gate_lora, layer, ctx)) *
+                               project(ht, p.up_proj, p.up_lora, layer, ctx),
+                           p.down_proj, p.down_lora, layer, ctx);
   mlp = leave_tp(mlp, ctx.sequence_parallel);
   return h + rms_norm(mlp, p.post_feedforward_norm, eps);
 }
@@ -200,15 +258,16 @@ namespace {
 struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
                             int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask, bool sequence_parallel,
-                            at::Tensor segments, at::Tensor full_mask) {
+                            int64_t dropout_key, at::Tensor segments, at::Tensor full_mask) {
     const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
     ctx->save_for_backward({x, cos, sin, mask, segments, full_mask});
     ctx->saved_data["model"] = model_address;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["sp"] = sequence_parallel;
+    ctx->saved_data["dropout_key"] = dropout_key;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
     auto given = [](const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); };
-    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel, given(mask), given(segments),
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel, given(mask), dropout_key, given(segments),
                                   given(full_mask)};
     return model->layer_forward(layer, x, lc);
   }
@@ -227,13 +286,13 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
       at::AutoGradMode enable(true);
       auto given = [](const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); };
       Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool(), given(saved[3]),
-                                    given(saved[4]), given(saved[5])};
+                                    ctx->saved_data["dropout_key"].toInt(), given(saved[4]), given(saved[5])};
       y = model->layer_forward(layer, x, lc);
     }
     at::autocast::set_autocast_enabled(device, was_autocast);
     torch::autograd::backward({y}, {grad_out[0]});
     return {x.grad(),     at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -248,18 +307,25 @@ at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, 
                  seq_len, tp_size_);
   EXATRAIN_CHECK(!segments.defined() || (segments.dim() == 2 && segments.size(1) == seq_len),
                  "document segments must be [batch, {}], got {}", seq_len, c10::str(segments.sizes()));
-  const LayerContext ctx = make_context(seq_len, input.device(), sp, segments);
+  LayerContext ctx = make_context(seq_len, input.device(), sp, segments);
+  if (lora_.enabled() && lora_.dropout > 0 && at::GradMode::is_enabled())  // training: one key per forward
+    ctx.dropout_key = dropout_step_ * 65536 + dropout_forwards_++;
   const at::Tensor no_mask = at::empty({0}, at::TensorOptions().dtype(at::kBool).device(input.device()));
   at::Tensor h = stage_.first ? embed(input, sp) : input;  // [B, T, H], or [B, T / tp, H] with sp
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
-    if (recompute && at::GradMode::is_enabled())
+    if (recompute && at::GradMode::is_enabled()) {
+      // Autograd runs a Function's backward only when an input needs a gradient; a frozen
+      // embedding (LoRA) gives the first layer an input that does not, while the layer's
+      // adapters do: let the input ask for one (its gradient is then simply unused).
+      if (!h.requires_grad()) h = h.detach().requires_grad_(true);
       // No mask (our kernels): an empty tensor, as autograd functions take no undefined inputs.
       h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin,
-                                 ctx.sliding_mask.defined() ? ctx.sliding_mask : no_mask, sp,
+                                 ctx.sliding_mask.defined() ? ctx.sliding_mask : no_mask, sp, ctx.dropout_key,
                                  ctx.segments.defined() ? ctx.segments : no_mask,
                                  ctx.full_mask.defined() ? ctx.full_mask : no_mask);
-    else
+    } else {
       h = layer_forward(l, h, ctx);
+    }
   }
   if (!stage_.last) return h;
   h = rms_norm(h, final_norm_, config_.rms_norm_eps);
@@ -323,13 +389,19 @@ bool Exaone4Model::canonical(size_t i) const {
 
 TensorSlice Exaone4Model::slice(size_t i) const { return tp_slice(specs_[i], shards_[i]); }
 
-void init_parameters(Exaone4Model& model, uint64_t seed) {
+namespace {
+
+bool is_adapter(const ParamSpec& spec) { return spec.kind == ParamKind::LoraA || spec.kind == ParamKind::LoraB; }
+
+// Parameters `which` selects: each full tensor from a generator seeded from (seed, its name),
+// so values do not depend on which parameters this rank holds (pipeline stages, TP shards);
+// this rank keeps its shard.
+void init_each(Exaone4Model& model, uint64_t seed, bool adapters) {
   at::NoGradGuard no_grad;
   const auto& specs = model.specs();
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& spec = specs[i];
-    // A generator per parameter, seeded from its name: values do not depend on which
-    // parameters this rank holds (pipeline stages, TP shards).
+    if (is_adapter(spec) != adapters) continue;
     uint64_t h = 1469598103934665603ull;  // FNV-1a
     for (unsigned char ch : spec.name) h = (h ^ ch) * 1099511628211ull;
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ h);
@@ -337,6 +409,11 @@ void init_parameters(Exaone4Model& model, uint64_t seed) {
     at::Tensor value;
     if (spec.kind == ParamKind::Norm || spec.kind == ParamKind::HeadNorm) {
       value = at::ones(spec.shape, at::kFloat);
+    } else if (spec.kind == ParamKind::LoraB) {
+      value = at::zeros(spec.shape, at::kFloat);
+    } else if (spec.kind == ParamKind::LoraA) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(spec.shape[1]));  // kaiming_uniform, a = sqrt(5)
+      value = at::empty(spec.shape, at::kFloat).uniform_(-bound, bound, gen);
     } else {
       value = at::empty(spec.shape, at::kFloat);
       value.normal_(0.0, model.config().init_std, gen);
@@ -345,6 +422,17 @@ void init_parameters(Exaone4Model& model, uint64_t seed) {
     const ShardSlice& s = model.shards()[i];
     p.copy_(s.dim < 0 ? value : value.narrow(s.dim, s.start, s.length));
   }
+}
+
+}  // namespace
+
+void init_parameters(Exaone4Model& model, uint64_t seed) {
+  init_each(model, seed, /*adapters=*/false);
+  init_adapters(model);
+}
+
+void init_adapters(Exaone4Model& model) {
+  init_each(model, static_cast<uint64_t>(model.lora().init_seed), /*adapters=*/true);
 }
 
 }  // namespace exatrain

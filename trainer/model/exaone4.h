@@ -63,10 +63,13 @@ class Exaone4Model {
   // how the 32B model is inspected.
   // Only this stage's parameters exist; with tied embeddings the last stage holds a copy of
   // the embedding as its lm_head (kept equal by summing the two gradients).
+  // With `lora` (rank > 0) the targeted linears get adapters (param_spec.h) and every other
+  // parameter is frozen; `freeze` (train.freeze patterns) freezes more.
   Exaone4Model(ModelConfig config, at::TensorOptions options, TensorParallelGroups groups = {},
-               PipelineStage stage = {});
+               PipelineStage stage = {}, LoraConfig lora = {}, const std::vector<std::string>& freeze = {});
 
   const ModelConfig& config() const { return config_; }
+  const LoraConfig& lora() const { return lora_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   const std::vector<ShardSlice>& shards() const { return shards_; }
@@ -97,7 +100,14 @@ class Exaone4Model {
   bool canonical(size_t i) const;
   // The part of the global tensor that parameter i's local shard is.
   TensorSlice slice(size_t i) const;
+  // requires_grad on the trainable parameters (ParamSpec::trainable); frozen ones never.
   void set_requires_grad(bool requires_grad);
+  // Frozen linear weights (LoRA's base, train.freeze) held in `dtype` from now on (bf16 runs:
+  // half the memory; autocast computes with them in bf16 anyway). Norms and embeddings stay.
+  void hold_frozen_linears_in(at::ScalarType dtype);
+  // LoRA dropout: masks are drawn from (lora.init_seed, the step, the forward's index within
+  // the step, layer, target), so a recomputed layer draws the same mask and TP ranks agree.
+  void begin_step(int64_t step) const { dropout_step_ = step, dropout_forwards_ = 0; }
   // Which implementation of the fused operators runs (kernels/ops.h); auto by default.
   void set_kernels(KernelChoice kernels) { kernels_ = kernels; }
   KernelChoice kernels() const { return kernels_; }
@@ -115,6 +125,7 @@ class Exaone4Model {
     // Only when attention runs the reference (ATen SDPA) and a window is shorter than the
     // sequence: the [seq, seq] visibility mask, built once per forward for all sliding layers.
     at::Tensor sliding_mask;
+    int64_t dropout_key = -1;  // LoRA dropout on (a training forward): part of the mask's seed; -1 off
     // Document masks: the segments [batch, seq] (attention and RoPE), and for the reference the
     // [batch, 1, seq, seq] masks of the global layers (sliding_mask then has that shape too).
     at::Tensor segments;
@@ -125,10 +136,20 @@ class Exaone4Model {
                             const at::Tensor& segments = {}) const;
 
  private:
+  // A LoRA adapter (undefined without one): this rank's A and B, and where A's input columns
+  // start in the full input (a row-parallel base splits them) for the dropout mask.
+  struct Adapter {
+    at::Tensor a, b;
+    int64_t in_start = 0, in_full = 0, target = 0;
+  };
   struct LayerParams {
     at::Tensor q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_attention_norm;
     at::Tensor gate_proj, up_proj, down_proj, post_feedforward_norm;
+    Adapter q_lora, k_lora, v_lora, o_lora, gate_lora, up_lora, down_lora;
   };
+  // x W^T, plus the adapter's (alpha / r) * dropout(x) A^T B^T when there is one.
+  at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const Adapter& adapter, int64_t layer,
+                     const LayerContext& ctx) const;
   at::Tensor attention(const LayerParams& p, int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
   // Into a TP region (copy, or all-gather of the sequence) and out of it (all-reduce, or
   // reduce-scatter of the sequence).
@@ -138,6 +159,8 @@ class Exaone4Model {
   at::Tensor embed(const at::Tensor& ids, bool sequence_parallel = false) const;
 
   ModelConfig config_;
+  LoraConfig lora_;
+  mutable int64_t dropout_step_ = 0, dropout_forwards_ = 0;
   TensorParallelGroups groups_;
   PipelineStage stage_;
   at::Device device_ = at::kCPU;
@@ -157,6 +180,10 @@ class Exaone4Model {
 // Normal(0, init_std) for linears and embeddings (pad row zero), ones for norms; deterministic
 // in `seed` and independent of the device and of the layout (each parameter has its own
 // generator; each rank generates the full tensor and keeps its shard).
+// LoRA adapters (when the model has them) are initialised as init_adapters does.
 void init_parameters(Exaone4Model& model, uint64_t seed);
+// Only the LoRA adapters, from lora.init_seed: A uniform(+-1/sqrt(in)) (PEFT's default
+// kaiming_uniform with a = sqrt(5)), B zero; independent of the layout, as init_parameters.
+void init_adapters(Exaone4Model& model);
 
 }  // namespace exatrain

@@ -1,5 +1,11 @@
 #include "trainer/model/param_spec.h"
 
+#include <fnmatch.h>
+
+#include <algorithm>
+
+#include "trainer/core/error.h"
+
 namespace exatrain {
 
 int64_t ParamSpec::numel() const {
@@ -42,30 +48,50 @@ TensorSlice tp_slice(const ParamSpec& spec, const ShardSlice& slice) {
   return t;
 }
 
-std::vector<ParamSpec> build_param_specs(const ModelConfig& c) {
+std::vector<ParamSpec> build_param_specs(const ModelConfig& c, const LoraConfig& lora) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.resolved_head_dim();
   const int64_t q_out = c.num_heads * D, kv_out = c.num_kv_heads * D;
   std::vector<ParamSpec> specs;
   auto add = [&](std::string name, std::vector<int64_t> shape, ParamKind kind, TpSplit split,
                  TpGradReduce reduce, int64_t layer, int64_t units = 0) {
     specs.push_back(ParamSpec{std::move(name), std::move(shape), kind, split, reduce, layer, units});
+    if (lora.enabled()) specs.back().trainable = false;  // LoRA: only the adapters train
+  };
+  // A linear and, when LoRA targets it (by its last name part, q_proj ... down_proj), its adapters.
+  auto linear = [&](const std::string& module, int64_t out, int64_t in, TpSplit split, int64_t layer,
+                    int64_t units = 0) {
+    add(module + ".weight", {out, in}, ParamKind::Linear, split, TpGradReduce::None, layer, units);
+    const std::string target = module.substr(module.rfind('.') + 1);
+    if (!lora.enabled() || std::find(lora.targets.begin(), lora.targets.end(), target) == lora.targets.end()) return;
+    const int64_t r = lora.rank;
+    const bool column_parallel = split == TpSplit::Rows;  // output features split over TP
+    specs.push_back(ParamSpec{module + ".lora_A.weight", {r, in}, ParamKind::LoraA,
+                              column_parallel ? TpSplit::None : TpSplit::Columns,
+                              column_parallel ? TpGradReduce::Sum : TpGradReduce::None, layer,
+                              column_parallel ? 0 : units});
+    specs.back().adapts = module + ".weight";
+    specs.push_back(ParamSpec{module + ".lora_B.weight", {out, r}, ParamKind::LoraB,
+                              column_parallel ? TpSplit::Rows : TpSplit::None,
+                              column_parallel ? TpGradReduce::None : TpGradReduce::Sum, layer,
+                              column_parallel ? units : 0});
+    specs.back().adapts = module + ".weight";
   };
   add("model.embed_tokens.weight", {c.vocab_size, H}, ParamKind::Embedding, TpSplit::Rows, TpGradReduce::None, -1);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    add(p + "self_attn.q_proj.weight", {q_out, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i, c.num_heads);
+    linear(p + "self_attn.q_proj", q_out, H, TpSplit::Rows, i, c.num_heads);
     // KV heads fewer than TP ranks are replicated; the replicas' partial gradients are summed.
-    add(p + "self_attn.k_proj.weight", {kv_out, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i, c.num_kv_heads);
-    add(p + "self_attn.v_proj.weight", {kv_out, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i, c.num_kv_heads);
-    add(p + "self_attn.o_proj.weight", {H, q_out}, ParamKind::Linear, TpSplit::Columns, TpGradReduce::None, i, c.num_heads);
+    linear(p + "self_attn.k_proj", kv_out, H, TpSplit::Rows, i, c.num_kv_heads);
+    linear(p + "self_attn.v_proj", kv_out, H, TpSplit::Rows, i, c.num_kv_heads);
+    linear(p + "self_attn.o_proj", H, q_out, TpSplit::Columns, i, c.num_heads);
     // One weight of size head_dim shared by all heads; under TP each rank normalises its own
     // heads, so the partial gradients must be summed.
     add(p + "self_attn.q_norm.weight", {D}, ParamKind::HeadNorm, TpSplit::None, TpGradReduce::Sum, i);
     add(p + "self_attn.k_norm.weight", {D}, ParamKind::HeadNorm, TpSplit::None, TpGradReduce::Sum, i);
     add(p + "post_attention_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, i);
-    add(p + "mlp.gate_proj.weight", {I, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i);
-    add(p + "mlp.up_proj.weight", {I, H}, ParamKind::Linear, TpSplit::Rows, TpGradReduce::None, i);
-    add(p + "mlp.down_proj.weight", {H, I}, ParamKind::Linear, TpSplit::Columns, TpGradReduce::None, i);
+    linear(p + "mlp.gate_proj", I, H, TpSplit::Rows, i);
+    linear(p + "mlp.up_proj", I, H, TpSplit::Rows, i);
+    linear(p + "mlp.down_proj", H, I, TpSplit::Columns, i);
     add(p + "post_feedforward_layernorm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, i);
   }
   add("model.norm.weight", {H}, ParamKind::Norm, TpSplit::None, TpGradReduce::SumIfSequenceParallel, c.num_layers);
@@ -74,10 +100,38 @@ std::vector<ParamSpec> build_param_specs(const ModelConfig& c) {
   return specs;
 }
 
+void apply_freeze(std::vector<ParamSpec>& specs, const std::vector<std::string>& patterns, const ConfigLocations& locs) {
+  for (size_t k = 0; k < patterns.size(); ++k) {
+    bool matched = false;
+    for (auto& spec : specs)
+      if (fnmatch(patterns[k].c_str(), spec.name.c_str(), 0) == 0) {
+        spec.trainable = false;
+        matched = true;
+      }
+    if (!matched)
+      config_error(locs, "train.freeze",
+                   fmt::format("item {}: '{}' matches no parameter (names as in Hugging Face, e.g. "
+                               "model.embed_tokens.weight, model.layers.*.mlp.*; `exatrain model info --config FILE "
+                               "--params` lists them)", k + 1, patterns[k]));
+  }
+  bool any = false;
+  for (const auto& spec : specs) any = any || spec.trainable;
+  if (!any && !specs.empty())
+    config_error(locs, "train.freeze", "freezes every parameter: nothing would train");
+}
+
+std::vector<ParamSpec> run_param_specs(const RunConfig& run) {
+  std::vector<ParamSpec> specs = build_param_specs(run.model, run.lora);
+  apply_freeze(specs, run.train.freeze, run.locations);
+  return specs;
+}
+
 ParamCounts count_params(const std::vector<ParamSpec>& specs) {
   ParamCounts counts;
   for (const auto& s : specs) {
-    counts.total += s.numel();
+    const bool adapter = s.kind == ParamKind::LoraA || s.kind == ParamKind::LoraB;
+    (adapter ? counts.adapters : counts.total) += s.numel();
+    if (s.trainable) counts.trainable += s.numel();
     if (s.kind == ParamKind::Embedding || s.kind == ParamKind::LmHead) counts.embedding += s.numel();
   }
   return counts;
@@ -85,7 +139,9 @@ ParamCounts count_params(const std::vector<ParamSpec>& specs) {
 
 bool applies_weight_decay(const ParamSpec& spec, const OptimizerConfig& optimizer) {
   switch (spec.kind) {
-    case ParamKind::Linear: return true;
+    case ParamKind::Linear:
+    case ParamKind::LoraA:
+    case ParamKind::LoraB: return true;  // as PEFT under torch's AdamW: every adapter weight decays
     case ParamKind::Norm:
     case ParamKind::HeadNorm: return optimizer.decay_norms;
     case ParamKind::Embedding:
@@ -101,6 +157,8 @@ const char* param_kind_name(ParamKind kind) {
     case ParamKind::Linear: return "linear";
     case ParamKind::Norm: return "norm";
     case ParamKind::HeadNorm: return "head_norm";
+    case ParamKind::LoraA: return "lora_a";
+    case ParamKind::LoraB: return "lora_b";
   }
   return "?";
 }

@@ -12,7 +12,8 @@
 
 namespace exatrain {
 
-enum class ParamKind { Embedding, LmHead, Linear, Norm, HeadNorm };
+// LoraA / LoraB: a LoRA adapter of the linear named by ParamSpec::adapts (lora.* config).
+enum class ParamKind { Embedding, LmHead, Linear, Norm, HeadNorm, LoraA, LoraB };
 
 // How a parameter is laid out over tensor-parallel ranks.
 enum class TpSplit {
@@ -39,6 +40,10 @@ struct ParamSpec {
   // Indivisible units along the split dimension (heads for attention projections; 0: rows).
   // With fewer units than TP ranks (KV heads < tp) each rank holds one whole unit, replicated.
   int64_t split_units = 0;
+  // False: frozen (LoRA's base weights, train.freeze): no gradient, no optimizer state; saved
+  // in checkpoints as weights only.
+  bool trainable = true;
+  std::string adapts;  // LoraA / LoraB: the base linear's name (q_proj.weight of q_proj.lora_A.weight)
 
   int64_t numel() const;
 };
@@ -58,11 +63,29 @@ TensorSlice tp_slice(const ParamSpec& spec, const ShardSlice& slice);
 
 // In model order: embedding, then per layer q,k,v,o, q_norm,k_norm, post_attention_layernorm,
 // gate, up, down, post_feedforward_layernorm; final norm; lm_head unless embeddings are tied.
-std::vector<ParamSpec> build_param_specs(const ModelConfig& config);
+// With LoRA (lora.rank > 0) each targeted linear is followed by its adapters, named as PEFT
+// names them under base_model.model.: model.layers.L.self_attn.q_proj.lora_A.weight [rank, in]
+// and ...lora_B.weight [out, rank]; every other parameter is frozen. Under TP an adapter is
+// split as its base layer: a column-parallel base (output rows split) splits B's rows and
+// replicates A, whose gradient is then summed over TP (each rank back-propagates through its own
+// rows of B); a row-parallel base (input columns split) splits A's columns and replicates B, whose
+// gradient is summed over TP (each rank's A x is a partial sum).
+std::vector<ParamSpec> build_param_specs(const ModelConfig& config, const LoraConfig& lora = {});
+
+// train.freeze: marks the parameters whose name matches one of the glob patterns (fnmatch: *
+// and ?) as frozen. A pattern that matches nothing is an error naming train.freeze and the item (a typo
+// would otherwise train what was meant to stay fixed); `locs` says where it was written.
+void apply_freeze(std::vector<ParamSpec>& specs, const std::vector<std::string>& patterns,
+                  const ConfigLocations& locs = {});
+
+// The run's full registry: build_param_specs with LoRA, then train.freeze. Checks the patterns.
+std::vector<ParamSpec> run_param_specs(const RunConfig& run);
 
 struct ParamCounts {
-  int64_t total = 0;
+  int64_t total = 0;      // the model's parameters (adapters not included)
   int64_t embedding = 0;  // embed_tokens plus an untied lm_head
+  int64_t adapters = 0;   // LoRA A and B
+  int64_t trainable = 0;  // what the optimizer updates (adapters included)
   int64_t non_embedding() const { return total - embedding; }
 };
 ParamCounts count_params(const std::vector<ParamSpec>& specs);

@@ -15,9 +15,12 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
                                            GradReduceOptions reduce)
     : model_(model), config_(config), groups_(groups), zero_(zero_stage), sequence_parallel_(sequence_parallel) {
   const auto& params = model.params();
-  for (const auto& p : params) {
-    offsets_.push_back(total_);
-    total_ += p.numel();
+  // Only trainable parameters have a place in the flat buffers (gradients, master weights,
+  // moments); frozen ones (LoRA's base, train.freeze) get -1 and cost nothing here.
+  for (size_t i = 0; i < params.size(); ++i) {
+    const bool trainable = model.specs()[i].trainable;
+    offsets_.push_back(trainable ? total_ : -1);
+    if (trainable) total_ += params[i].numel();
   }
   const int dp = groups_.dp ? groups_.dp->size() : 1, dp_rank = groups_.dp ? groups_.dp->rank() : 0;
   padded_ = (total_ + dp - 1) / dp * dp;
@@ -35,11 +38,15 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(model.device());  // the bucket lives with the parameters
   at::Tensor mask = at::zeros({padded_}, fp32);
   for (size_t i = 0; i < params.size(); ++i)
-    if (model.canonical(i)) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
+    if (offsets_[i] >= 0 && model.canonical(i)) mask.narrow(0, offsets_[i], params[i].numel()).fill_(1);
   owned_mask_ = mask.narrow(0, lo_, hi_ - lo_).clone();
 
   at::Tensor flat = at::zeros({padded_}, fp32);
   for (size_t i = 0; i < params.size(); ++i) {
+    if (offsets_[i] < 0) {
+      frozen_.push_back(FrozenParam{i, model.canonical(i) && dp_rank == 0});
+      continue;
+    }
     flat.narrow(0, offsets_[i], params[i].numel()).copy_(params[i].detach().reshape({-1}));
     const int64_t a = std::max(offsets_[i], lo_), b = std::min(offsets_[i] + params[i].numel(), hi_);
     if (a >= b) continue;
@@ -111,7 +118,7 @@ void DistributedOptimizer::copy_master_to_params() {
   const int64_t base = full.numel() == padded_ ? 0 : lo_;  // where `full` starts in the bucket
   const auto& params = model_.params();
   for (size_t i = 0; i < params.size(); ++i)
-    params[i].detach().view({-1}).copy_(full.narrow(0, offsets_[i] - base, params[i].numel()));
+    if (offsets_[i] >= 0) params[i].detach().view({-1}).copy_(full.narrow(0, offsets_[i] - base, params[i].numel()));
 }
 
 std::vector<DistributedOptimizer::StateSegment> DistributedOptimizer::state_segments() const {

@@ -68,6 +68,13 @@ class DistributedOptimizer {
     bool canonical;
   };
   std::vector<StateSegment> state_segments() const;
+  // The frozen parameters of this rank (not trained: no optimizer state): checkpoints save their
+  // weights as they are. `canonical` as for segments (DP rank 0 stores them).
+  struct FrozenParam {
+    size_t param;
+    bool canonical;
+  };
+  const std::vector<FrozenParam>& frozen_params() const { return frozen_; }
   // Optimizer steps taken (Adam's bias correction), the same on every segment.
   int64_t step_count() const;
   void set_step_count(int64_t steps);
@@ -90,7 +97,8 @@ class DistributedOptimizer {
   OptimizerGroups groups_;
   int zero_;
   bool sequence_parallel_;
-  std::vector<int64_t> offsets_;  // of each parameter in the bucket
+  std::vector<int64_t> offsets_;  // of each parameter in the bucket; -1: frozen
+  std::vector<FrozenParam> frozen_;
   int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;
   std::vector<Segment> segments_;
   std::vector<bool> segment_decay_;

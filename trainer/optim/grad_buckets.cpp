@@ -61,6 +61,7 @@ GradientBuckets::GradientBuckets(const Exaone4Model& model, GradReduceGroups gro
   // increase with i), the first one ends at `padded` (it takes the padding).
   bucket_of_.assign(params_.size(), 0);
   for (size_t k = params_.size(); k-- > 0;) {
+    if (offsets_[k] < 0) continue;  // frozen: no gradient
     if (buckets_.empty() || (buckets_.back().end - buckets_.back().begin) * 4 >= options_.bucket_bytes) {
       buckets_.emplace_back();
       buckets_.back().end = buckets_.size() == 1 ? padded_ : offsets_[k] + params_[k].numel();
@@ -81,12 +82,13 @@ GradientBuckets::GradientBuckets(const Exaone4Model& model, GradReduceGroups gro
   }
   if (options_.overlap)
     for (size_t i = 0; i < params_.size(); ++i)
-      torch::autograd::impl::set_post_acc_grad_hooks(params_[i], std::make_unique<BucketHook>(this, i));
+      if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], std::make_unique<BucketHook>(this, i));
 }
 
 GradientBuckets::~GradientBuckets() {
   if (options_.overlap)
-    for (const auto& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], nullptr);
 }
 
 std::string GradientBuckets::describe() const {

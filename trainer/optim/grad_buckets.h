@@ -56,7 +56,8 @@ struct GradReduceOptions {
 class GradientBuckets {
  public:
   // `offsets[i]`: parameter i's first element in the flat buffer of `padded` elements (a
-  // multiple of the DP size); with `zero1`, DP rank r owns [r, r + 1) * padded / dp.
+  // multiple of the DP size), -1 for a frozen parameter (no gradient, not reduced); with
+  // `zero1`, DP rank r owns [r, r + 1) * padded / dp.
   GradientBuckets(const Exaone4Model& model, GradReduceGroups groups, bool sequence_parallel,
                   std::vector<int64_t> offsets, int64_t padded, bool zero1, GradReduceOptions options);
   ~GradientBuckets();

@@ -73,6 +73,8 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
     queue.pop_front();
     note_progress();
     if (++backwarded == M && options.before_last_backward) options.before_last_backward();
+    if (!f.output.requires_grad())  // a first stage with every parameter frozen: nothing to do
+      return at::Tensor();
     if (model.stage().last)
       f.output.backward();
     else

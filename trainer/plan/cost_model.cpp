@@ -30,15 +30,37 @@ double attention_span(const ModelConfig& m, const ModelVariant& v, LayerKind kin
                                                                              : seq_len);
 }
 
+// TorchTitan's 'op' selective checkpointing recomputes every second matmul of a layer's forward
+// (the spec registry lists a layer's linears in forward order: q, k, v, o, gate, up, down).
+std::vector<bool> op_recomputed(const std::vector<ParamSpec>& specs) {
+  std::vector<bool> out(specs.size(), false);
+  int64_t layer = -2, count = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].kind != ParamKind::Linear) continue;
+    if (specs[i].layer != layer) layer = specs[i].layer, count = 0;
+    out[i] = ++count % 2 == 0;
+  }
+  return out;
+}
+
 PipelineStage stage_of_layout(const ModelConfig& m, const CostLayout& l, int s) {
   return l.pipeline_layers.empty() ? pipeline_stage(m.num_layers, static_cast<int>(l.pp), s)
                                    : pipeline_stage(l.pipeline_layers, s);
 }
 
-// Elements of this stage's TP shards, as Exaone4Model decides which parameters a stage holds.
-int64_t stage_elements(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
-                       int64_t tp) {
-  int64_t elements = 0;
+// This stage's TP shards, as Exaone4Model decides which parameters a stage holds: all of them,
+// those that train (gradients and optimizer state), the bytes of the frozen ones (linears held in
+// bf16 by a bf16 run, Exaone4Model::hold_frozen_linears_in), and the most any one decoder layer
+// of the stage holds.
+struct StageParams {
+  int64_t elements = 0, trainable = 0, largest_layer = 0;
+  double frozen_bytes = 0;
+};
+
+StageParams stage_params(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
+                         int64_t tp, Precision precision) {
+  StageParams out;
+  std::map<int64_t, int64_t> per_layer;
   for (const ParamSpec& spec : specs) {
     const bool mine = spec.kind == ParamKind::Embedding ? stage.first || (stage.last && m.tie_embeddings)
                       : spec.layer < 0 || spec.layer >= m.num_layers
@@ -47,9 +69,17 @@ int64_t stage_elements(const std::vector<ParamSpec>& specs, const ModelConfig& m
     if (!mine) continue;
     int64_t n = 1;
     for (int64_t d : local_shape(spec, tp_shard(spec, 0, static_cast<int>(tp)))) n *= d;
-    elements += n;
+    out.elements += n;
+    if (spec.layer >= 0 && spec.layer < m.num_layers) per_layer[spec.layer] += n;
+    if (spec.trainable) {
+      out.trainable += n;
+    } else {
+      const bool half = precision == Precision::BF16 && (spec.kind == ParamKind::Linear || spec.kind == ParamKind::LmHead);
+      out.frozen_bytes += (half ? 2.0 : 4.0) * static_cast<double>(n);
+    }
   }
-  return elements;
+  for (const auto& [layer, n] : per_layer) out.largest_layer = std::max(out.largest_layer, n);
+  return out;
 }
 
 // Activation bytes of one micro-batch on one stage, from what each operator of
@@ -167,6 +197,8 @@ CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp
   l.precision = c.train.precision;
   l.attention_mask = c.train.kernels == KernelChoice::Reference;
   l.document_mask = c.data.document_mask;
+  l.lora = c.lora;
+  l.freeze = c.train.freeze;
   return l;
 }
 
@@ -198,8 +230,10 @@ double train_flops_per_token(const ModelConfig& m, int64_t seq_len, const ModelV
 LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelVariant& v) {
   EXATRAIN_CHECK(l.tp >= 1 && l.pp >= 1 && l.dp >= 1 && l.micro_batch >= 1, "internal: bad layout {}x{}x{}", l.tp,
                  l.pp, l.dp);
+  std::vector<ParamSpec> all = build_param_specs(m, l.lora);  // with LoRA adapters and train.freeze
+  apply_freeze(all, l.freeze);
   std::vector<ParamSpec> specs;
-  for (ParamSpec& s : build_param_specs(m))
+  for (ParamSpec& s : all)
     if (in_variant(s, v)) specs.push_back(std::move(s));
   LayoutCost cost;
   const int64_t M = std::max<int64_t>(l.micro_batches(), 1);
@@ -208,11 +242,32 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
     StageMemory r;
     r.stage = s;
     r.layers = stage.end_layer - stage.first_layer;
-    r.elements = stage_elements(specs, m, stage, l.tp);
-    const bool zero1 = l.zero == 1 && l.dp > 1;
-    r.owned = zero1 ? (r.elements + l.dp - 1) / l.dp : r.elements;
-    r.weights = r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.elements);
-    r.optimizer = (zero1 ? 20.0 : 16.0) * static_cast<double>(r.owned);
+    const StageParams params = stage_params(specs, m, stage, l.tp, l.precision);
+    r.elements = params.elements;
+    r.trainable = params.trainable;
+    const int64_t largest_layer = params.largest_layer;
+    const bool zero1 = l.zero == 1 && l.dp > 1, zero3 = l.zero == 3;
+    r.owned = zero1 || zero3 ? (r.trainable + l.dp - 1) / l.dp : r.trainable;
+    if (zero3) {
+      // FSDP (as TorchTitan's FSDP2 with bf16 compute): fp32 shards of weights, gradients and the
+      // two Adam moments; the weights of the layer running and of the one prefetched, gathered in
+      // the compute dtype; one layer's full gradient (compute dtype, then fp32 for the
+      // reduce-scatter). No separate reduction bucket or master copy: the shard is the master.
+      // Under PP (TorchTitan: reshard_after_forward off) the stage's weights are gathered once per
+      // step and stay whole, and its gradients accumulate whole (compute dtype) until the last
+      // micro-batch's backward reduce-scatters them. (Published runs only: every weight trains.)
+      const double gathered = l.precision == Precision::BF16 ? 2.0 : 4.0;
+      const double owned = static_cast<double>(r.owned);
+      const double whole = l.pp > 1 ? static_cast<double>(r.elements) : 2.0 * static_cast<double>(largest_layer);
+      r.weights = 4.0 * owned + gathered * whole;
+      r.gradients = 4.0 * owned + (gathered + (gathered < 4.0 ? 4.0 : 0.0)) * whole / (l.pp > 1 ? 1.0 : 2.0);
+      r.reduce_buffer = 0;
+      r.optimizer = 8.0 * owned;
+    } else {
+      r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.trainable);
+      r.weights = r.gradients + params.frozen_bytes;
+      r.optimizer = (zero1 ? 20.0 : 16.0) * static_cast<double>(r.owned);
+    }
     const ActivationModel a = stage_activations(m, v, l, stage);
     r.in_flight = std::min<int64_t>(l.pp - s, M);  // 1F1B: warm-up forwards + the one being run
     r.saved_per_micro_batch = a.saved;
@@ -228,7 +283,12 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   cost.model_flops_per_step = per_token * tokens;
   const double lm_head = 6.0 * static_cast<double>(m.vocab_size * m.hidden_size);
   const double layers_share = per_token - lm_head;
-  const double extra = l.recompute == Recompute::Full ? layers_share / 3.0 : 0.0;
+  double extra = l.recompute == Recompute::Full ? layers_share / 3.0 : 0.0;
+  if (l.recompute != Recompute::Full && l.op_recompute) {
+    const std::vector<bool> again = op_recomputed(specs);
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (again[i]) extra += 2.0 * static_cast<double>(specs[i].numel());
+  }
   cost.hardware_flops_per_step = (per_token + extra) * tokens;
 
   // Bytes handed to each collective in a step by the ranks of the first pipeline stage (world
@@ -265,7 +325,17 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   if (l.pp > 1) c["pp.send_recv"] = Mb * B * (sp ? T / static_cast<double>(l.tp) : T) * H * 4;  // activations out
   if (l.dp > 1) {
     const double padded = static_cast<double>((first.elements + l.dp - 1) / l.dp * l.dp);
-    if (l.zero == 1) {
+    const double compute_dtype = l.precision == Precision::BF16 ? 2 : 4;
+    if (l.zero == 3 && l.pp > 1) {  // once per step: the stage's weights stay whole (FSDP under PP)
+      c["dp.reduce_scatter"] = padded * 4;
+      c["dp.all_gather"] = padded / static_cast<double>(l.dp) * compute_dtype;
+    } else if (l.zero == 3) {  // per micro-batch: gathered for the forward and again for the backward
+      c["dp.reduce_scatter"] = Mb * padded * 4;
+      c["dp.all_gather"] = Mb * 2 * padded / static_cast<double>(l.dp) * compute_dtype;
+    } else if (l.zero == 1 && l.compute_dtype_weights) {
+      c["dp.reduce_scatter"] = padded * 4;
+      c["dp.all_gather"] = padded / static_cast<double>(l.dp) * compute_dtype;
+    } else if (l.zero == 1) {
       c["dp.reduce_scatter"] = padded * 4;
       c["dp.all_gather"] = padded / static_cast<double>(l.dp) * 4;
     } else {
@@ -287,24 +357,36 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   std::vector<ParamSpec> specs;
   for (ParamSpec& s : build_param_specs(m))
     if (in_variant(s, v)) specs.push_back(std::move(s));
+  // Matmul weights per layer, and those TorchTitan's 'op' checkpointing runs a second time.
   std::vector<double> layer_matmul(static_cast<size_t>(m.num_layers), 0.0);
-  for (const auto& s : specs)
-    if (s.kind == ParamKind::Linear && s.layer >= 0 && s.layer < m.num_layers)
-      layer_matmul[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+  std::vector<double> layer_again(static_cast<size_t>(m.num_layers), 0.0);
+  const std::vector<bool> again = op_recomputed(specs);
+  for (size_t k = 0; k < specs.size(); ++k) {
+    const ParamSpec& s = specs[k];
+    if (s.kind != ParamKind::Linear || s.layer < 0 || s.layer >= m.num_layers) continue;
+    layer_matmul[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+    if (again[k] && l.op_recompute && !recompute)
+      layer_again[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+  }
   const auto kinds = m.layer_kinds();
   const double pass = recompute ? 8.0 : 6.0;
-  double slowest = 0;
+  // One micro-batch's forward + backward on each stage (compute and its TP collectives).
+  std::vector<double> stage_compute, stage_comm;
   for (int s = 0; s < l.pp; ++s) {
     const PipelineStage stage = stage_of_layout(m, l, s);
     double gemm = 0, attention = 0;
     for (int64_t i = stage.first_layer; i < stage.end_layer; ++i) {
-      gemm += pass * layer_matmul[static_cast<size_t>(i)];
+      gemm += pass * layer_matmul[static_cast<size_t>(i)] + 2.0 * layer_again[static_cast<size_t>(i)];
       attention += (recompute ? 16.0 : 12.0) * static_cast<double>(m.num_heads * m.resolved_head_dim()) *
                    attention_span(m, v, kinds[static_cast<size_t>(i)], l.seq_len);
     }
-    if (stage.last) gemm += 6.0 * static_cast<double>(m.vocab_size * m.hidden_size);
+    // Float8 runs the decoder layers' linears at the fp8 peak; the lm_head and attention stay bf16.
+    EXATRAIN_CHECK(!l.float8 || hw.fp8_peak_flops > 0, "float8: {} has no fp8 peak (fp8_dense_tflops)", hw.name);
+    const double layer_peak = l.float8 ? hw.fp8_peak_flops : hw.peak_flops;
+    const double head = stage.last ? 6.0 * static_cast<double>(m.vocab_size * m.hidden_size) : 0.0;
     const double tokens = B * T / tp;  // each TP rank does 1/tp of every GEMM and head
-    const double compute = tokens * (gemm / (hw.peak_flops * hw.gemm_efficiency) +
+    const double compute = tokens * (gemm / (layer_peak * hw.gemm_efficiency) +
+                                     head / (hw.peak_flops * hw.gemm_efficiency) +
                                      attention / (hw.peak_flops * hw.attention_efficiency));
     // TP: 4 all-reduces of [B, T, H] per layer (2 forward, 2 backward; 2 more with
     // recomputation), one more at the embedding and at the lm_head; a ring moves 2 (tp - 1) / tp
@@ -317,13 +399,21 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
                            (stage.first ? 1.0 : 0.0) + (stage.last ? 1.0 : 0.0);
       comm = count * B * T * H * act * 2.0 * (tp - 1) / tp / hw.intra_node_bytes_per_s;
     }
-    if (compute + comm > t.compute / M + t.tp_comm / M) {
-      t.compute = M * compute;
-      t.tp_comm = M * comm;
-    }
-    slowest = std::max(slowest, compute + comm);
+    stage_compute.push_back(compute);
+    stage_comm.push_back(comm);
   }
-  t.pp_bubble = static_cast<double>(l.pp - 1) * slowest;
+  // 1F1B: the slowest stage runs all M micro-batches; before its first and after its last, every
+  // other stage runs one (warm-up and drain). With even stages that is (pp - 1) slots of the
+  // slowest; with uneven ones (the lm_head on the last stage) less.
+  size_t slowest = 0;
+  double sum = 0;
+  for (size_t s = 0; s < stage_compute.size(); ++s) {
+    sum += stage_compute[s] + stage_comm[s];
+    if (stage_compute[s] + stage_comm[s] > stage_compute[slowest] + stage_comm[slowest]) slowest = s;
+  }
+  t.compute = M * stage_compute[slowest];
+  t.tp_comm = M * stage_comm[slowest];
+  t.pp_bubble = sum - (stage_compute[slowest] + stage_comm[slowest]);
   const int64_t per_node = std::max<int64_t>(hw.gpus_per_node, 1);
   if (l.pp > 1) {
     // fp32 activation buffers ([B, T/tp, H] with sequence parallelism), one each way per
@@ -337,17 +427,39 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
     t.pp_comm += static_cast<double>(m.vocab_size / l.tp * m.hidden_size) * 4.0 / bw;
   }
   const StageMemory& big = cost.largest_static();
+  // DP: what is gathered before the forward (ZeRO-1's updated weights, ZeRO-3's per layer) and
+  // what is reduced after the backward.
+  double dp_gather = 0, dp_reduce = 0;
   if (l.dp > 1) {
-    const double d = static_cast<double>(l.dp);
+    const double d = static_cast<double>(l.dp), ring = (d - 1) / d;
     const double bw = l.tp * l.dp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
-    t.dp_comm = 4.0 * static_cast<double>(big.elements) * 2.0 * (d - 1) / d / bw;  // fp32 gradients, ring
+    const double n = static_cast<double>(big.elements);
+    const double compute_dtype = l.precision == Precision::BF16 ? 2.0 : 4.0;
+    if (l.zero == 3 && l.pp > 1) {  // under PP: gather once before the first forward, reduce-scatter once
+      dp_gather = compute_dtype * n * ring / bw;
+      dp_reduce = 4.0 * n * ring / bw;
+    } else if (l.zero == 3) {  // per micro-batch: gather (compute dtype) forward and backward, reduce-scatter fp32
+      dp_gather = M * compute_dtype * n * ring / bw;
+      dp_reduce = M * (compute_dtype + 4.0) * n * ring / bw;
+    } else if (l.zero == 1) {  // reduce-scatter fp32 gradients, all-gather the updated weights
+      dp_gather = (l.compute_dtype_weights ? compute_dtype : 4.0) * n * ring / bw;
+      dp_reduce = 4.0 * n * ring / bw;
+    } else {
+      dp_reduce = 4.0 * n * 2.0 * ring / bw;  // fp32 gradients, ring all-reduce
+    }
+    t.dp_comm = dp_gather + dp_reduce;
   }
   // AdamW: reads gradient, master, two moments, writes master, two moments and the weight.
   if (hw.memory_bytes_per_s > 0) t.optimizer = 32.0 * static_cast<double>(big.owned) / hw.memory_bytes_per_s;
   if (overlap_comm) {  // hidden behind compute as far as compute lasts: only the excess is exposed
-    t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
+    if (l.tp_overlap) t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
     t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
-    t.dp_comm = std::max(0.0, t.dp_comm - t.compute * 2.0 / 3.0);  // behind the backward
+    // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them (under
+    // PP once per step, as ZeRO-1). The DP reduction of ZeRO 0/1 waits for the gradients of the
+    // last micro-batch, so only its backward hides it, and the next step's first forward hides
+    // the weights' all-gather (Megatron-LM's --overlap-grad-reduce, --overlap-param-gather).
+    const double hiding = l.zero == 3 && l.pp == 1 ? t.compute : t.compute / M;
+    t.dp_comm = std::max(0.0, dp_gather - hiding / 3.0) + std::max(0.0, dp_reduce - hiding * 2.0 / 3.0);
   }
   return t;
 }

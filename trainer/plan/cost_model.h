@@ -22,11 +22,29 @@ struct ModelVariant {
 
 struct CostLayout {
   int64_t tp = 1, pp = 1, dp = 1;
+  // 0: DP all-reduce; 1: ZeRO-1 (optimizer state sharded over DP); 3: FSDP / ZeRO-3, weights,
+  // gradients and optimizer state all sharded over DP, weights all-gathered before each layer's
+  // forward and again before its backward, gradients reduce-scattered (planner only: published
+  // runs use it, exatrain does not, so `plan` never proposes it).
   int64_t zero = 0;
   bool sequence_parallel = false;
   std::vector<int64_t> pipeline_layers;  // empty: the trainer's even split
   int64_t micro_batch = 1, global_batch = 1, seq_len = 128;
   Recompute recompute = Recompute::None;
+  // Planner only: TorchTitan's per-operator selective checkpointing ('op' policy): each layer's
+  // forward saves every matmul output except every second one (k, o, up in forward order), which
+  // the backward recomputes; attention outputs are saved. Memory is counted as without it.
+  bool op_recompute = false;
+  // Planner only: the trainer keeps its weights in the compute dtype, so ZeRO-1 all-gathers them
+  // in bf16 (Megatron-LM's distributed optimizer: bf16 params, fp32 main params in the optimizer);
+  // exatrain keeps fp32 weights and gathers fp32. (Memory is counted as exatrain's.)
+  bool compute_dtype_weights = false;
+  // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
+  // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
+  bool float8 = false;
+  // With overlap_comm: whether TP communication is hidden too (Megatron-LM's --tp-comm-overlap,
+  // TorchTitan's AsyncTP); false: only DP and PP communication is.
+  bool tp_overlap = true;
   Precision precision = Precision::FP32;
   // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
@@ -35,6 +53,12 @@ struct CostLayout {
   // data.document_mask: per-token RoPE tables [B, 1, T, D] and segment ids; with the reference,
   // [B, 1, T, T] masks for the sliding layers (when the model has a window) and the global ones.
   bool document_mask = false;
+  // What trains: with LoRA only the adapters, minus train.freeze patterns. Frozen parameters have
+  // no gradient, bucket or optimizer state; in bf16 their linears are held in bf16. (Activations
+  // and FLOPs are modelled as for training every weight: an upper bound for LoRA, whose frozen
+  // base needs no weight gradients.)
+  LoraConfig lora;
+  std::vector<std::string> freeze;
 
   int64_t micro_batches() const { return global_batch / (micro_batch * dp); }  // per DP rank and step
   // The layout of a run config (dp 0 resolved from `world`).
@@ -42,13 +66,15 @@ struct CostLayout {
 };
 
 // Bytes one pipeline stage's rank holds. Weights, gradients and the reduction bucket are fp32
-// (the trainer keeps fp32 master weights whatever the precision); optimizer state: master copy,
-// two Adam moments and the norm mask over the owned elements (all, or 1/dp with ZeRO-1, which
+// (the trainer keeps fp32 master weights whatever the precision) for what trains; frozen weights
+// as held (bf16 linears in bf16 runs), with no gradient; optimizer state: master copy, two Adam
+// moments and the norm mask over the owned trainable elements (all, or 1/dp with ZeRO-1, which
 // also keeps its reduce-scattered gradient slice).
 struct StageMemory {
   int stage = 0;
   int64_t layers = 0;
   int64_t elements = 0, owned = 0;  // parameters on the rank; optimizer elements it owns
+  int64_t trainable = 0;            // of `elements`, those that train
   double weights = 0, gradients = 0, reduce_buffer = 0, optimizer = 0;
   // Activations: what one micro-batch saves for backward, how many micro-batches 1F1B keeps in
   // flight on this stage, and the peak above the step's start: the other in-flight micro-batches'
@@ -86,6 +112,7 @@ struct Hardware {
   std::string name;
   double memory_bytes = 0;         // usable device memory
   double peak_flops = 0;           // dense bf16 (or the CPU's measured fp32 GEMM peak)
+  double fp8_peak_flops = 0;       // dense fp8 (0: none)
   double gemm_efficiency = 1;      // share of the peak the linears reach
   double attention_efficiency = 1; // share of the peak the attention reaches
   double memory_bytes_per_s = 0;   // HBM
@@ -94,21 +121,22 @@ struct Hardware {
   int64_t gpus_per_node = 8;
 };
 
-// Predicted time of one optimizer step of a layout (seconds), and its parts. The trainer does
-// not overlap communication with compute (TP collectives, pipeline send/recv and the DP gradient
-// reduction all wait), so the parts add up.
+// Predicted time of one optimizer step of a layout (seconds), and its parts, which add up: what
+// `overlap_comm` hides behind compute is left out of the communication parts.
 struct StepTime {
   double compute = 0;      // the busiest stage's forward + backward (+ recomputation), all micro-batches
   double tp_comm = 0;      // its TP collectives
-  double pp_bubble = 0;    // 1F1B warm-up and drain: (pp - 1) micro-batch slots
+  double pp_bubble = 0;    // 1F1B warm-up and drain: one micro-batch of every other stage
   double pp_comm = 0;      // activation and gradient send/recv between stages
   double dp_comm = 0;      // the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather)
   double optimizer = 0;    // AdamW over the owned elements (memory bound)
   double total() const { return compute + tp_comm + pp_bubble + pp_comm + dp_comm + optimizer; }
 };
 // `overlap_comm`: predict a trainer that hides TP, PP and DP communication behind compute where
-// compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce); exatrain
-// does not, so its own plans use false. Published runs that overlapped are predicted with true.
+// compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce, FSDP's
+// prefetch). exatrain overlaps only its DP reduction, with the last micro-batch's backward
+// (parallel.grad_overlap), so its own plans use false: the reduction counted whole, an upper
+// bound. Published runs that overlapped are predicted with true.
 StepTime predict_step_time(const ModelConfig& model, const CostLayout& layout, const LayoutCost& cost,
                            const Hardware& hw, const ModelVariant& variant = {}, bool overlap_comm = false);
 

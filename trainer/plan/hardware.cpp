@@ -50,6 +50,7 @@ Hardware load_hardware(const std::string& name, const std::string& path) {
   hw.name = name;
   hw.memory_bytes = number(*gpu, "memory_gb", where) * 1e9;
   hw.peak_flops = number(*gpu, "bf16_dense_tflops", where) * 1e12;
+  if (gpu->find("fp8_dense_tflops")) hw.fp8_peak_flops = number(*gpu, "fp8_dense_tflops", where) * 1e12;
   hw.memory_bytes_per_s = number(*gpu, "hbm_tb_per_s", where) * 1e12;
   hw.intra_node_bytes_per_s = number(*gpu, "nvlink_gb_per_s", where) * 1e9 * link;
   hw.inter_node_bytes_per_s = number(*gpu, "network_gb_per_s", where) * 1e9 * link;

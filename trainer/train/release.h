@@ -40,7 +40,15 @@ struct ExportReport {
 // run's config (model, data.tokenizer, ...) in `run`.
 std::unique_ptr<Exaone4Model> load_checkpoint_model(CheckpointReader& reader, RunConfig* run = nullptr);
 
-// With `world` (collective: every rank calls it), each rank writes its share of the shards;
+// The LoRA adapter of a checkpoint as PEFT saves one, into `dir` (new or empty):
+// adapter_config.json (peft_type LORA, r, lora_alpha, target_modules, base_model_name_or_path)
+// and adapter_model.safetensors (fp32; keys base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight).
+// Fails naming the checkpoint when its run had no adapters.
+// base_model_name_or_path is the run's init.from_hf.
+void write_peft_adapter(CheckpointReader& reader, const std::string& dir);
+
+// With `world` (collective: every rank calls it), each rank writes its share of the shards; with
+// LoRA the weights are merged (W + alpha / r B A) and DIR/adapter holds the adapter as well;
 // --verify runs on every rank (rank 0's report is the one to print).
 ExportReport export_checkpoint(CheckpointReader& reader, const ExportOptions& options,
                                const Communicator* world = nullptr);

@@ -4,6 +4,9 @@
 
 #include <chrono>
 #include <future>
+#include <set>
+
+#include <fmt/ranges.h>
 #include <cstring>
 #include <filesystem>
 
@@ -61,6 +64,13 @@ std::vector<StatePiece> state_pieces(const TrainState& state, bool canonical_onl
     add("optimizer.exp_avg." + spec.name, spec, slice, seg.exp_avg);
     add("optimizer.exp_avg_sq." + spec.name, spec, slice, seg.exp_avg_sq);
   }
+  // Frozen parameters (LoRA's base, train.freeze): the weights as the model holds them (bf16
+  // when held in bf16), whole TP shards; a checkpoint is complete without init.from_hf.
+  for (const auto& frozen : state.optimizer->frozen_params()) {
+    if (canonical_only && !frozen.canonical) continue;
+    const ParamSpec& spec = model.specs()[frozen.param];
+    add(spec.name, spec, model.slice(frozen.param), model.params()[frozen.param].detach());
+  }
   return pieces;
 }
 
@@ -84,6 +94,21 @@ void check_resumable(const CheckpointInfo& info, const RunConfig& config, const 
   for (const auto& [key, value] : mine)
     if (!info.model.count(key))
       fail("checkpoint '{}' was saved from another model: it has no {} (this run: {})", dir, key, value);
+  // What trains: LoRA adapters and frozen parameters decide which tensors a checkpoint holds.
+  {
+    const RunConfig saved = parse_resolved_config(info.config_yaml, dir + "/manifest.pb (config)");
+    auto text = [](const std::vector<std::string>& v) { return v.empty() ? std::string("[]") : fmt::format("[{}]", fmt::join(v, ", ")); };
+    const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> keys{
+        {"lora.rank", {std::to_string(saved.lora.rank), std::to_string(config.lora.rank)}},
+        {"lora.targets", {saved.lora.enabled() ? text(saved.lora.targets) : "-", config.lora.enabled() ? text(config.lora.targets) : "-"}},
+        {"lora.alpha", {saved.lora.enabled() ? fmt::format("{}", saved.lora.alpha) : "-", config.lora.enabled() ? fmt::format("{}", config.lora.alpha) : "-"}},
+        {"train.freeze", {text(saved.train.freeze), text(config.train.freeze)}}};
+    for (const auto& [key, values] : keys)
+      if (values.first != values.second)
+        fail("checkpoint '{}' was trained with {} {}, this run has {}; resume with the same {} (to fine-tune from it "
+             "in another way, export it and start from the export with init.from_hf)",
+             dir, key, values.first, values.second, key);
+  }
   if (info.tokenizer_sha256 != tokenizer_sha256)
     fail("checkpoint '{}' was trained with {}, this run has {}; resume with the same data.tokenizer", dir,
          info.tokenizer_sha256.empty() ? "no tokenizer" : "tokenizer sha256 " + info.tokenizer_sha256,
@@ -201,8 +226,10 @@ std::optional<SaveReport> CheckpointSaver::save(const TrainState& state) {
     // them. The copy runs beside the next forward and backward, which do not touch this state;
     // the loop waits for it only before the next optimizer update (before_update()).
     std::vector<std::pair<void*, const void*>> copies;  // destination, source
+    std::set<const void*> frozen;  // frozen weights never change: written from where they are
+    for (const auto& f : state.optimizer->frozen_params()) frozen.insert(state.model->params()[f.param].data_ptr());
     for (auto& piece : p->pieces) {
-      bool staged = false;
+      bool staged = frozen.count(piece.data) > 0;
       for (const auto& [host, device] : p->host) staged = staged || host.data_ptr() == piece.data;
       if (staged) continue;
       const int64_t bytes = piece.slice.numel() * static_cast<int64_t>(dtype_size(piece.dtype));

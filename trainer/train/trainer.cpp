@@ -342,6 +342,7 @@ void Trainer::setup(const ResumeOptions& resume) {
   // Everything that can be checked is checked before the run directory is touched.
   device_ = choose_device(config_, topo_);
   cuda_index_ = device_.is_cuda() ? device_.index() : -1;
+  (void)run_param_specs(config_);  // train.freeze patterns that match nothing fail here, naming the key
   state_.data = std::make_unique<TrainData>(config_, topo_);
   adopt_tokenizer_ids(config_, *state_.data);
   try {
@@ -394,7 +395,8 @@ void Trainer::setup(const ResumeOptions& resume) {
   stage_ = stage_of(config_, topo_.pp, topo_.pp_rank);
   state_.model = std::make_unique<Exaone4Model>(
       config_.model, at::TensorOptions().dtype(at::kFloat).device(device_),
-      TensorParallelGroups{topo_.tp > 1 ? topo_.tp_group.get() : nullptr, kv_replicas_.get()}, stage_);
+      TensorParallelGroups{topo_.tp > 1 ? topo_.tp_group.get() : nullptr, kv_replicas_.get()}, stage_, config_.lora,
+      config_.train.freeze);
   state_.model->set_kernels(t_.kernels);
   // Tied embeddings under PP: the first and last stage each hold a copy; their gradients are
   // summed over this two-rank group so the copies stay equal.
@@ -413,10 +415,14 @@ void Trainer::setup(const ResumeOptions& resume) {
                                       tp_gradients_.get()})
       if (group) group->init_nccl();
   Exaone4Model& model = *state_.model;
-  if (!checkpoint && !config_.init.from_hf.empty())
+  if (!checkpoint && !config_.init.from_hf.empty()) {
     load_hf_weights(model, config_.init.from_hf);
-  else if (!checkpoint)
+    init_adapters(model);
+  } else if (!checkpoint) {
     init_parameters(model, static_cast<uint64_t>(t_.seed));
+  }
+  // Frozen linears of a bf16 run are held in bf16 (a checkpoint then holds them so too).
+  if (t_.precision == Precision::BF16) model.hold_frozen_linears_in(at::kBFloat16);
   model.set_requires_grad(true);
   state_.optimizer = std::make_unique<DistributedOptimizer>(
       model, config_.optimizer,
@@ -458,14 +464,26 @@ void Trainer::setup(const ResumeOptions& resume) {
   const ParamCounts counts = count_params(model.specs());
   flops_per_token_ = train_flops_per_token(config_.model, t_.seq_len);
   peak_ = measure_gemm_peak_flops(0.3);
-  int64_t local_params = 0;
-  for (const auto& p : model.params()) local_params += p.numel();
+  int64_t local_params = 0, local_trainable = 0, param_bytes = 0;
+  for (const auto& p : model.params()) {
+    local_params += p.numel();
+    param_bytes += p.numel() * static_cast<int64_t>(p.element_size());
+    if (p.requires_grad()) local_trainable += p.numel();
+  }
   log_info("model: {} parameters ({} non-embedding), {} layers; {} threads; fp32 GEMM peak {:.1f} GFLOP/s",
            counts.total, counts.non_embedding(), config_.model.num_layers, at::get_num_threads(), peak_ / 1e9);
   log_info("{}", state_.optimizer->buckets().describe());
-  log_info("memory on this rank: parameters {} MiB, gradients {} MiB, optimizer state {} MiB (zero {})",
-           4 * local_params >> 20, 4 * local_params >> 20, state_.optimizer->state_bytes() >> 20,
-           config_.parallel.zero);
+  const ParamCounts whole = count_params(run_param_specs(config_));  // the whole model, every stage
+  if (whole.trainable < whole.total + whole.adapters)
+    log_info("trainable: {} of {} parameters ({:.3f}%){}{}", whole.trainable, whole.total + whole.adapters,
+             100.0 * static_cast<double>(whole.trainable) / static_cast<double>(whole.total + whole.adapters),
+             config_.lora.enabled() ? fmt::format("; LoRA rank {}, alpha {}, on {}", config_.lora.rank,
+                                                  config_.lora.alpha, fmt::join(config_.lora.targets, ", "))
+                                    : "",
+             config_.train.freeze.empty() ? "" : fmt::format("; frozen: {}", fmt::join(config_.train.freeze, ", ")));
+  const auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+  log_info("memory on this rank: parameters {:.2f} MiB, gradients {:.2f} MiB, optimizer state {:.2f} MiB (zero {})",
+           mib(param_bytes), mib(4 * local_trainable), mib(state_.optimizer->state_bytes()), config_.parallel.zero);
   log_info("train: {} steps x {} sequences x {} tokens ({} per DP rank, {} micro-batches of {}), precision {}, "
            "recompute {}{}", t_.steps, t_.global_batch, t_.seq_len, rows_per_rank_, accumulation_, t_.micro_batch,
            t_.precision == Precision::BF16 ? "bf16" : "fp32", t_.recompute == Recompute::Full ? "full" : "none",
@@ -508,17 +526,21 @@ Trainer::StepResult Trainer::step() {
   {
     // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
     at::NoGradGuard no_grad;
+    at::Tensor first;  // this rank's first trainable parameter
     for (const auto& p : model.params()) {
+      if (!p.requires_grad()) continue;  // frozen
       if (p.grad().defined())
         p.mutable_grad().zero_();
       else
         p.mutable_grad() = at::zeros_like(p);
+      if (!first.defined()) first = p;
     }
     // An injected NaN in this rank's first gradient: set before backward, it survives the
     // accumulation, and the check before any exchange (GradientBuckets) sees it as a real one.
-    if (faults_.at(FaultKind::NanGrad, step + 1) && !model.params().empty())
-      model.params().front().mutable_grad().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
+    if (faults_.at(FaultKind::NanGrad, step + 1) && first.defined())
+      first.mutable_grad().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
   }
+  model.begin_step(step);  // LoRA dropout masks are a function of the step
   note_progress("data");
   const RankBatch batch = state_.data->next(step).to(device_);
   note_progress("step");
