@@ -6,7 +6,9 @@
 // window are never visited: work and memory are O(seq x window) on sliding layers.
 //
 // Visibility: key k is visible from query q iff k <= q and, with window W > 0, k > q - W
-// (transformers' sliding_window semantics). Query head h reads KV head h / (heads / kv_heads).
+// (transformers' sliding_window semantics), and with document segments, k is in q's document
+// (key tiles before the first document of a query tile, and query tiles after the last
+// document of a key tile, are skipped). Query head h reads KV head h / (heads / kv_heads).
 //
 // Layouts (contiguous, fp32): q, o, dq, do: [batch, heads, seq, head_dim];
 // k, v, dk, dv: [batch, kv_heads, seq, head_dim]; lse, delta: [batch, heads, seq].
@@ -32,6 +34,9 @@ struct AttentionShape {
   int64_t batch = 1, heads = 1, kv_heads = 1, seq = 1, head_dim = 1;
   int64_t window = 0;  // 0: full causal
   float scale = 1.f;   // applied to q . k
+  // Document masks (null: none): [batch, seq] document id of each token, non-decreasing along a
+  // row; key k is visible from query q only if segments[b, k] == segments[b, q] as well.
+  const int32_t* segments = nullptr;
 };
 
 int64_t flash_forward_items(const AttentionShape& s);
@@ -50,10 +55,29 @@ const char* flash_attention_cpu_isa();
 // Runs the named copy from now on; false (and no change) if unknown or this CPU lacks it.
 bool flash_attention_cpu_use_isa(const char* name);
 
-// Key range [begin, end) that query rows [q_begin, q_end) may see.
+// Key range [begin, end) that query rows [q_begin, q_end) may see (causal and window only).
 inline void flash_visible_keys(const AttentionShape& s, int64_t q_begin, int64_t q_end, int64_t* begin, int64_t* end) {
   *begin = s.window > 0 && q_begin - s.window + 1 > 0 ? q_begin - s.window + 1 : 0;
   *end = q_end;
+}
+
+// Document masks: the first token of the document holding token t of row `seg` [seq] (binary
+// search: the ids are non-decreasing), and one past the last.
+inline int64_t flash_document_begin(const int32_t* seg, int64_t t) {
+  int64_t lo = 0, hi = t;  // the first index in [0, t] whose id is seg[t]
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (seg[mid] < seg[t]) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+inline int64_t flash_document_end(const int32_t* seg, int64_t seq, int64_t t) {
+  int64_t lo = t + 1, hi = seq;  // the first index in (t, seq) whose id is above seg[t]
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (seg[mid] <= seg[t]) lo = mid + 1; else hi = mid;
+  }
+  return lo;
 }
 
 }  // namespace exatrain::kernels

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/flash_attention_fwd.cuh"  // flash_segment_begin / _end
 #include "kernels/simt.h"
 
 namespace exatrain::kernels {
@@ -31,6 +32,7 @@ struct FlashBwdParams {
   float* dv_heads;       // [B, H, T, D]
   int batch, heads, kv_heads, seq, window;
   float scale;
+  const int32_t* segments = nullptr;  // document masks, as FlashFwdParams::segments
 };
 
 inline constexpr int kBwdKeys = 64, kBwdQueries = 64, kBwdThreads = 4 * simt::kWarpSize;
@@ -78,7 +80,12 @@ SIMT_KERNEL void flash_attention_bwd_kernel(FlashBwdParams p) {
   const int key_lo = k0 + warp * 16 + group;  // this lane's keys: key_lo and key_lo + 8
 
   const int k_last = k0 + kBwdKeys - 1 < p.seq - 1 ? k0 + kBwdKeys - 1 : p.seq - 1;
-  const int q_end = p.window > 0 && k_last + p.window < p.seq ? k_last + p.window : p.seq;  // exclusive
+  const int32_t* seg = p.segments ? p.segments + static_cast<int64_t>(b) * p.seq : nullptr;
+  int q_end = p.window > 0 && k_last + p.window < p.seq ? k_last + p.window : p.seq;  // exclusive
+  if (seg && k0 < p.seq) {  // no query after the last document of this key tile
+    const int doc_end = flash_segment_end(seg, p.seq, k_last);
+    q_end = doc_end < q_end ? doc_end : q_end;
+  }
   for (int q0 = k0; q0 < q_end; q0 += kBwdQueries) {
     simt::sync_block();  // the previous tile (and dSᵀ) is no longer read
     for (int i = tid; i < kBwdQueries * D / 2; i += kBwdThreads) {
@@ -117,7 +124,8 @@ SIMT_KERNEL void flash_attention_bwd_kernel(FlashBwdParams p) {
     for (int n = 0; n < kQueryTiles; ++n)
       for (int i = 0; i < 4; ++i) {
         const int key = key_lo + (i >= 2 ? 8 : 0), ql = n * 8 + tig * 2 + (i & 1), query = q0 + ql;
-        const bool visible = key <= query && query < p.seq && key < p.seq && (p.window <= 0 || key > query - p.window);
+        const bool visible = key <= query && query < p.seq && key < p.seq && (p.window <= 0 || key > query - p.window) &&
+                             (!seg || seg[key] == seg[query]);
         pt[n][i] = visible ? simt::exp2_approx(pt[n][i] * p.scale * kLog2e - lse2[ql]) : 0.f;
         dpt[n][i] = p.scale * pt[n][i] * (dpt[n][i] - dl[ql]);  // now dSᵀ
       }

@@ -1,4 +1,4 @@
-// Flash attention forward on the tensor cores: causal, sliding window, GQA; bf16 q, k, v, fp32
+// Flash attention forward on the tensor cores: causal, sliding window, GQA, document masks; bf16 q, k, v, fp32
 // accumulation, bf16 output and the fp32 log-sum-exp per row. Written against kernels/simt.h,
 // so this one body is compiled by nvcc for sm_80 / sm_90a (flash_attention.cu) and by the host
 // compiler into the CPU emulation (flash_attention_emulated.cpp), where the tests run it.
@@ -28,7 +28,29 @@ struct FlashFwdParams {
   float* lse;
   int batch, heads, kv_heads, seq, window;  // window 0: full causal
   float scale;
+  // Document masks (null: none): [batch, seq] int32 document ids, non-decreasing along a row; key
+  // k is visible from query q only in q's document as well.
+  const int32_t* segments = nullptr;
 };
+
+// First token of the document holding token t of the row `seg` (ids non-decreasing), and one
+// past its last: binary searches, so key tiles of other documents are skipped.
+SIMT_HD int flash_segment_begin(const int32_t* seg, int t) {
+  int lo = 0, hi = t;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (seg[mid] < seg[t]) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+SIMT_HD int flash_segment_end(const int32_t* seg, int seq, int t) {
+  int lo = t + 1, hi = seq;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (seg[mid] <= seg[t]) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
 
 inline constexpr int kFwdRows = 64, kFwdKeys = 64, kFwdWarps = 4, kFwdThreads = kFwdWarps * simt::kWarpSize;
 
@@ -67,7 +89,12 @@ SIMT_KERNEL void flash_attention_fwd_kernel(FlashFwdParams p) {
   const float scale_log2 = p.scale * 1.4426950408889634f;
 
   const int q_last = q0 + kFwdRows - 1 < p.seq - 1 ? q0 + kFwdRows - 1 : p.seq - 1;
-  const int k_begin = p.window > 0 && q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0;
+  const int32_t* seg = p.segments ? p.segments + static_cast<int64_t>(b) * p.seq : nullptr;
+  int k_begin = p.window > 0 && q0 - p.window + 1 > 0 ? q0 - p.window + 1 : 0;
+  if (seg && q0 < p.seq) {  // no key before the first document of this query tile
+    const int doc = flash_segment_begin(seg, q0);
+    k_begin = doc > k_begin ? doc : k_begin;
+  }
   for (int k0 = k_begin / kFwdKeys * kFwdKeys; k0 <= q_last; k0 += kFwdKeys) {
     simt::sync_block();  // the previous tile is no longer read
     for (int i = tid; i < kFwdKeys * D / 2; i += kFwdThreads) {  // two bf16 per thread and step
@@ -96,7 +123,8 @@ SIMT_KERNEL void flash_attention_fwd_kernel(FlashFwdParams p) {
     for (int n = 0; n < kFwdKeys / 8; ++n)
       for (int i = 0; i < 4; ++i) {
         const int row = i < 2 ? row_lo : row_hi, key = k0 + n * 8 + tig * 2 + (i & 1);
-        const bool visible = key <= row && key < p.seq && (p.window <= 0 || key > row - p.window);
+        const bool visible = key <= row && key < p.seq && (p.window <= 0 || key > row - p.window) &&
+                             (!seg || (row < p.seq && seg[key] == seg[row]));
         sc[n][i] = visible ? sc[n][i] * scale_log2 : neg_inf;
         tile_max[i >> 1] = tile_max[i >> 1] > sc[n][i] ? tile_max[i >> 1] : sc[n][i];
       }

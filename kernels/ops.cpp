@@ -49,11 +49,14 @@ Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding) {
   return Impl::Reference;
 }
 
-at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device) {
+at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device, const at::Tensor& segments) {
   at::Tensor q = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
   at::Tensor k = q.transpose(0, 1);
   at::Tensor visible = k <= q;
-  return window > 0 ? visible.logical_and(k > q - window) : visible;
+  if (window > 0) visible = visible.logical_and(k > q - window);
+  if (!segments.defined()) return visible;
+  const at::Tensor seg = segments.to(device);
+  return visible.logical_and(seg.unsqueeze(2) == seg.unsqueeze(1)).unsqueeze(1);  // [batch, 1, seq, seq]
 }
 
 namespace {
@@ -61,9 +64,10 @@ namespace {
 // SDPA with the visibility written out as a [seq, seq] boolean mask (sliding) or is_causal.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec) {
   const int64_t T = q.size(2);
-  if (spec.window <= 0 || spec.window >= T)  // a window at least the sequence is plain causal attention
+  // A window at least the sequence is plain causal attention.
+  if ((spec.window <= 0 || spec.window >= T) && !spec.segments.defined())
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, spec.scale, /*enable_gqa=*/true);
-  const at::Tensor mask = spec.mask.defined() ? spec.mask : visibility_mask(T, spec.window, q.device());
+  const at::Tensor mask = spec.mask.defined() ? spec.mask : visibility_mask(T, spec.window, q.device(), spec.segments);
   return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, spec.scale, /*enable_gqa=*/true);
 }
 
@@ -81,6 +85,21 @@ kernels::AttentionShape shape_of(const at::Tensor& q, const at::Tensor& k, const
 
 at::Tensor fp32_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+// The kernel's view of document segments: contiguous int32 [batch, seq] (empty: none; an
+// autograd function takes no undefined tensors). The kernel relies on each row being
+// non-decreasing (it finds a document's first token by binary search), so that is checked here.
+at::Tensor segments_int32(const at::Tensor& segments, const kernels::AttentionShape& s,
+                          const at::Device& device = at::kCPU) {
+  if (!segments.defined() || segments.numel() == 0) return at::empty({0}, at::TensorOptions().dtype(at::kInt).device(device));
+  EXATRAIN_CHECK(segments.dim() == 2 && segments.size(0) == s.batch && segments.size(1) == s.seq,
+                 "attention: segments must be [batch {}, seq {}], got {}", s.batch, s.seq, c10::str(segments.sizes()));
+  const at::Tensor seg = segments.to(device, at::kInt).contiguous();
+  if (s.seq > 1)
+    EXATRAIN_CHECK((seg.narrow(1, 1, s.seq - 1) >= seg.narrow(1, 0, s.seq - 1)).all().item<bool>(),
+                   "attention: document segments must be non-decreasing along each row");
+  return seg;
+}
+
 // Spreads a kernel's independent work items over ATen's intra-op threads.
 template <class Body>
 void run_items(int64_t items, const Body& body) {
@@ -92,8 +111,10 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
   // the output in q's dtype, plus the fp32 log-sum-exp: the same bytes SDPA keeps, never fp32
   // copies of bf16 activations.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, int64_t window, double scale) {
-    const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+                            const at::Tensor& v, int64_t window, double scale, const at::Tensor& segments) {
+    kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    const at::Tensor seg = segments_int32(segments, s);
+    if (seg.numel() > 0) s.segments = seg.const_data_ptr<int32_t>();
     const at::Tensor q32 = fp32_contiguous(q), k32 = fp32_contiguous(k), v32 = fp32_contiguous(v);
     at::Tensor o = at::empty_like(q32);
     at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q32.options());
@@ -103,7 +124,7 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
       kernels::flash_attention_forward_cpu(s, qp, kp, vp, op, lp, begin, end);
     });
     at::Tensor out = o.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, out, lse});
+    ctx->save_for_backward({q, k, v, out, lse, seg});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     return out;
@@ -114,9 +135,10 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &q_in = saved[0], &k_in = saved[1], &v_in = saved[2];
     const at::Tensor q = fp32_contiguous(q_in), k = fp32_contiguous(k_in), v = fp32_contiguous(v_in);
-    const at::Tensor o = fp32_contiguous(saved[3]), &lse = saved[4];
-    const kernels::AttentionShape s =
+    const at::Tensor o = fp32_contiguous(saved[3]), &lse = saved[4], &seg = saved[5];
+    kernels::AttentionShape s =
         shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
+    if (seg.numel() > 0) s.segments = seg.const_data_ptr<int32_t>();
     const at::Tensor dout = fp32_contiguous(grad_out[0]);
     const at::Tensor delta = (dout * o).sum(-1).contiguous();  // [B, H, T]
     at::Tensor dq = at::empty_like(q);
@@ -135,7 +157,7 @@ struct FlashAttentionCpu : public torch::autograd::Function<FlashAttentionCpu> {
       return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
     };
     return {dq.to(q_in.scalar_type()), per_kv(dk_heads).to(k_in.scalar_type()), per_kv(dv_heads).to(v_in.scalar_type()),
-            at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -151,19 +173,21 @@ void check_launch(int err, const char* what) {
 // fp32 accumulation.
 struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
-                            const at::Tensor& v_in, int64_t window, double scale) {
+                            const at::Tensor& v_in, int64_t window, double scale, const at::Tensor& segments) {
     const c10::cuda::CUDAGuard guard(q_in.device());
     const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     const kernels::AttentionShape s = shape_of(q, k, AttentionSpec{window, scale});
+    const at::Tensor seg = segments_int32(segments, s, q.device());
     at::Tensor o = at::empty_like(q), lse = at::empty({s.batch, s.heads, s.seq}, q.options().dtype(at::kFloat));
     const kernels::FlashFwdParams p{bf16_bits(q), bf16_bits(k), bf16_bits(v),
                                     reinterpret_cast<uint16_t*>(o.mutable_data_ptr()), lse.mutable_data_ptr<float>(),
                                     static_cast<int>(s.batch), static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
-                                    static_cast<int>(s.seq), static_cast<int>(s.window), s.scale};
+                                    static_cast<int>(s.seq), static_cast<int>(s.window), s.scale,
+                                    seg.numel() > 0 ? seg.const_data_ptr<int32_t>() : nullptr};
     check_launch(kernels::flash_attention_forward_cuda(p, static_cast<int>(s.head_dim),
                                                        c10::cuda::getCurrentCUDAStream().stream()),
                  "forward");
-    ctx->save_for_backward({q, k, v, o, lse});
+    ctx->save_for_backward({q, k, v, o, lse, seg});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     return o;
@@ -172,7 +196,7 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4], &seg = saved[5];
     const c10::cuda::CUDAGuard guard(q.device());
     const kernels::AttentionShape s =
         shape_of(q, k, AttentionSpec{ctx->saved_data["window"].toInt(), ctx->saved_data["scale"].toDouble()});
@@ -185,7 +209,8 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
                                     dq.mutable_data_ptr<float>(), dk_heads.mutable_data_ptr<float>(),
                                     dv_heads.mutable_data_ptr<float>(), static_cast<int>(s.batch),
                                     static_cast<int>(s.heads), static_cast<int>(s.kv_heads), static_cast<int>(s.seq),
-                                    static_cast<int>(s.window), s.scale};
+                                    static_cast<int>(s.window), s.scale,
+                                    seg.numel() > 0 ? seg.const_data_ptr<int32_t>() : nullptr};
     check_launch(kernels::flash_attention_backward_cuda(p, static_cast<int>(s.head_dim),
                                                         c10::cuda::getCurrentCUDAStream().stream()),
                  "backward");
@@ -194,7 +219,7 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
       return group == 1 ? t : t.view({s.batch, s.kv_heads, group, s.seq, s.head_dim}).sum(2);
     };
     return {dq.to(at::kBFloat16), per_kv(dk_heads).to(at::kBFloat16), per_kv(dv_heads).to(at::kBFloat16), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 #endif
@@ -206,15 +231,18 @@ struct FlashAttentionCuda : public torch::autograd::Function<FlashAttentionCuda>
 // not used: a warning names it and the reference runs instead, for the rest of the process.
 bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int64_t, bool>, bool> verdicts;
-  const bool sliding = spec.window > 0 && spec.window < q.size(2);
-  const auto key = std::make_tuple(static_cast<int>(q.device().index()), q.size(3), sliding);
+  static std::map<std::tuple<int, int64_t, bool, bool>, bool> verdicts;
+  const bool sliding = spec.window > 0 && spec.window < q.size(2), documents = spec.segments.defined();
+  const auto key = std::make_tuple(static_cast<int>(q.device().index()), q.size(3), sliding, documents);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
   const int64_t D = q.size(3), T = 96;
-  AttentionSpec probe = spec;
+  AttentionSpec probe;
   probe.window = sliding ? 37 : 0;
   probe.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // Documents of 29 tokens: several per tile, boundaries across tiles.
+  if (documents) probe.segments = (at::arange(T, at::kLong) / 29).to(at::kInt).view({1, T});
+  const at::Tensor probe_segments = documents ? probe.segments.to(q.device()) : at::empty({0}, at::kInt);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(29);
   auto make = [&](int64_t heads) { return at::randn({1, heads, T, D}, gen, at::kDouble); };
   const at::Tensor q64 = make(2), k64 = make(1), v64 = make(1), g64 = make(2);
@@ -222,7 +250,7 @@ bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
     at::AutoGradMode enable(true);
     at::Tensor a = qi.detach().requires_grad_(true), b = ki.detach().requires_grad_(true), c = vi.detach().requires_grad_(true);
     // The kernel itself, not attention(): that would come back here for the verdict.
-    at::Tensor out = impl == Impl::Cuda ? FlashAttentionCuda::apply(a, b, c, probe.window, probe.scale)
+    at::Tensor out = impl == Impl::Cuda ? FlashAttentionCuda::apply(a, b, c, probe.window, probe.scale, probe_segments)
                                         : attention(a, b, c, probe, impl);
     out.backward(g);
     return std::vector<at::Tensor>{out.detach().cpu(), a.grad().cpu(), b.grad().cpu(), c.grad().cpu()};
@@ -243,9 +271,9 @@ bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
   }
   const bool ok = worst <= 1.5625e-2;
   if (!ok)
-    log_warn("attention: the CUDA flash attention kernel (head_dim {}, {}) is off by {:.2e} against the reference "
+    log_warn("attention: the CUDA flash attention kernel (head_dim {}, {}{}) is off by {:.2e} against the reference "
              "(bound 1.56e-2) on {}; using the reference (ATen SDPA) instead. Run `exatrain selftest --kernels`.",
-             D, sliding ? "sliding window" : "causal", worst, q.device().str());
+             D, sliding ? "sliding window" : "causal", documents ? ", document masks" : "", worst, q.device().str());
   verdicts[key] = ok;
   return ok;
 }
@@ -340,7 +368,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     case Impl::Reference: return attention_reference(q, k, v, spec);
     case Impl::Cpu:
       EXATRAIN_CHECK(q.device().is_cpu(), "attention: the cpu implementation got tensors on {}", q.device().str());
-      return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale);
+      return FlashAttentionCpu::apply(q, k, v, spec.window, spec.scale,
+                                      spec.segments.defined() ? spec.segments : at::empty({0}, at::kInt));
     case Impl::Cuda:
 #if defined(EXATRAIN_HAVE_CUDA)
       // The tensor-core kernels take bf16 and head_dim 32/64/128; anything else (fp32 runs, other
@@ -348,7 +377,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       if (q.is_cuda() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
           v.scalar_type() == at::kBFloat16 && kernels::flash_fwd_supports_head_dim(static_cast<int>(q.size(3))) &&
           cuda_attention_trusted(q, spec))
-        return FlashAttentionCuda::apply(q, k, v, spec.window, spec.scale);
+        return FlashAttentionCuda::apply(q, k, v, spec.window, spec.scale,
+                                         spec.segments.defined() ? spec.segments : at::empty({0}, at::kInt));
       return attention_reference(q, k, v, spec);
 #else
       break;

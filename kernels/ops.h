@@ -17,8 +17,9 @@ namespace exatrain::ops {
 enum class Impl { Reference, Cpu, Cuda };
 const char* impl_name(Impl impl);
 
-// The implementation `choice` runs for attention on `device`; `sliding`: a window shorter than
-// the sequence (auto picks per kind: see ops.cpp).
+// The implementation `choice` runs for attention on `device`; `sliding`: attention needs more than
+// a causal mask (a window shorter than the sequence, or document segments; auto picks per kind:
+// see ops.cpp).
 Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding = true);
 
 struct AttentionSpec {
@@ -27,13 +28,17 @@ struct AttentionSpec {
   // The reference only: visibility_mask(seq, window) built once by the caller and shared by the
   // layers of a forward (otherwise each call builds, and its backward keeps, its own).
   at::Tensor mask;
+  // Document masks: [batch, seq] int32, the document of each token, non-decreasing along a row;
+  // key k is visible from query q only within q's document. Undefined: one document per row.
+  at::Tensor segments;
 };
 
-// Boolean [seq, seq], true where query q may see key k: k <= q and, with window > 0, k > q - window.
-// Only the reference builds it.
-at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device);
+// Boolean [seq, seq], true where query q may see key k: k <= q and, with window > 0, k > q - window;
+// with `segments` [batch, seq] also the same document: [batch, 1, seq, seq]. Only the reference
+// builds it.
+at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device, const at::Tensor& segments = {});
 
-// Causal (optionally sliding-window) grouped-query attention with autograd:
+// Causal (optionally sliding-window, optionally per-document) grouped-query attention with autograd:
 // q [batch, heads, seq, head_dim], k and v [batch, kv_heads, seq, head_dim] -> like q.
 // Query head h reads KV head h / (heads / kv_heads). fp32 or bf16 inputs; the cpu
 // implementation accumulates in fp32 and returns q's dtype.

@@ -1,5 +1,6 @@
 #include "data/shards/loader.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -75,7 +76,8 @@ struct DataLoader::Impl {
   LoaderConfig config;
   std::vector<std::unique_ptr<TokenDataset>> data;
   std::vector<LoaderDatasetInfo> info;
-  std::unique_ptr<BlendSchedule> blend;
+  std::unique_ptr<BlendSchedule> blend;  // over the training datasets only
+  std::vector<size_t> blended;             // blend index -> dataset index
   std::vector<size_t> first_shard;          // dataset d's shards are the verifier's [first_shard[d], ...)
   std::unique_ptr<ShardVerifier> verifier;  // null when verify_checksums is off
   Position consumer;  // what state() reports
@@ -139,18 +141,37 @@ DataLoader::Impl::Impl(const LoaderConfig& c) : config(c) {
     in.tokens = ds.tokens();
     in.has_loss_mask = ds.has_loss_mask();
     in.sequences = ds.tokens() > static_cast<uint64_t>(c.seq_len) ? static_cast<int64_t>((ds.tokens() - 1) / c.seq_len) : 0;
+    if (!c.packing) {
+      in.sequences = static_cast<int64_t>(ds.documents());
+      for (uint64_t i = 0; i < ds.documents(); ++i) {
+        const auto [begin, end] = ds.document(i);
+        if (end - begin > static_cast<uint64_t>(c.seq_len + 1)) ++in.truncated_documents;
+      }
+    }
+    in.eval_only = spec.eval_only;
     in.validation_sequences = spec.validation_sequences;
     if (spec.validation_fraction > 0)
       in.validation_sequences = std::max<int64_t>(1, static_cast<int64_t>(spec.validation_fraction * in.sequences));
-    in.train_sequences = in.sequences - in.validation_sequences;
-    if (in.train_sequences < 1)
-      fail("dataset '{}': {} tokens make {} sequences of seq_len + 1 = {} tokens; with {} held out for validation, none "
-           "is left to train on", spec.path, in.tokens, in.sequences, c.seq_len + 1, in.validation_sequences);
+    if (spec.eval_only && spec.validation_sequences == 0 && spec.validation_fraction == 0)
+      in.validation_sequences = in.sequences;
+    if (spec.eval_only) {
+      if (in.sequences < 1 || in.validation_sequences > in.sequences)
+        fail("dataset '{}' (evaluation only): {} tokens make {} sequences of seq_len + 1 = {} tokens, {} asked for "
+             "validation", spec.path, in.tokens, in.sequences, c.seq_len + 1, in.validation_sequences);
+      in.train_sequences = in.sequences - in.validation_sequences;  // not trained on: the first N_d are skipped
+    } else {
+      in.train_sequences = in.sequences - in.validation_sequences;
+      if (in.train_sequences < 1)
+        fail("dataset '{}': {} tokens make {} sequences of seq_len + 1 = {} tokens; with {} held out for validation, "
+             "none is left to train on", spec.path, in.tokens, in.sequences, c.seq_len + 1, in.validation_sequences);
+      weights.push_back(spec.weight);
+      blended.push_back(d);
+    }
     info.push_back(in);
-    weights.push_back(spec.weight);
   }
+  if (blended.empty()) fail("loader: every dataset is evaluation-only; at least one must be trained on");
   blend = std::make_unique<BlendSchedule>(weights);
-  for (size_t d = 0; d < info.size(); ++d) info[d].weight_units = blend->units()[d];
+  for (size_t i = 0; i < blended.size(); ++i) info[blended[i]].weight_units = blend->units()[i];
   consumer.drawn.assign(info.size(), 0);
   if (c.verify_checksums) {
     std::vector<ShardVerifier::Shard> shards;
@@ -167,6 +188,26 @@ DataLoader::Impl::Impl(const LoaderConfig& c) : config(c) {
 void DataLoader::Impl::fill_row(Batch& out, size_t dataset, int64_t sequence, int64_t epoch) const {
   const int64_t L = config.seq_len;
   const size_t row = out.dataset.size();
+  if (!config.packing) {  // one document, padded (or cut to the row)
+    const auto [begin, end] = data[dataset]->document(static_cast<uint64_t>(sequence));
+    const uint64_t n = std::min<uint64_t>(end - begin, static_cast<uint64_t>(L + 1));
+    if (verifier) {
+      const auto [first, last] = data[dataset]->shards_of(begin, n);
+      for (size_t s = first; s <= last; ++s) verifier->prefer(first_shard[dataset] + s);
+    }
+    int32_t* tokens = out.tokens.data() + row * (L + 1);
+    uint8_t* mask = out.loss_mask.data() + row * (L + 1);
+    data[dataset]->read(begin, n, tokens);
+    data[dataset]->read_loss_mask(begin, n, mask);
+    std::fill(tokens + n, tokens + L + 1, config.pad_id);
+    std::fill(mask + n, mask + L + 1, uint8_t{0});
+    out.doc_starts.push_back(0);
+    out.doc_start_offsets.push_back(static_cast<int64_t>(out.doc_starts.size()));
+    out.dataset.push_back(static_cast<int32_t>(dataset));
+    out.sequence.push_back(sequence);
+    out.epoch.push_back(epoch);
+    return;
+  }
   if (verifier) {  // hash these shards next, if they are still waiting
     const auto [first, last] = data[dataset]->shards_of(static_cast<uint64_t>(sequence * L), static_cast<uint64_t>(L + 1));
     for (size_t s = first; s <= last; ++s) verifier->prefer(first_shard[dataset] + s);
@@ -192,8 +233,11 @@ Batch DataLoader::Impl::make_batch(Position& pos) const {
   out.loss_mask.resize(static_cast<size_t>(out.rows * (L + 1)));
   out.doc_start_offsets.push_back(0);
   // Every rank walks the whole global batch through the schedule (cheap), reads only its rows.
+  std::vector<uint64_t> drawn;  // the training datasets' draws, in blend order
+  for (size_t d : blended) drawn.push_back(pos.drawn[d]);
   for (int64_t i = 0; i < B; ++i) {
-    const size_t d = blend->next(pos.drawn);
+    const size_t d = blended[blend->next(drawn)];
+    pos.drawn[d] += 1;
     if (i < lo || i >= hi) continue;
     const uint64_t k = pos.drawn[d] - 1;
     const auto n = static_cast<uint64_t>(info[d].train_sequences);
@@ -242,7 +286,7 @@ std::vector<uint8_t> DataLoader::Impl::encode_state(const Position& pos) const {
   for (size_t d = 0; d < info.size(); ++d) {
     const std::string& id = data[d]->identity();
     w.bytes(id.data(), id.size());  // 64 hex characters
-    w.u64(blend->units()[d]);
+    w.u64(info[d].weight_units);  // 0 for an evaluation-only dataset
     w.u64(static_cast<uint64_t>(info[d].train_sequences));
     w.u64(static_cast<uint64_t>(info[d].validation_sequences));
   }
@@ -286,9 +330,10 @@ Position DataLoader::Impl::decode_state(std::span<const uint8_t> bytes) const {
     if (id != data[d]->identity())
       fail("loader state: dataset {} ('{}') is not the data the state was saved with (its tokenizer or shard "
            "checksums differ)", d, path);
-    if (units != blend->units()[d])
-      fail("loader state: dataset {} ('{}') had blend weight units {}, this run's are {} (weights changed)", d, path,
-           units, blend->units()[d]);
+    if (units != info[d].weight_units)
+      fail("loader state: dataset {} ('{}') had blend weight units {}, this run's are {} ({})", d, path, units,
+           info[d].weight_units, units == 0 || info[d].weight_units == 0 ? "evaluation-only in one of them"
+                                                                          : "weights changed");
     if (train != static_cast<uint64_t>(info[d].train_sequences) ||
         validation != static_cast<uint64_t>(info[d].validation_sequences))
       fail("loader state: dataset {} ('{}') was split {} train / {} validation sequences, this run splits {} / {}", d,

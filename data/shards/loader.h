@@ -9,8 +9,10 @@
 //             S_d = (tokens - 1) / seq_len sequences; sequence q is tokens
 //             [q * seq_len, q * seq_len + seq_len + 1): inputs and their shifted targets, so
 //             each token is a target exactly once. Document starts are kept per row.
+//             Without packing, S_d = documents and sequence q is document q, padded.
 //   split     the last V_d sequences of each dataset are its validation set; the first
-//             N_d = S_d - V_d are for training.
+//             N_d = S_d - V_d are for training. An evaluation-only dataset has N_d = 0 and
+//             takes no part in the blend.
 //   blend     global sample s comes from the dataset given by BlendSchedule; it is that
 //             dataset's k-th draw, k = its draws so far.
 //   shuffle   draw k of dataset d is training sequence P_{d,e}(k mod N_d), epoch e = k / N_d,
@@ -48,6 +50,9 @@ struct LoaderDataset {
   double weight = 1.0;               // relative share of the training samples
   int64_t validation_sequences = 0;  // the last N sequences are held out, or
   double validation_fraction = 0;    // this fraction of them (at least 1 when > 0)
+  // Evaluation only: never drawn for training (its weight is ignored); its validation set is all
+  // its sequences, or the validation_sequences / validation_fraction given.
+  bool eval_only = false;
 };
 
 struct LoaderConfig {
@@ -61,6 +66,11 @@ struct LoaderConfig {
   std::string tokenizer_sha256;       // if set, every dataset must have been made with it
   int64_t vocab_size = 0;             // if set, datasets with a larger vocabulary are rejected
   bool verify_checksums = true;       // hash every shard in the background (above)
+  // false: row q of a dataset is its document q alone, padded with pad_id to seq_len + 1 tokens
+  // (loss mask 0 on the padding); a longer document keeps its first seq_len + 1 tokens (counted
+  // in LoaderDatasetInfo::truncated_documents).
+  bool packing = true;
+  int32_t pad_id = 0;
 };
 
 // One rank's slice of one global batch.
@@ -84,8 +94,10 @@ struct LoaderDatasetInfo {
   int64_t sequences = 0;             // S_d
   int64_t train_sequences = 0;       // N_d
   int64_t validation_sequences = 0;  // V_d
-  uint64_t weight_units = 0;        // the blend weight as BlendSchedule runs it
+  uint64_t weight_units = 0;        // the blend weight as BlendSchedule runs it (0: evaluation only)
+  bool eval_only = false;
   bool has_loss_mask = false;        // else Batch::loss_mask is all 1 on its rows
+  uint64_t truncated_documents = 0;  // packing off: documents longer than a row (cut to seq_len + 1 tokens)
 };
 
 struct LoaderStats {

@@ -11,6 +11,7 @@ namespace exatrain {
 TokenDataset::TokenDataset(const std::string& dir) : dir_(dir), manifest_(read_manifest(dir)) {
   if (manifest_.shards.empty()) fail("dataset '{}': the manifest lists no shards", dir);
   shard_begin_.push_back(0);
+  shard_doc_begin_.push_back(0);
   exatrain::Sha256 identity;
   identity.update(manifest_.tokenizer_sha256.data(), manifest_.tokenizer_sha256.size());
   for (const auto& entry : manifest_.shards) {
@@ -27,6 +28,7 @@ TokenDataset::TokenDataset(const std::string& dir) : dir_(dir), manifest_(read_m
            entry.tokens, dtype_name(manifest_.dtype), entry.documents, manifest_.vocab_size, dir);
     total_tokens_ += shard.tokens();
     shard_begin_.push_back(total_tokens_);
+    shard_doc_begin_.push_back(shard_doc_begin_.back() + shard.documents());
     identity.update(entry.sha256.data(), entry.sha256.size());
   }
   if (total_tokens_ != manifest_.total_tokens)
@@ -77,6 +79,16 @@ void TokenDataset::read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) 
     shard.copy_loss_mask(local, take, out);
     out += take;
   });
+}
+
+std::pair<uint64_t, uint64_t> TokenDataset::document(uint64_t i) const {
+  if (i >= documents()) fail("dataset '{}': no document {} (it has {})", dir_, i, documents());
+  auto start = [&](uint64_t d) {  // the stream position where document d starts
+    const auto it = std::upper_bound(shard_doc_begin_.begin(), shard_doc_begin_.end(), d);
+    const size_t s = static_cast<size_t>(it - shard_doc_begin_.begin()) - 1;
+    return shard_begin_[s] + shards_[s].document_starts()[d - shard_doc_begin_[s]];
+  };
+  return {start(i), i + 1 < documents() ? start(i + 1) : total_tokens_};
 }
 
 void TokenDataset::document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const {

@@ -30,6 +30,9 @@ class TokenDataset {
   // Loss-mask values of tokens [begin, begin + count) as 0/1; all 1 for a dataset without a mask.
   void read_loss_mask(uint64_t begin, uint64_t count, uint8_t* out) const;
   bool has_loss_mask() const { return manifest_.has_loss_mask; }
+  // Documents in the stream, and document i's tokens [begin, end) (its EOS included).
+  uint64_t documents() const { return shard_doc_begin_.back(); }
+  std::pair<uint64_t, uint64_t> document(uint64_t i) const;
   // Appends p - begin for every document start p in [begin, begin + count).
   void document_starts(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const;
 
@@ -46,6 +49,7 @@ class TokenDataset {
   DatasetManifest manifest_;
   std::vector<ShardReader> shards_;
   std::vector<uint64_t> shard_begin_;  // stream position of each shard's first token; size shards + 1
+  std::vector<uint64_t> shard_doc_begin_;  // documents starting before each shard; size shards + 1
   uint64_t total_tokens_ = 0;
   std::string identity_;
 };

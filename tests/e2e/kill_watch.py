@@ -19,7 +19,8 @@ The phase hit is read from the files at the instant of the kill, not assumed: `s
 uncommitted .tmp-step_* directory or a latest.tmp.* file exists, `export` when every step is
 logged and no save is in flight (the end: RUN/final is written), `eval` when the next logged
 step evaluates and more than 2.5 step times have passed since the last line, else `train`.
-Steps completed at the kill = lines logged (+1 in an evaluation: that step's update is done).
+Steps completed at the kill = step lines logged (+1 in an evaluation: that step's update is
+done); the step-0 line (validation before training) is not a step.
 
 Prints one line of key=value; exit 0 when the job ended after the kill, 2 when it hung (still
 running --end-timeout s after the kill; every process of the job is then killed), 3 when the
@@ -58,9 +59,10 @@ def world_rank(pid):
 
 
 def lines(path):
+    """Training steps logged: lines with a gradient norm (the step-0 validation line has none)."""
     try:
         with open(path, "rb") as f:
-            return f.read().count(b"\n")
+            return sum(b'"grad_norm"' in line for line in f.read().split(b"\n"))
     except FileNotFoundError:
         return 0
 

@@ -6,6 +6,8 @@
 #   - `exatrain eval` on the final checkpoint and release gives the trainer's last val_loss;
 #   - the loss and final weights of dp 2 and tp 2 x pp 2 runs equal the single-rank run (the
 #     global batches do not depend on the layout);
+#   - evaluation-only datasets (eval_only, weight 0): never trained on, validated before the
+#     first step and after the last, not again at step 0 on resume; data.packing: false;
 #   - a tokenizer other than the datasets', a vocabulary too small for the tokenizer, evaluation
 #     without a validation split, a misspelled dataset key: one clear error, no run directory;
 #   - corrupt shards (an id changed, shards swapped, EOS removed, ids outside the vocabulary):
@@ -67,13 +69,14 @@ YAML
 import json, sys
 m = [json.loads(l) for l in open(sys.argv[1])]
 evals = [x for x in m if "val_loss" in x]
-assert [x["step"] for x in evals] == [10, 20, 30], f"validation at steps {[x['step'] for x in evals]}, expected 10, 20, 30"
+assert [x["step"] for x in evals] == [0, 10, 20, 30], f"validation at steps {[x['step'] for x in evals]}, expected 0, 10, 20, 30"
+assert "loss" not in evals[0], "the step-0 line holds only the validation before training"
 for x in evals:
     assert set(x["val_loss"]) == {"genesis", "ko"}, f"validation sets {sorted(x['val_loss'])}"
 g = [x["val_loss"]["genesis"] for x in evals]
 assert g[-1] < g[0], f"genesis validation loss did not fall: {g}"
-assert all("data_wait_share" in x and 0 <= x["data_wait_share"] < 1 for x in m), "data_wait_share missing or out of range"
-print(f"ok - validation loss per dataset at steps 10/20/30; genesis {g[0]:.3f} -> {g[-1]:.3f}")
+assert all("data_wait_share" in x and 0 <= x["data_wait_share"] < 1 for x in m if "loss" in x), "data_wait_share missing or out of range"
+print(f"ok - validation loss per dataset at steps 0 (before training)/10/20/30; genesis {g[0]:.3f} -> {g[-1]:.3f}")
 PY
 # exatrain eval: the final weights, from the checkpoint and from the release, give the trainer's
 # last val_loss on each dataset (same batches, same masked mean).
@@ -117,6 +120,78 @@ print("  validation losses equal")
 PY
 done
 
+# ---- evaluation-only datasets (eval_only: true, or weight: 0) -----------------------------------
+# Never trained on: the training losses equal, bit for bit, those of a run without the dataset;
+# validated whole before the first step and after the last (train.eval_every 0); a resumed run
+# does not repeat the step-0 validation and ends bit-identical.
+cat >"$T/evalonly.yaml" <<YAML
+model: {preset: tiny, vocab_size: 1216}
+train: {steps: 8, global_batch: 4, micro_batch: 2, seq_len: 64, threads: 1}
+optimizer: {lr: 3.0e-3}
+schedule: {type: constant}
+data:
+  tokenizer: $TOK
+  datasets:
+    - {path: genesis}
+    - {path: ko, eval_only: true}
+checkpoint: {every: 4}
+log: {every: 1, sample_tokens: 0}
+YAML
+sed 's/{path: ko, eval_only: true}/{path: ko, weight: 0}/' "$T/evalonly.yaml" >"$T/weight0.yaml"
+grep -v "path: ko" "$T/evalonly.yaml" >"$T/genesis-only.yaml"
+for name in evalonly weight0 genesis-only; do
+  "$BIN" train "$T/$name.yaml" --run-dir "$T/$name" >"$T/$name.log" 2>&1 || { cat "$T/$name.log"; fail "$name run"; }
+done
+"$BIN" train "$T/evalonly.yaml" --run-dir "$T/eo-resumed" --set train.steps=4 >"$T/eo1.log" 2>&1 \
+  || { cat "$T/eo1.log"; fail "evaluation-only: 4 steps"; }
+"$BIN" train "$T/evalonly.yaml" --run-dir "$T/eo-resumed" --resume >"$T/eo2.log" 2>&1 \
+  || { cat "$T/eo2.log"; fail "evaluation-only: --resume"; }
+grep -q "evaluation only" "$T/evalonly/train.log" || fail "train.log does not say ko is evaluation only"
+! grep -q "before training" "$T/eo2.log" || fail "the resumed run repeated the step-0 validation"
+"$PY" - "$T/evalonly" "$T/weight0" "$T/genesis-only" "$T/eo-resumed" <<'PY' || fail "evaluation-only datasets"
+import json, sys
+eo, w0, alone, resumed = ([json.loads(l) for l in open(f"{d}/metrics.jsonl")] for d in sys.argv[1:5])
+evals = [(m["step"], m["val_loss"]) for m in eo if "val_loss" in m]
+assert [s for s, _ in evals] == [0, 8], f"validation at steps {[s for s, _ in evals]}, expected 0 and 8"
+assert all(set(v) == {"ko"} for _, v in evals), f"validation sets {[sorted(v) for _, v in evals]}"
+assert evals[1][1]["ko"] != evals[0][1]["ko"], "ko's validation loss did not change with training"
+train = lambda ms: [(m["step"], m["loss"], m["grad_norm"]) for m in ms if "loss" in m]
+assert train(eo) == train(alone), "training losses differ from the run without the evaluation-only dataset"
+assert [(m["step"], m.get("loss"), m.get("val_loss")) for m in w0] == \
+       [(m["step"], m.get("loss"), m.get("val_loss")) for m in eo], "weight: 0 differs from eval_only: true"
+steps = [m["step"] for m in resumed]
+assert steps == [0, 1, 2, 3, 4, 5, 6, 7, 8], f"steps in the resumed metrics.jsonl: {steps}"
+ends = {m["step"]: m for m in resumed}
+assert ends[8]["val_loss"] == eo[-1]["val_loss"] and ends[0]["val_loss"] == eo[0]["val_loss"], "resumed validation differs"
+assert train(resumed) == train(eo), "the resumed run's losses differ from the straight run's"
+print(f"ok - evaluation-only ko: val_loss {evals[0][1]['ko']:.4f} (step 0) -> {evals[1][1]['ko']:.4f} (step 8); "
+      "training bit-identical to genesis alone; weight 0 = eval_only; resume adds no step-0 validation")
+PY
+
+# ---- data.packing: false: one document per row, padded; longer ones truncated and counted ------
+"$BIN" train "$T/evalonly.yaml" --run-dir "$T/unpacked" --set data.packing=false --set train.steps=3 \
+  --set checkpoint.every=0 >"$T/unpacked.log" 2>&1 || { cat "$T/unpacked.log"; fail "data.packing: false"; }
+"$PY" - "$T/genesis" "$T/unpacked" <<'PY' || fail "data.packing: false"
+import glob, json, re, struct, sys
+lengths, carried = [], 0
+for path in sorted(glob.glob(f"{sys.argv[1]}/shard-*.bin")):  # the document index, read here
+    raw = open(path, "rb").read()
+    width, tokens, docs = struct.unpack_from("<IQQ", raw, 12)
+    starts = struct.unpack_from(f"<{docs}Q", raw, len(raw) - 8 * docs)
+    if lengths and (not starts or starts[0] > 0):
+        lengths[-1] += starts[0] if starts else tokens
+    bounds = list(starts) + [tokens]
+    lengths += [bounds[i + 1] - bounds[i] for i in range(docs)]
+longer = sum(n > 65 for n in lengths)
+log = open(f"{sys.argv[2]}/train.log").read()
+m = re.search(r"dataset genesis: (\d+) of (\d+) documents are longer than a row", log)
+assert m, "train.log does not count the truncated documents"
+assert (int(m[1]), int(m[2])) == (longer, len(lengths)), f"log says {m[1]} of {m[2]}, the shards {longer} of {len(lengths)}"
+losses = [x["loss"] for x in map(json.loads, open(f"{sys.argv[2]}/metrics.jsonl")) if "loss" in x]
+assert len(losses) == 3 and all(l == l and 0 < l < 20 for l in losses), losses
+print(f"ok - data.packing: false: {longer} of {len(lengths)} genesis documents longer than a row, as the log says")
+PY
+
 expect_error() {  # expect_error NAME TEXT -- ARGS...
   local name=$1 text=$2; shift 3
   rm -rf "$T/bad"
@@ -132,6 +207,9 @@ expect_error "vocabulary too small" "raise model.vocab_size" -- train "$T/run.ya
 sed 's/validation_sequences: 8/validation_sequences: 0/; s/validation_fraction: 0.1/validation_fraction: 0/' \
   "$T/run.yaml" >"$T/noval.yaml"
 expect_error "no validation split" "no dataset has a validation split" -- train "$T/noval.yaml"
+sed 's/- {path: genesis}/- {path: genesis, weight: 0}/' "$T/evalonly.yaml" >"$T/noeval.yaml"
+expect_error "every dataset evaluation-only" "data.datasets: every dataset is evaluation-only (weight 0 or eval_only); at least one must be trained on" -- train "$T/noeval.yaml"
+expect_error "document masks on a raw file" "data.document_mask: needs data.datasets" -- train "$SRC/configs/train/tiny-demo.yaml" --set data.document_mask=true
 sed 's/      weight: 3/      wieght: 3/' "$T/run.yaml" >"$T/typo.yaml"
 expect_error "misspelled dataset key" "unknown key 'data.datasets[0].wieght' (did you mean 'weight'?)" -- train "$T/typo.yaml"
 # ---- corrupt shards (a fuzzing probe's finds): the run stops with one line naming the shard ----

@@ -35,7 +35,8 @@ def weights(release):
 
 
 def losses(run):
-    return [json.loads(line)["loss"] for line in open(f"{run}/metrics.jsonl")]
+    # (a step-0 line holds only the validation before training: no training loss)
+    return [m["loss"] for m in map(json.loads, open(f"{run}/metrics.jsonl")) if "loss" in m]
 
 
 def main():

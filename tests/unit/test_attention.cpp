@@ -9,6 +9,7 @@
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/flash_attention.h"
 #include "kernels/ops.h"
@@ -99,6 +100,89 @@ TEST_P(FlashAttentionCpu, Bf16WithinRounding) {
   ASSERT_EQ(got.out.scalar_type(), at::kBFloat16);
   ASSERT_EQ(got.dk.scalar_type(), at::kBFloat16);
   expect_close(got, want, 0.015625, std::string(GetParam()) + " bf16 " + describe(c));
+}
+
+// Document masks: rows of packed documents (lengths per row; a row of one document; documents of
+// one token; boundaries on, just before and just after the 64-token tiles). The judge runs each
+// document alone (plain causal or windowed float64 SDPA) and stitches the outputs and gradients
+// together, so the segment path of every implementation is checked against no segments at all.
+struct DocCase {
+  Case c;
+  std::vector<std::vector<int64_t>> docs;  // per row, document lengths summing to c.seq
+};
+
+at::Tensor segments_of(const DocCase& d) {
+  at::Tensor seg = at::empty({d.c.batch, d.c.seq}, at::kInt);
+  for (int64_t b = 0; b < d.c.batch; ++b) {
+    int64_t t = 0, id = 0;
+    for (int64_t n : d.docs[static_cast<size_t>(b)]) {
+      seg[b].narrow(0, t, n).fill_(id++);
+      t += n;
+    }
+  }
+  return seg;
+}
+
+Result run_documents(const DocCase& d, ops::Impl impl, at::ScalarType dtype, bool per_document) {
+  const Case& c = d.c;
+  at::manual_seed(11);
+  const at::Tensor q0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor k0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor v0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  const at::Tensor g0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  at::Tensor q = q0.to(dtype).requires_grad_(true), k = k0.to(dtype).requires_grad_(true);
+  at::Tensor v = v0.to(dtype).requires_grad_(true);
+  ops::AttentionSpec spec;
+  spec.window = c.window;
+  spec.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  at::Tensor out;
+  if (!per_document) {
+    spec.segments = segments_of(d);
+    out = ops::attention(q, k, v, spec, impl);
+  } else {
+    std::vector<at::Tensor> rows;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      std::vector<at::Tensor> parts;
+      int64_t t = 0;
+      for (int64_t n : d.docs[static_cast<size_t>(b)]) {
+        auto cut = [&](const at::Tensor& x) { return x.narrow(0, b, 1).narrow(2, t, n); };
+        parts.push_back(ops::attention(cut(q), cut(k), cut(v), spec, impl));
+        t += n;
+      }
+      rows.push_back(at::cat(parts, 2));
+    }
+    out = at::cat(rows, 0);
+  }
+  out.backward(g0.to(dtype));
+  return {out.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+const DocCase kDocCases[] = {
+    {{2, 4, 2, 200, 24, 13}, {{70, 3, 1, 126}, {200}}},          // windowed, GQA, one-token document
+    {{1, 2, 1, 256, 64, 0}, {{64, 64, 1, 63, 64}}},              // full causal, boundaries on tiles
+    {{2, 3, 3, 150, 32, 70}, {{65, 85}, {1, 1, 1, 147}}},        // window longer than a tile
+    {{1, 2, 2, 300, 16, 0}, {{10, 20, 30, 40, 50, 60, 90}}},     // many documents per tile
+};
+
+// The segment path against each document run alone, forward and the three gradients: our fp32
+// kernel measured 1.2e-7 to 4.9e-7 of the largest value over the cases and ISA copies (bound
+// 2e-6, four times that); the reference with a [batch, 1, seq, seq] mask, in float64, measured
+// up to 6.2e-16 (rounding only; bound 1e-14).
+TEST_P(FlashAttentionCpu, DocumentMasksMatchDocumentsAlone) {
+  for (const DocCase& d : kDocCases) {
+    const Result want = run_documents(d, ops::Impl::Reference, at::kDouble, true);
+    expect_close(run_documents(d, ops::Impl::Reference, at::kDouble, false), want, 1e-14,
+                 "reference " + describe(d.c));
+    expect_close(run_documents(d, ops::Impl::Cpu, at::kFloat, false), want, 2e-6,
+                 std::string(GetParam()) + " " + describe(d.c));
+  }
+}
+
+TEST(FlashAttention, RejectsDecreasingSegments) {
+  const at::Tensor q = at::zeros({1, 1, 4, 16});
+  ops::AttentionSpec spec;
+  spec.segments = at::tensor({0, 1, 0, 1}, at::kInt).view({1, 4});
+  EXPECT_THROW(ops::attention(q, q, q, spec, ops::Impl::Cpu), std::exception);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, FlashAttentionCpu, ::testing::Values("avx512", "avx2", "generic"));

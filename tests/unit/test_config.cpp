@@ -88,7 +88,14 @@ TEST(Config, DatasetListErrors) {
             std::string::npos);
   EXPECT_NE(err("l3.yaml", "data: {datasets: [a]}\n").find("data.datasets[0]: expected a section"),
             std::string::npos);
-  EXPECT_NE(err("l4.yaml", "data: {datasets: [{path: a, weight: 0}]}\n").find("data.datasets[0].weight: expected a number > 0"),
+  EXPECT_NE(err("l4.yaml", "data: {datasets: [{path: a, weight: -1}]}\n").find("data.datasets[0].weight: expected a number >= 0"),
+            std::string::npos);
+  // weight 0 is evaluation only (as eval_only: true); something must be left to train on
+  EXPECT_NE(err("l4b.yaml", "data: {datasets: [{path: a, weight: 0}, {path: b, eval_only: true}]}\n")
+                .find("data.datasets: every dataset is evaluation-only (weight 0 or eval_only); at least one must be "
+                      "trained on"),
+            std::string::npos);
+  EXPECT_NE(err("l4c.yaml", "data: {path: x.txt, packing: false}\n").find("data.packing: false needs data.datasets"),
             std::string::npos);
   EXPECT_NE(err("l5.yaml", "data: {path: x.txt, datasets: [{path: a}]}\n").find("not both"), std::string::npos);
   EXPECT_NE(err("l6.yaml", "data: {datasets: [{weight: 2}]}\n").find("data.datasets[0].path (default): is not set"),

@@ -347,6 +347,91 @@ TEST_F(Loader, ValidationSplitIsHeldOut) {
   expect_error([&] { loader.validation_batch(0, 3); }, {"3 validation batches"});
 }
 
+// data.packing: false: row q is document q alone, padded with pad_id (loss mask 0 there) or
+// cut to seq_len + 1 tokens; the documents come from the reference's own starts.
+TEST_F(Loader, UnpackedRowsHoldOneDocumentEach) {
+  auto cfg = config({{a, 1.0}}, 40, 4);
+  cfg.packing = false;
+  cfg.pad_id = 256;
+  DataLoader loader(cfg);
+  const std::vector<int64_t> starts(a->doc_starts.begin(), a->doc_starts.end());
+  auto document = [&](int64_t q) {
+    const int64_t end = q + 1 < static_cast<int64_t>(starts.size()) ? starts[q + 1] : static_cast<int64_t>(a->stream.size());
+    return std::vector<int32_t>(a->stream.begin() + starts[q], a->stream.begin() + end);
+  };
+  uint64_t longer = 0;
+  for (int64_t q = 0; q < static_cast<int64_t>(starts.size()); ++q) longer += document(q).size() > 41 ? 1 : 0;
+  const auto& info = loader.datasets().at(0);
+  EXPECT_EQ(info.sequences, static_cast<int64_t>(starts.size()));
+  EXPECT_EQ(info.truncated_documents, longer);
+  EXPECT_GT(longer, 0u);   // the case is exercised: some documents are cut...
+  EXPECT_LT(longer, 400u);  // ...and some padded
+  int64_t padded_rows = 0;
+  for (const Batch& batch : take(loader, 60)) {
+    for (int64_t r = 0; r < batch.rows; ++r) {
+      const std::vector<int32_t> doc = document(batch.sequence[r]);
+      const size_t n = std::min<size_t>(doc.size(), 41);
+      std::vector<int32_t> expected(doc.begin(), doc.begin() + static_cast<int64_t>(n));
+      expected.resize(41, 256);
+      std::vector<uint8_t> mask(n, 1);
+      mask.resize(41, 0);
+      padded_rows += n < 41 ? 1 : 0;
+      ASSERT_EQ(std::vector<int32_t>(batch.tokens.begin() + r * 41, batch.tokens.begin() + (r + 1) * 41), expected);
+      ASSERT_EQ(std::vector<uint8_t>(batch.loss_mask.begin() + r * 41, batch.loss_mask.begin() + (r + 1) * 41), mask);
+      ASSERT_EQ(batch.doc_start_offsets[r + 1] - batch.doc_start_offsets[r], 1);
+      ASSERT_EQ(batch.doc_starts[static_cast<size_t>(batch.doc_start_offsets[r])], 0);
+    }
+  }
+  EXPECT_GT(padded_rows, 0);
+}
+
+// An evaluation-only dataset is never drawn for training (the blend is that of the others
+// alone, batch for batch) and is a validation set whole; the loader state round-trips.
+TEST_F(Loader, EvalOnlyDatasetIsNeverTrainedOn) {
+  auto cfg = config({{a, 1.0}, {c, 0.0}}, 32, 4);
+  cfg.datasets[1].eval_only = true;
+  DataLoader loader(cfg);
+  DataLoader alone(config({{a, 1.0}}, 32, 4));
+  const auto& ic = loader.datasets()[1];
+  EXPECT_TRUE(ic.eval_only);
+  EXPECT_EQ(ic.weight_units, 0u);
+  EXPECT_EQ(ic.validation_sequences, ic.sequences);
+  const auto got = take(loader, 20), want = take(alone, 20);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "batch " << i;
+    for (int32_t d : got[i].dataset) ASSERT_EQ(d, 0);
+  }
+  ASSERT_EQ(loader.validation_batches(1), (ic.sequences + 3) / 4);
+  std::vector<int64_t> seen;
+  for (int64_t i = 0; i < loader.validation_batches(1); ++i) {
+    const Batch v = loader.validation_batch(1, i);
+    for (int64_t r = 0; r < v.rows; ++r) {
+      expect_row_matches(v, r, *c);
+      seen.push_back(v.sequence[r]);
+    }
+  }
+  std::vector<int64_t> all(static_cast<size_t>(ic.sequences));
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_EQ(seen, all);
+  // With a split given, only that part is evaluated.
+  auto part = cfg;
+  part.datasets[1].validation_sequences = 3;
+  EXPECT_EQ(DataLoader(part).datasets()[1].validation_sequences, 3);
+  // Resume: the state names the evaluation-only dataset (0 weight units) and continues exactly.
+  DataLoader resumed(cfg);
+  resumed.restore(loader.state());
+  expect_same(take(resumed, 3), take(loader, 3));
+  auto trained = cfg;
+  trained.datasets[1].eval_only = false;
+  trained.datasets[1].weight = 1.0;
+  DataLoader other(trained);
+  expect_error([&] { other.restore(loader.state()); }, {"blend weight units 0", "evaluation-only in one of them"});
+  // Nothing left to train on.
+  auto none = cfg;
+  none.datasets[0].eval_only = true;
+  expect_error([&] { DataLoader l(none); }, {"every dataset is evaluation-only"});
+}
+
 TEST_F(Loader, RestoreRefusesAnotherConfiguration) {
   const auto cfg = config({{a, 0.5}, {b, 0.5}}, 32, 6);
   DataLoader source(cfg);

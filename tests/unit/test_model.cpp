@@ -73,6 +73,30 @@ TEST(Attention, SlidingWindowMaskEdges) {
   EXPECT_TRUE(at::equal(causal.sum(1), at::tensor({1L, 2L, 3L, 4L})));
 }
 
+// Document masks: positions restart at each document, the per-token tables are the plain
+// table's rows at those positions (bit for bit), and the mask keeps each query in its document.
+TEST(Rope, DocumentPositionsAndPerTokenTables) {
+  const at::Tensor seg = at::tensor({0, 0, 1, 1, 1, 2, 0, 0, 0, 0, 0, 1}, at::kInt).view({2, 6});
+  const at::Tensor pos = document_positions(seg);
+  EXPECT_TRUE(at::equal(pos, at::tensor({0L, 1L, 0L, 1L, 2L, 0L, 0L, 1L, 2L, 3L, 4L, 0L}).view({2, 6})));
+  ModelConfig c;
+  c.hidden_size = 16;
+  c.num_heads = 2;
+  const at::Tensor inv = rope_inverse_frequencies(c);
+  const RopeTables plain = rope_tables(inv, 6), per_token = rope_tables(inv, pos);
+  ASSERT_EQ(per_token.cos.sizes(), (at::IntArrayRef{2, 1, 6, 8}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 6; ++t) {
+      EXPECT_TRUE(at::equal(per_token.cos[b][0][t], plain.cos[pos[b][t].item<int64_t>()]));
+      EXPECT_TRUE(at::equal(per_token.sin[b][0][t], plain.sin[pos[b][t].item<int64_t>()]));
+    }
+  const at::Tensor m = ops::visibility_mask(6, 2, at::kCPU, seg);  // window 2 within documents
+  ASSERT_EQ(m.sizes(), (at::IntArrayRef{2, 1, 6, 6}));
+  EXPECT_TRUE(at::equal(m[0][0].sum(1), at::tensor({1L, 2L, 1L, 2L, 2L, 1L})));
+  EXPECT_FALSE(m[0][0][2][1].item<bool>());  // the previous document
+  EXPECT_TRUE(at::equal(m[1][0].sum(1), at::tensor({1L, 2L, 2L, 2L, 2L, 1L})));
+}
+
 TEST(Norm, RmsNormByHand) {
   at::Tensor y = rms_norm(at::tensor({3.0f, 4.0f}), at::tensor({1.0f, 2.0f}), 0.0);
   EXPECT_NEAR(y[0].item<float>(), 3 / std::sqrt(12.5f), 1e-6);

@@ -4,7 +4,7 @@
 // gradient bucket, global norm, fused AdamW) of a randomly initialised model on random tokens, and
 // the fp32 GEMM peak in the same run (for MFU).
 // tests/bench/bench_train.py runs transformers on the same shapes and prints the ratio.
-// exatrain bench attention [--heads H --kv-heads K --seq-len T --head-dim D --window W ...]
+// exatrain bench attention [--heads H --kv-heads K --seq-len T --head-dim D --window W --document-tokens N ...]
 // Times the attention operator alone (forward + backward): the CPU kernel against ATen.
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
@@ -94,6 +94,7 @@ void bench_train(const BenchOptions& o) {
 
 struct AttentionBenchOptions {
   int64_t batch = 1, heads = 12, kv_heads = 4, seq_len = 4096, head_dim = 64, window = 512, repeats = 3;
+  int64_t document_tokens = 0;  // > 0: document masks, documents of this many tokens (the last may be shorter)
   int threads = 0;
   std::string dtype = "fp32";
   bool json = false;
@@ -121,6 +122,13 @@ void bench_attention(const AttentionBenchOptions& o) {
   ops::AttentionSpec spec;
   spec.window = o.window;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(o.head_dim));
+  double pairs = visible_pairs(o.seq_len, o.window);
+  if (o.document_tokens > 0) {
+    spec.segments = (at::arange(o.seq_len, at::kLong) / o.document_tokens).to(at::kInt).expand({o.batch, o.seq_len});
+    pairs = 0;
+    for (int64_t t = 0; t < o.seq_len; t += o.document_tokens)
+      pairs += visible_pairs(std::min(o.document_tokens, o.seq_len - t), o.window);
+  }
   auto best_seconds = [&](ops::Impl impl) {
     double best = 1e30;
     for (int64_t r = 0; r < o.repeats; ++r) {
@@ -133,22 +141,25 @@ void bench_attention(const AttentionBenchOptions& o) {
     return best;
   };
   const double cpu = best_seconds(ops::Impl::Cpu), reference = best_seconds(ops::Impl::Reference);
-  const double flops = 3.5 * 4 * visible_pairs(o.seq_len, o.window) * static_cast<double>(o.batch * o.heads * o.head_dim);
+  const double flops = 3.5 * 4 * pairs * static_cast<double>(o.batch * o.heads * o.head_dim);
   if (o.json) {
     std::cout << nlohmann::json{{"cpu_s", cpu}, {"reference_s", reference}, {"ratio", reference / cpu},
                                 {"cpu_gflops", flops / cpu / 1e9}, {"reference_gflops", flops / reference / 1e9},
                                 {"isa", kernels::flash_attention_cpu_isa()}, {"threads", at::get_num_threads()},
-                                {"seq_len", o.seq_len}, {"window", o.window}, {"dtype", o.dtype}}
+                                {"seq_len", o.seq_len}, {"window", o.window}, {"dtype", o.dtype},
+                                {"document_tokens", o.document_tokens}}
                      .dump()
               << "\n";
     return;
   }
-  std::cout << fmt::format("exatrain bench attention: B{} H{}/{} T{} D{} W{} {}, forward + backward, best of {}, "
+  std::cout << fmt::format("exatrain bench attention: B{} H{}/{} T{} D{} W{} {}{}, forward + backward, best of {}, "
                            "{} threads\n", o.batch, o.heads, o.kv_heads, o.seq_len, o.head_dim, o.window, o.dtype,
+                           o.document_tokens > 0 ? fmt::format(", documents of {} tokens", o.document_tokens) : "",
                            o.repeats, at::get_num_threads());
   std::cout << fmt::format("  cpu ({}): {:.3f} s ({:.1f} GFLOP/s); reference (ATen SDPA{}): {:.3f} s ({:.1f} GFLOP/s); "
                            "ratio {:.2f}x\n", kernels::flash_attention_cpu_isa(), cpu, flops / cpu / 1e9,
-                           o.window > 0 && o.window < o.seq_len ? " + mask" : ", causal", reference,
+                           (o.window > 0 && o.window < o.seq_len) || o.document_tokens > 0 ? " + mask" : ", causal",
+                           reference,
                            flops / reference / 1e9, reference / cpu);
 }
 
@@ -182,6 +193,10 @@ void register_bench_command(CLI::App& app) {
   attn->add_option("--seq-len", a.seq_len, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
   attn->add_option("--head-dim", a.head_dim, "head dimension")->capture_default_str()->check(CLI::PositiveNumber);
   attn->add_option("--window", a.window, "sliding window; 0 = full causal")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  attn->add_option("--document-tokens", a.document_tokens,
+                   "document masks (data.document_mask) with documents of N tokens; 0 = none")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   attn->add_option("--dtype", a.dtype, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   attn->add_option("--repeats", a.repeats, "timed runs per side (best is kept)")->capture_default_str()

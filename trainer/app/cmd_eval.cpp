@@ -63,7 +63,9 @@ void run_eval(const EvalOptions& o) {
         const int64_t n = std::min(micro, rows - r);
         const at::Tensor tokens = batch.tokens.narrow(0, r, n);
         const at::Tensor mask = batch.mask.defined() ? batch.mask.narrow(0, r, n) : at::ones({n, seq});
-        const at::Tensor logits = model->forward(tokens.narrow(1, 0, seq));
+        // (the whole model on one rank: stage_forward is forward, with data.document_mask's segments)
+        const at::Tensor segments = batch.segments.defined() ? batch.segments.narrow(0, r, n) : at::Tensor();
+        const at::Tensor logits = model->stage_forward(tokens.narrow(1, 0, seq), false, false, segments);
         sum += model->loss_from_logits(logits, tokens.narrow(1, 1, seq), mask).item<double>();
         count += mask.sum().item<double>();
       }

@@ -128,6 +128,16 @@ void RunConfig::validate() const {
       config_error2(locations, key + ".validation_sequences", key + ".validation_fraction",
                     "set one of validation_sequences and validation_fraction, not both");
   }
+  if (!data.datasets.empty() &&
+      std::all_of(data.datasets.begin(), data.datasets.end(), [](const DatasetConfig& d) { return d.evaluation_only(); }))
+    config_error(locations, "data.datasets",
+                 "every dataset is evaluation-only (weight 0 or eval_only); at least one must be trained on");
+  if (data.document_mask && data.datasets.empty())
+    config_error2(locations, "data.document_mask", "data.path",
+                  "needs data.datasets (prepared shards carry the document boundaries); data.path has none");
+  if (!data.packing && data.datasets.empty())
+    config_error2(locations, "data.packing", "data.path",
+                  "false needs data.datasets (prepared shards carry the document boundaries); data.path has none");
   static const std::vector<std::string> lora_targets{"q_proj", "k_proj", "v_proj", "o_proj",
                                                       "gate_proj", "up_proj", "down_proj"};
   for (size_t i = 0; i < lora.targets.size(); ++i) {

@@ -255,14 +255,20 @@ struct DatasetConfig {
   double weight = 1.0;
   int64_t validation_sequences = 0;
   double validation_fraction = 0;
+  bool eval_only = false;  // never trained on; the whole dataset (or its split) is a validation set
   template <class V>
   void visit(V& v) {
     v.field("path", path, "a prepared dataset directory (relative paths: from the config file)");
-    v.field("weight", weight, "relative share of the training sequences", Bounds::above(0));
+    v.field("weight", weight, "relative share of the training sequences; 0 = evaluation only (as eval_only)",
+            Bounds::at_least(0));
     v.field("validation_sequences", validation_sequences, "hold out this dataset's last N sequences",
             Bounds::at_least(0));
     v.field("validation_fraction", validation_fraction, "or hold out this fraction of them", Bounds::between(0, 0.5));
+    v.field("eval_only", eval_only,
+            "never trained on: a validation set only, all of it (or its validation_sequences / fraction); "
+            "evaluated before the first step and after the last");
   }
+  bool evaluation_only() const { return eval_only || weight == 0; }
 };
 
 // Either prepared datasets (the streaming loader) or one raw file (quick experiments).
@@ -272,9 +278,17 @@ struct DataConfig {
   int64_t prefetch = 4;
   std::string path;
   DataFormat format = DataFormat::Text;
+  bool document_mask = false;  // attention and RoPE positions restart at each document of a packed row
+  bool packing = true;         // false: one document per row, padded
   template <class V>
   void visit(V& v) {
     v.list("datasets", datasets, "prepared datasets, blended by weight (or data.path for one raw file)");
+    v.field("document_mask", document_mask,
+            "packed rows: attention stops at document boundaries and RoPE positions restart at 0 in each document; "
+            "targets that begin a document are not trained on (data.datasets only)");
+    v.field("packing", packing,
+            "true: documents are concatenated and cut into rows; false: one document per row, padded with "
+            "model.pad_token_id (padding not trained on; a longer document is truncated and counted in the log)");
     v.field("tokenizer", tokenizer, "the run's tokenizer.json: datasets must have been made with it; used for samples");
     v.field("prefetch", prefetch, "batches the loader thread prepares ahead; 0 = none", Bounds::at_least(0));
     v.field("path", path, "one raw training file instead of datasets (relative paths: from the config file)");

@@ -181,14 +181,20 @@ at::Tensor Exaone4Model::project(const at::Tensor& x, const at::Tensor& weight, 
 at::Tensor Exaone4Model::lm_head_weight() const { return lm_head_; }
 
 Exaone4Model::LayerContext Exaone4Model::make_context(int64_t seq_len, const at::Device& device,
-                                                        bool sequence_parallel) const {
+                                                        bool sequence_parallel, const at::Tensor& segments) const {
   LayerContext ctx;
   ctx.sequence_parallel = sequence_parallel && tp_size_ > 1;
-  ctx.rope = rope_tables(inv_freq_, seq_len);
-  // Our kernels need no mask; the reference gets one, shared by the sliding layers.
-  if (config_.sliding_window > 0 && config_.sliding_window < seq_len &&
-      ops::resolve_impl(kernels_, device) == ops::Impl::Reference)
+  ctx.segments = segments;
+  ctx.rope = segments.defined() ? rope_tables(inv_freq_, document_positions(segments)) : rope_tables(inv_freq_, seq_len);
+  // Our kernels need no mask; the reference gets one, shared by the sliding layers (and with
+  // document masks one for the global layers).
+  const bool reference = ops::resolve_impl(kernels_, device) == ops::Impl::Reference;
+  if (reference && segments.defined()) {
+    if (config_.sliding_window > 0) ctx.sliding_mask = ops::visibility_mask(seq_len, config_.sliding_window, device, segments);
+    ctx.full_mask = ops::visibility_mask(seq_len, 0, device, segments);
+  } else if (config_.sliding_window > 0 && config_.sliding_window < seq_len && reference) {
     ctx.sliding_mask = ops::visibility_mask(seq_len, config_.sliding_window, device);
+  }
   return ctx;
 }
 
@@ -213,8 +219,9 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   ops::AttentionSpec spec;
   spec.window = layer_kinds_[static_cast<size_t>(layer)] == LayerKind::Sliding ? config_.sliding_window : 0;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
-  if (spec.window > 0) spec.mask = ctx.sliding_mask;
-  const bool windowed = spec.window > 0 && spec.window < T;
+  spec.mask = spec.window > 0 ? ctx.sliding_mask : ctx.full_mask;
+  spec.segments = ctx.segments;
+  const bool windowed = (spec.window > 0 && spec.window < T) || spec.segments.defined();  // needs more than causal
   at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device(), windowed));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = project(out, p.o_proj, p.o_lora, layer, ctx);  // row-parallel: partial sums
@@ -250,16 +257,17 @@ namespace {
 struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t model_address,
                             int64_t layer, at::Tensor cos, at::Tensor sin, at::Tensor mask, bool sequence_parallel,
-                            int64_t dropout_key) {
+                            int64_t dropout_key, at::Tensor segments, at::Tensor full_mask) {
     const auto* model = reinterpret_cast<const Exaone4Model*>(model_address);
-    ctx->save_for_backward({x, cos, sin, mask});
+    ctx->save_for_backward({x, cos, sin, mask, segments, full_mask});
     ctx->saved_data["model"] = model_address;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["sp"] = sequence_parallel;
     ctx->saved_data["dropout_key"] = dropout_key;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel, mask.numel() > 0 ? mask : at::Tensor(),
-                                  dropout_key};
+    auto given = [](const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); };
+    Exaone4Model::LayerContext lc{RopeTables{cos, sin}, sequence_parallel, given(mask), dropout_key, given(segments),
+                                  given(full_mask)};
     return model->layer_forward(layer, x, lc);
   }
 
@@ -275,26 +283,30 @@ struct RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool(),
-                                    saved[3].numel() > 0 ? saved[3] : at::Tensor(),
-                                    ctx->saved_data["dropout_key"].toInt()};
+      auto given = [](const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); };
+      Exaone4Model::LayerContext lc{RopeTables{saved[1], saved[2]}, ctx->saved_data["sp"].toBool(), given(saved[3]),
+                                    ctx->saved_data["dropout_key"].toInt(), given(saved[4]), given(saved[5])};
       y = model->layer_forward(layer, x, lc);
     }
     at::autocast::set_autocast_enabled(device, was_autocast);
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {x.grad(),     at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, bool sequence_parallel) const {
+at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, bool sequence_parallel,
+                                       const at::Tensor& segments) const {
   if (stage_.first) EXATRAIN_CHECK(input.dim() == 2, "token ids must be [batch, seq], got {} dimensions", input.dim());
   const bool sp = sequence_parallel && tp_size_ > 1;
   const int64_t seq_len = input.size(1) * (sp && !stage_.first ? tp_size_ : 1);
   EXATRAIN_CHECK(!sp || seq_len % tp_size_ == 0, "sequence parallelism: sequence length {} is not divisible by tp {}",
                  seq_len, tp_size_);
-  LayerContext ctx = make_context(seq_len, input.device(), sp);
+  EXATRAIN_CHECK(!segments.defined() || (segments.dim() == 2 && segments.size(1) == seq_len),
+                 "document segments must be [batch, {}], got {}", seq_len, c10::str(segments.sizes()));
+  LayerContext ctx = make_context(seq_len, input.device(), sp, segments);
   if (lora_.enabled() && lora_.dropout > 0 && at::GradMode::is_enabled())  // training: one key per forward
     ctx.dropout_key = dropout_step_ * 65536 + dropout_forwards_++;
   const at::Tensor no_mask = at::empty({0}, at::TensorOptions().dtype(at::kBool).device(input.device()));
@@ -307,7 +319,9 @@ at::Tensor Exaone4Model::stage_forward(const at::Tensor& input, bool recompute, 
       if (!h.requires_grad()) h = h.detach().requires_grad_(true);
       // No mask (our kernels): an empty tensor, as autograd functions take no undefined inputs.
       h = RecomputedLayer::apply(h, reinterpret_cast<int64_t>(this), l, ctx.rope.cos, ctx.rope.sin,
-                                 ctx.sliding_mask.defined() ? ctx.sliding_mask : no_mask, sp, ctx.dropout_key);
+                                 ctx.sliding_mask.defined() ? ctx.sliding_mask : no_mask, sp, ctx.dropout_key,
+                                 ctx.segments.defined() ? ctx.segments : no_mask,
+                                 ctx.full_mask.defined() ? ctx.full_mask : no_mask);
     } else {
       h = layer_forward(l, h, ctx);
     }

@@ -83,7 +83,10 @@ class Exaone4Model {
   // [batch, seq, hidden] -> hidden states, or local logits [batch, seq, vocab/tp] on the last.
   // With sequence_parallel (and tp > 1) the hidden states between layers and stages are this
   // rank's part of the sequence, [batch, seq / tp, hidden]; ids and logits stay whole.
-  at::Tensor stage_forward(const at::Tensor& input, bool recompute = false, bool sequence_parallel = false) const;
+  // `segments` [batch, seq] int32 (data.document_mask; undefined: off): attention stays within a
+  // document and RoPE positions restart in each; always the whole sequence, on every stage.
+  at::Tensor stage_forward(const at::Tensor& input, bool recompute = false, bool sequence_parallel = false,
+                           const at::Tensor& segments = {}) const;
   // The loss from this stage's logits (last stage): the mean over positions, or with `weights`
   // [batch, seq] the weighted sum (a loss mask divided by the batch's count of counted tokens).
   at::Tensor loss_from_logits(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights = {}) const;
@@ -125,9 +128,14 @@ class Exaone4Model {
     // sequence: the [seq, seq] visibility mask, built once per forward for all sliding layers.
     at::Tensor sliding_mask;
     int64_t dropout_key = -1;  // LoRA dropout on (a training forward): part of the mask's seed; -1 off
+    // Document masks: the segments [batch, seq] (attention and RoPE), and for the reference the
+    // [batch, 1, seq, seq] masks of the global layers (sliding_mask then has that shape too).
+    at::Tensor segments;
+    at::Tensor full_mask;
   };
   at::Tensor layer_forward(int64_t layer, const at::Tensor& x, const LayerContext& ctx) const;
-  LayerContext make_context(int64_t seq_len, const at::Device& device, bool sequence_parallel = false) const;
+  LayerContext make_context(int64_t seq_len, const at::Device& device, bool sequence_parallel = false,
+                            const at::Tensor& segments = {}) const;
 
  private:
   // A LoRA adapter (undefined without one): this rank's A and B, and where A's input columns

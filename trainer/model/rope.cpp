@@ -1,5 +1,7 @@
 #include "trainer/model/rope.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 
 namespace exatrain {
@@ -29,6 +31,23 @@ RopeTables rope_tables(const at::Tensor& inv_freq, int64_t seq_len) {
   at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);  // [seq, head_dim/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);                       // [seq, head_dim]
   return RopeTables{emb.cos(), emb.sin()};
+}
+
+RopeTables rope_tables(const at::Tensor& inv_freq, const at::Tensor& positions) {
+  // The same float32 arithmetic as the table of 0 .. seq-1, so a document's rows are bit-equal to it.
+  at::Tensor freqs = positions.to(inv_freq.device(), at::kLong).to(at::kFloat).unsqueeze(-1) * inv_freq;  // [b, seq, hd/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                                           // [b, 1, seq, hd]
+  return RopeTables{emb.cos(), emb.sin()};
+}
+
+at::Tensor document_positions(const at::Tensor& segments) {
+  const int64_t T = segments.size(1);
+  at::Tensor index = at::arange(T, segments.options().dtype(at::kLong)).expand({segments.size(0), T});
+  at::Tensor starts = at::ones_like(segments, at::kBool);  // token t begins a document
+  if (T > 1) starts.narrow(1, 1, T - 1).copy_(segments.narrow(1, 1, T - 1) != segments.narrow(1, 0, T - 1));
+  // The latest document start at or before t, by a running maximum of the start indices.
+  const at::Tensor first = std::get<0>(at::where(starts, index, at::zeros_like(index)).cummax(1));
+  return index - first;
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) {

@@ -12,11 +12,18 @@ namespace exatrain {
 at::Tensor rope_inverse_frequencies(const ModelConfig& config);
 
 struct RopeTables {
-  at::Tensor cos;  // [seq, head_dim]
-  at::Tensor sin;  // [seq, head_dim]
+  at::Tensor cos;  // [seq, head_dim], or [batch, 1, seq, head_dim] per-token positions
+  at::Tensor sin;
 };
 // Tables for positions 0 .. seq_len-1 (emb = cat(freqs, freqs)).
 RopeTables rope_tables(const at::Tensor& inv_freq, int64_t seq_len);
+
+// Per-token positions [batch, seq] (int) -> tables [batch, 1, seq, head_dim], which apply_rope
+// broadcasts over the heads (document masks: positions restart in each document).
+RopeTables rope_tables(const at::Tensor& inv_freq, const at::Tensor& positions);
+// Position of each token within its document: segments [batch, seq] (non-decreasing document ids
+// per row) -> [batch, seq] int64, 0 at each document's first token.
+at::Tensor document_positions(const at::Tensor& segments);
 
 // x: [batch, heads, seq, head_dim]; returns x * cos + rotate_half(x) * sin.
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);

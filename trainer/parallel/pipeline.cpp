@@ -19,6 +19,10 @@ std::vector<int64_t> activation_shape(const Exaone4Model& model, const at::Tenso
   return {ids.size(0), ids.size(1) / split, model.config().hidden_size};
 }
 
+at::Tensor segments_of(const MicroBatches& batches, size_t i) {
+  return batches.segments.empty() ? at::Tensor() : batches.segments[i];
+}
+
 at::Tensor run_stage(const StageOptions& options, const std::function<at::Tensor()>& fn) {
   return options.run ? options.run(fn) : fn();
 }
@@ -50,7 +54,8 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
     const int i = forwarded++;
     note_progress();  // a long accumulation without collectives is progress (trainer/train/watchdog.h)
     at::Tensor out = run_stage(options, [&] {
-      return model.stage_forward(model.stage().first ? inputs[i] : input, options.recompute, options.sequence_parallel);
+      return model.stage_forward(model.stage().first ? inputs[i] : input, options.recompute, options.sequence_parallel,
+                                 segments_of(batches, static_cast<size_t>(i)));
     });
     if (model.stage().last) {
       at::Tensor loss = weighted ? model.loss_from_logits(out, targets[i], batches.weights[i])
@@ -139,7 +144,9 @@ std::vector<double> pipeline_forward_loss(const Exaone4Model& model, const Commu
                        : at::empty(activation_shape(model, ids, options.sequence_parallel),
                                    at::TensorOptions().dtype(at::kFloat).device(model.device()));
     if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
-    at::Tensor out = run_stage(options, [&] { return model.stage_forward(h, false, options.sequence_parallel); });
+    at::Tensor out = run_stage(options, [&] {
+      return model.stage_forward(h, false, options.sequence_parallel, segments_of(batches, i));
+    });
     if (model.stage().last) {
       losses.push_back(model.loss_from_logits(out, batches.targets[i], batches.weights[i]).item<double>());
     } else {

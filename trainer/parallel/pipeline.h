@@ -25,8 +25,10 @@ struct PipelineStepResult {
 // The micro-batches of one step: `inputs[i]` / `targets[i]` are [micro_batch, seq] token ids;
 // `weights[i]` [micro_batch, seq] the loss weight of each target (a loss mask over the step's
 // count of counted targets); without weights the loss is the mean over targets and micro-batches.
+// `segments[i]` [micro_batch, seq] int32 (data.document_mask; empty: off): the document of each
+// token, given to every stage (its attention and RoPE need it), whole even under sequence parallelism.
 struct MicroBatches {
-  std::vector<at::Tensor> inputs, targets, weights;
+  std::vector<at::Tensor> inputs, targets, weights, segments;
 };
 
 struct StageOptions {

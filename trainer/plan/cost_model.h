@@ -50,6 +50,9 @@ struct CostLayout {
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
   // the CUDA kernel lacks, also falls back to the reference; that case is not modelled.)
   bool attention_mask = false;
+  // data.document_mask: per-token RoPE tables [B, 1, T, D] and segment ids; with the reference,
+  // [B, 1, T, T] masks for the sliding layers (when the model has a window) and the global ones.
+  bool document_mask = false;
   // What trains: with LoRA only the adapters, minus train.freeze patterns. Frozen parameters have
   // no gradient, bucket or optimizer state; in bf16 their linears are held in bf16. (Activations
   // and FLOPs are modelled as for training every weight: an upper bound for LoRA, whose frozen

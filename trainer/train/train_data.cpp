@@ -25,8 +25,11 @@ struct TrainData::Impl {
 
 namespace {
 
-// A loader batch as tensors; targets' mask drops position 0 (nothing predicts it).
-RankBatch to_tensors(const Batch& b) {
+// A loader batch as tensors; targets' mask drops position 0 (nothing predicts it). With
+// `document_mask`, each row's document ids come from its document starts, and a target that
+// begins a document is not counted (nothing of its document precedes it: transformers running
+// each document alone has no such prediction).
+RankBatch to_tensors(const Batch& b, bool document_mask) {
   RankBatch out;
   const int64_t width = b.seq_len + 1;
   out.tokens = at::empty({b.rows, width}, at::kLong);
@@ -37,6 +40,24 @@ RankBatch to_tensors(const Batch& b) {
   at::Tensor mask = at::empty({b.rows, width}, at::kFloat);
   auto* m = mask.data_ptr<float>();
   for (size_t i = 0; i < b.loss_mask.size(); ++i) m[i] = b.loss_mask[i] ? 1.0f : 0.0f;
+  if (document_mask) {
+    out.segments = at::empty({b.rows, b.seq_len}, at::kInt);
+    auto* seg = out.segments.data_ptr<int32_t>();
+    for (int64_t r = 0; r < b.rows; ++r) {
+      int32_t id = 0;
+      int64_t next = b.doc_start_offsets[static_cast<size_t>(r)];
+      const int64_t end = b.doc_start_offsets[static_cast<size_t>(r) + 1];
+      for (int64_t t = 0; t < width; ++t) {
+        const bool starts = next < end && b.doc_starts[static_cast<size_t>(next)] == t;
+        if (starts) ++next;
+        if (starts && t > 0) {
+          ++id;
+          m[r * width + t] = 0.0f;  // target t begins a document
+        }
+        if (t < b.seq_len) seg[r * b.seq_len + t] = id;
+      }
+    }
+  }
   out.mask = mask.narrow(1, 1, b.seq_len).contiguous();
   return out;
 }
@@ -57,13 +78,16 @@ TrainData::TrainData(const RunConfig& config, const Topology& topo) : impl_(new 
   if (!config.data.datasets.empty()) {
     LoaderConfig lc;
     for (const auto& d : config.data.datasets)
-      lc.datasets.push_back(LoaderDataset{d.path, d.weight, d.validation_sequences, d.validation_fraction});
+      lc.datasets.push_back(
+          LoaderDataset{d.path, d.weight, d.validation_sequences, d.validation_fraction, d.evaluation_only()});
     lc.seq_len = t.seq_len;
     lc.global_batch = t.global_batch;
     lc.seed = static_cast<uint64_t>(t.seed);
     lc.dp_rank = topo.dp_rank;
     lc.dp_size = topo.dp;
     lc.prefetch = config.data.prefetch;
+    lc.packing = config.data.packing;
+    lc.pad_id = static_cast<int32_t>(config.model.pad_token_id);
     lc.tokenizer_sha256 = tokenizer_ ? tokenizer_->content_sha256() : "";
     lc.vocab_size = config.model.vocab_size;
     impl_->loader = std::make_unique<DataLoader>(lc);
@@ -108,7 +132,7 @@ RankBatch TrainData::next(int64_t step) {
                "{:.2f} s)", v.shards, static_cast<double>(v.bytes) / 1e6, v.seconds);
     }
     EXATRAIN_CHECK(b.index == step, "internal: loader returned batch {} for step {}", b.index, step);
-    out = to_tensors(b);
+    out = to_tensors(b, impl_->config.data.document_mask);
   } else {
     // The global batch depends only on (seed, step); this DP rank takes its rows.
     const auto& t = impl_->config.train;
@@ -120,7 +144,7 @@ RankBatch TrainData::next(int64_t step) {
 }
 
 RankBatch TrainData::validation_batch(const ValidationSet& set, int64_t index) const {
-  return to_tensors(impl_->loader->validation_batch(set.dataset, index));
+  return to_tensors(impl_->loader->validation_batch(set.dataset, index), impl_->config.data.document_mask);
 }
 
 std::vector<uint8_t> TrainData::state() const { return impl_->loader ? impl_->loader->state() : std::vector<uint8_t>{}; }
@@ -173,11 +197,25 @@ std::vector<std::string> TrainData::describe() const {
     return lines;
   }
   const auto& infos = impl_->loader->datasets();
+  const auto& data = impl_->config.data;
+  if (data.document_mask || !data.packing)
+    lines.push_back(fmt::format("data: {}{}", data.packing ? "documents packed into rows" : "one document per row, "
+                                "padded (data.packing: false)", data.document_mask ? ", attention and RoPE positions "
+                                "restart at each document (data.document_mask)" : ""));
   for (size_t i = 0; i < infos.size(); ++i) {
     const auto& d = infos[i];
-    lines.push_back(fmt::format("dataset {}: {} tokens, {} sequences ({} training, {} validation), weight {}{} ({})",
-                                d.name, d.tokens, d.sequences, d.train_sequences, d.validation_sequences,
-                                impl_->config.data.datasets[i].weight, d.has_loss_mask ? ", loss mask" : "", d.path));
+    if (d.truncated_documents > 0)
+      lines.push_back(fmt::format("dataset {}: {} of {} documents are longer than a row (train.seq_len + 1 = {} "
+                                  "tokens) and are truncated to it (data.packing: false)", d.name, d.truncated_documents,
+                                  d.sequences, impl_->config.train.seq_len + 1));
+    if (d.eval_only)
+      lines.push_back(fmt::format("dataset {}: {} tokens, {} sequences, evaluation only ({} validation){} ({})", d.name,
+                                  d.tokens, d.sequences, d.validation_sequences, d.has_loss_mask ? ", loss mask" : "",
+                                  d.path));
+    else
+      lines.push_back(fmt::format("dataset {}: {} tokens, {} sequences ({} training, {} validation), weight {}{} ({})",
+                                  d.name, d.tokens, d.sequences, d.train_sequences, d.validation_sequences,
+                                  impl_->config.data.datasets[i].weight, d.has_loss_mask ? ", loss mask" : "", d.path));
   }
   return lines;
 }

@@ -21,8 +21,13 @@ struct Topology;
 struct RankBatch {
   at::Tensor tokens;  // [rows, seq_len + 1] int64: inputs are [:, :-1], targets [:, 1:]
   at::Tensor mask;    // [rows, seq_len] float: 1 where target t counts in the loss (undefined: all)
+  // data.document_mask: [rows, seq_len] int32, the document of each input token within its row
+  // (0, 1, ...: non-decreasing; a document cut at the row's start is a document of its own).
+  // Attention stays within a document and RoPE positions restart at 0 in each. Undefined: off.
+  at::Tensor segments;
   RankBatch to(const at::Device& device) const {
-    return {tokens.to(device), mask.defined() ? mask.to(device) : mask};
+    auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+    return {tokens.to(device), move(mask), move(segments)};
   }
 };
 

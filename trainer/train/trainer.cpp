@@ -166,7 +166,7 @@ class AutocastScope {
 
 
 // Splits this rank's rows into micro-batches of `micro` rows (the last may be short): inputs,
-// targets and, with a mask, loss weights = mask / per_rank_count.
+// targets, with a mask loss weights = mask / per_rank_count, with document masks the segments.
 MicroBatches split_micro_batches(const RankBatch& batch, int64_t micro, double per_rank_count) {
   MicroBatches out;
   const int64_t rows = batch.tokens.size(0), seq = batch.tokens.size(1) - 1;
@@ -176,6 +176,7 @@ MicroBatches split_micro_batches(const RankBatch& batch, int64_t micro, double p
     out.inputs.push_back(window.narrow(1, 0, seq));
     out.targets.push_back(window.narrow(1, 1, seq));
     if (batch.mask.defined()) out.weights.push_back(batch.mask.narrow(0, r, n) / per_rank_count);
+    if (batch.segments.defined()) out.segments.push_back(batch.segments.narrow(0, r, n));
   }
   return out;
 }
@@ -267,6 +268,8 @@ class Trainer {
   };
   StepResult step();
   void log_step(const StepResult& r, const std::map<std::string, int64_t>& step_bytes, const std::vector<double>& val);
+  // The validation before the first step (step 0 of a fresh run; a resumed run has it already).
+  void validate_before_training();
   void save(const char* why);
   void report_save(const std::optional<SaveReport>& report, const char* why);
   void note_write(const std::string& error);
@@ -591,6 +594,27 @@ Trainer::StepResult Trainer::step() {
   return r;
 }
 
+void Trainer::validate_before_training() {
+  note_progress("evaluation");
+  const auto eval_start = Clock::now();
+  const std::vector<double> val_losses = evaluate(*state_.model, topo_, *state_.data, stage_options_, t_.micro_batch);
+  std::string val_text;
+  nlohmann::json val_json = nlohmann::json::object();
+  for (size_t v = 0; v < val_losses.size(); ++v) {
+    const std::string& name = state_.data->validation_sets()[v].name;
+    val_json[name] = val_losses[v];
+    val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - eval_start).count();
+  if (rank0_) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    note_write(metrics_.append(nlohmann::json{{"step", 0}, {"elapsed_s", elapsed}, {"val_loss", val_json}}.dump()));
+  }
+  log_info("step {:>{}}/{} | before training{} | {:.2f} s", 0, std::to_string(t_.steps).size(), t_.steps, val_text,
+           seconds);
+  interval_eval_s_ += seconds;  // not training time
+}
+
 void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>& step_bytes,
                        const std::vector<double>& val_losses) {
   const int64_t step = state_.step;
@@ -779,6 +803,12 @@ TrainSummary Trainer::run() {
   // A rank stuck outside a collective names itself before the others' collective timeouts fire.
   std::optional<ProgressWatchdog> watchdog;
   if (topo_.world_size > 1) watchdog.emplace(0.9 * config_.parallel.timeout_s, topo_.world_rank);
+  // Validation before the first step and after the last, with train.eval_every or an
+  // evaluation-only dataset (data.datasets[].eval_only or weight 0).
+  const bool validates =
+      t_.eval_every > 0 || std::any_of(config_.data.datasets.begin(), config_.data.datasets.end(),
+                                       [](const DatasetConfig& d) { return d.evaluation_only(); });
+  if (validates && state_.step == 0) validate_before_training();
   while (state_.step < t_.steps && exit_code_ == 0) {
     comm.step = state_.step + 1;
     note_step(state_.step + 1);
@@ -808,7 +838,7 @@ TrainSummary Trainer::run() {
                "update skipped (train.spike.zscore {}; {} so far)", step, r.loss, r.judgement.loss_zscore, r.grad_norm,
                r.judgement.grad_norm_zscore, t_.spike.window, t_.spike.zscore, state_.guard->skipped_spikes());
     const std::map<std::string, int64_t> step_bytes = comm.bytes;  // this step's, before any evaluation
-    const bool eval_now = t_.eval_every > 0 && (step % t_.eval_every == 0 || step == t_.steps);
+    const bool eval_now = (t_.eval_every > 0 && step % t_.eval_every == 0) || (validates && step == t_.steps);
     std::vector<double> val_losses;
     if (eval_now) {
       note_progress("evaluation");
