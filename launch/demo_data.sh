@@ -10,7 +10,7 @@ set -euo pipefail
 case "${1:-}" in ""|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 DIR=$1
-EXATRAIN=build/bin/exatrain
+EXATRAIN=${EXATRAIN:-build/bin/exatrain}
 rm -rf "$DIR/tokenizer" "$DIR/data"
 mkdir -p "$DIR/tokenizer" "$DIR/data"
 echo "== tokenizer: byte-level BPE, 2048 ids, on data/corpora (English + Korean)"
