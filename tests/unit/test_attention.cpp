@@ -31,19 +31,29 @@ struct Result {
   at::Tensor out, dq, dk, dv;
 };
 
+// float64 q, k, v and the output's gradient, from the current seed.
+struct Inputs {
+  at::Tensor q, k, v, g;
+};
+Inputs random_inputs(const Case& c) {
+  Inputs in;
+  in.q = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  in.k = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  in.v = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
+  in.g = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
+  return in;
+}
+
 Result run(const Case& c, ops::Impl impl, at::ScalarType dtype, uint64_t seed = 7) {
   at::manual_seed(seed);
-  const at::Tensor q0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor k0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor v0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor g0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
-  at::Tensor q = q0.to(dtype).requires_grad_(true), k = k0.to(dtype).requires_grad_(true);
-  at::Tensor v = v0.to(dtype).requires_grad_(true);
+  const Inputs in = random_inputs(c);
+  at::Tensor q = in.q.to(dtype).requires_grad_(true), k = in.k.to(dtype).requires_grad_(true);
+  at::Tensor v = in.v.to(dtype).requires_grad_(true);
   ops::AttentionSpec spec;
   spec.window = c.window;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   at::Tensor out = ops::attention(q, k, v, spec, impl);
-  out.backward(g0.to(dtype));
+  out.backward(in.g.to(dtype));
   return {out.detach(), q.grad(), k.grad(), v.grad()};
 }
 
@@ -126,12 +136,9 @@ at::Tensor segments_of(const DocCase& d) {
 Result run_documents(const DocCase& d, ops::Impl impl, at::ScalarType dtype, bool per_document) {
   const Case& c = d.c;
   at::manual_seed(11);
-  const at::Tensor q0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor k0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor v0 = at::randn({c.batch, c.kv_heads, c.seq, c.head_dim}, at::kDouble);
-  const at::Tensor g0 = at::randn({c.batch, c.heads, c.seq, c.head_dim}, at::kDouble);
-  at::Tensor q = q0.to(dtype).requires_grad_(true), k = k0.to(dtype).requires_grad_(true);
-  at::Tensor v = v0.to(dtype).requires_grad_(true);
+  const Inputs in = random_inputs(c);
+  at::Tensor q = in.q.to(dtype).requires_grad_(true), k = in.k.to(dtype).requires_grad_(true);
+  at::Tensor v = in.v.to(dtype).requires_grad_(true);
   ops::AttentionSpec spec;
   spec.window = c.window;
   spec.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
@@ -153,7 +160,7 @@ Result run_documents(const DocCase& d, ops::Impl impl, at::ScalarType dtype, boo
     }
     out = at::cat(rows, 0);
   }
-  out.backward(g0.to(dtype));
+  out.backward(in.g.to(dtype));
   return {out.detach(), q.grad(), k.grad(), v.grad()};
 }
 

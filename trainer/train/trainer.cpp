@@ -204,6 +204,17 @@ std::vector<double> evaluate(const Exaone4Model& model, const Topology& topo, Tr
   return losses;
 }
 
+// Validation losses as metrics.jsonl's `val_loss` object and as the log line's text.
+std::pair<nlohmann::json, std::string> describe_validation(const TrainData& data, const std::vector<double>& losses) {
+  std::pair<nlohmann::json, std::string> out{nlohmann::json::object(), ""};
+  for (size_t v = 0; v < losses.size(); ++v) {
+    const std::string& name = data.validation_sets()[v].name;
+    out.first[name] = losses[v];
+    out.second += fmt::format(" | val {} {:.4f}", name, losses[v]);
+  }
+  return out;
+}
+
 }  // namespace
 
 namespace {
@@ -598,13 +609,7 @@ void Trainer::validate_before_training() {
   note_progress("evaluation");
   const auto eval_start = Clock::now();
   const std::vector<double> val_losses = evaluate(*state_.model, topo_, *state_.data, stage_options_, t_.micro_batch);
-  std::string val_text;
-  nlohmann::json val_json = nlohmann::json::object();
-  for (size_t v = 0; v < val_losses.size(); ++v) {
-    const std::string& name = state_.data->validation_sets()[v].name;
-    val_json[name] = val_losses[v];
-    val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
-  }
+  const auto [val_json, val_text] = describe_validation(*state_.data, val_losses);
   const double seconds = std::chrono::duration<double>(Clock::now() - eval_start).count();
   if (rank0_) {
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -647,13 +652,7 @@ void Trainer::log_step(const StepResult& r, const std::map<std::string, int64_t>
   const auto [busy_min, median, busy_max] = spread(busy_s);
   const auto exposed = spread(exposed_s);
   const double step_s = interval_step_s_ / static_cast<double>(std::max<int64_t>(interval_steps_, 1));
-  std::string val_text;
-  nlohmann::json val_json = nlohmann::json::object();
-  for (size_t v = 0; v < val_losses.size(); ++v) {
-    const std::string& name = state_.data->validation_sets()[v].name;
-    val_json[name] = val_losses[v];
-    val_text += fmt::format(" | val {} {:.4f}", name, val_losses[v]);
-  }
+  const auto [val_json, val_text] = describe_validation(*state_.data, val_losses);
   if (rank0_) {
     nlohmann::json m = {{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
                         {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"elapsed_s", elapsed},
