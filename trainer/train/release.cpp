@@ -129,8 +129,7 @@ void write_peft_adapter(CheckpointReader& reader, const std::string& dir) {
       {"use_rslora", false},
       {"use_dora", false},
       {"modules_to_save", nullptr},
-      {"base_model_name_or_path", base_model},
-      {"exatrain", {{"checkpoint", reader.dir()}, {"step", reader.info().step}}}};
+      {"base_model_name_or_path", base_model}};  // PEFT's keys only: it warns on any other
   write_file_atomically(dir + "/adapter_config.json", config.dump(2) + "\n");
 }
 
