@@ -21,6 +21,7 @@ target) from init.from_hf for 6 steps:
      function of step, micro-batch, layer and target, so a recomputed layer draws the same one);
   7. partial fine-tuning without LoRA (train.freeze: the embedding and layer 0): tp 2 x pp 2
      equals one rank (compare_runs.py, 1e-5), and the frozen tensors leave exactly as they came;
+     a pp 2 run whose first stage trains nothing, stopped at step 3 and resumed, equals one rank;
   8. bf16 LoRA (frozen linears held in bf16) trains, and its merged export loads in transformers;
   9. `exatrain generate --checkpoint` on the LoRA run (adapters merged on load) gives PEFT's
      greedy generate(do_sample=False) tokens.
@@ -254,6 +255,17 @@ log: {{sample_tokens: 0, every: 1}}
         sys.exit("FAIL: train.freeze: nothing trained")
     print(f"ok   train.freeze: tp2-pp2 equals one rank ({out[-1] if out else ''}); {len(frozen)} frozen tensors "
           f"unchanged")
+    # A pipeline stage with nothing to train (the embedding and layers 0-1 of stage 0 frozen):
+    # its rank holds no optimizer segment, yet rank 0 records the step count in checkpoints; a
+    # run stopped at step 3 and resumed equals the straight one.
+    whole = ["lora.rank=0", "train.freeze=[model.embed_tokens.weight, model.layers.0.*, model.layers.1.*]",
+             "optimizer.lr=3e-3"]
+    straight = train("frozen-stage", 1, *whole)
+    stopped = train("frozen-stage-pp2", 2, "parallel.pp=2", "train.steps=3", "checkpoint.every=3", *whole)
+    run(["mpirun", "-n", "2", exe, "train", config, "--run-dir", stopped, "--resume", "--set", "parallel.pp=2",
+         *sum((["--set", w] for w in whole), [])])
+    out = run([sys.executable, judge, straight, stopped, "--rtol", "1e-5"]).stdout.strip().splitlines()
+    print(f"ok   a frozen pipeline stage, stopped at 3 and resumed, equals one rank ({out[-1] if out else ''})")
 
     # 8. bf16.
     b = train("bf16", 1, "train.precision=bf16", "checkpoint.export_dtype=bf16")

@@ -90,6 +90,7 @@ double DistributedOptimizer::reduce_gradients(double max_norm) {
 
 void DistributedOptimizer::step(double lr) {
   at::NoGradGuard no_grad;
+  ++step_count_;
   for (const bool decayed : {true, false}) {
     std::vector<at::Tensor> p, g, m, v, s;
     for (size_t k = 0; k < segments_.size(); ++k) {
@@ -132,11 +133,12 @@ std::vector<DistributedOptimizer::StateSegment> DistributedOptimizer::state_segm
   return out;
 }
 
-int64_t DistributedOptimizer::step_count() const {
-  return steps_.empty() ? 0 : static_cast<int64_t>(steps_.front().item<float>());
-}
+// Counted apart from the per-segment step tensors: a rank may hold no trainable segment (a
+// stage that train.freeze froze whole), and rank 0's count is the one a checkpoint records.
+int64_t DistributedOptimizer::step_count() const { return step_count_; }
 
 void DistributedOptimizer::set_step_count(int64_t steps) {
+  step_count_ = steps;
   for (auto& s : steps_) s.fill_(static_cast<double>(steps));
 }
 

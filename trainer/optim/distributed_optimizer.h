@@ -107,6 +107,7 @@ class DistributedOptimizer {
   at::Tensor owned_mask_;  // [hi - lo] 1 where this rank counts the element in the global norm
   at::Tensor master_, exp_avg_, exp_avg_sq_, grad_;  // owned slice
   std::vector<at::Tensor> steps_;                    // per segment, for the fused kernel
+  int64_t step_count_ = 0;                           // updates taken (as every steps_ entry)
 };
 
 }  // namespace exatrain
