@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 THREADS=0 W=runs/finetune STEPS="" EXATRAIN=build/bin/exatrain SETUP=1
 while (($#)); do
   case $1 in
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --threads) THREADS=$2; shift 2 ;;
     --out) W=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
