@@ -6,8 +6,9 @@
 collective_bytes_per_rank_per_step; and the optimizer state must be what ZeRO says.
 
 comm_bytes.py RUN_DIR --exatrain BIN --tp T --dp D --zero Z --micro-batch B --rows-per-rank R --seq-len S [--sp]
-Optimizer state (fp32 master + 2 moments) = 12 * P_pad / (D if zero 1 else 1), where P_pad is
-this rank's parameter count (TP shard) rounded up to a multiple of D.
+Optimizer state (fp32 master + 2 moments, + the bf16 copy ZeRO-1 gathers with train.weights:
+bf16) = 12 (14) * P_pad / (D if zero 1 else 1), where P_pad is this rank's parameter count (TP
+shard) rounded up to a multiple of D.
 """
 import argparse
 import json
@@ -37,7 +38,9 @@ def main():
     # Optimizer state on this rank: fp32 master weights + two Adam moments for the owned slice,
     # the whole local bucket with zero 0, 1/dp of it with ZeRO-1.
     state = json.loads(open(f"{a.run}/metrics.jsonl").readlines()[-1])["optimizer_state_bytes"]
-    want = 12 * (padded // a.dp if a.zero == 1 else padded)
+    bf16_weights = any(line.strip() == "weights: bf16" for line in open(f"{a.run}/config.resolved.yaml"))
+    zero1 = a.zero == 1 and a.dp > 1
+    want = (14 if bf16_weights and zero1 else 12) * (padded // a.dp if a.zero == 1 else padded)
     print(f"  optimizer state      measured {state} analytical {want} (local parameters {local}, dp {a.dp})")
     if state != want:
         sys.exit(f"FAIL {a.run}: optimizer state bytes differ from the analytical value")

@@ -44,6 +44,9 @@ def main():
     ap.add_argument("reference")
     ap.add_argument("run")
     ap.add_argument("--rtol", type=float, default=1e-5)
+    ap.add_argument("--expect-different", type=float, default=0, metavar="D",
+                    help="also require the losses to differ somewhere by more than D (relative): a run "
+                         "that must be a different computation within rtol")
     a = ap.parse_args()
     ref, got = losses(a.reference), losses(a.run)
     if len(ref) != len(got):
@@ -65,6 +68,8 @@ def main():
           f"{whole:.2e} (worst tensor {worst_param:.2e}, {worst_name})")
     if worst_loss > a.rtol or whole > a.rtol or worst_param > 10 * a.rtol or not np.isfinite(moved):
         sys.exit(f"FAIL {a.run}: differs from the single-rank run by more than {a.rtol}")
+    if a.expect_different and worst_loss <= a.expect_different:
+        sys.exit(f"FAIL {a.run}: expected a different computation, but the losses agree within {a.expect_different}")
 
 
 if __name__ == "__main__":

@@ -50,12 +50,40 @@ while read -r name n tp pp dp zero more; do
   "$PY" "$HERE/compare_runs.py" "$T/single" "$T/$name" --rtol 1e-5
 done <<<"$LAYOUTS"
 
+# Weights held in bf16 (train.weights: bf16, fp32 master weights in the optimizer): every layout
+# equals the single-rank bf16 run. The bound is bf16's, not fp32's: TP sums each rank's bf16
+# partial product in fp32 and rounds once more, where one rank rounds the whole product once, so
+# hidden states differ by bf16 roundings (2^-8 relative) from the first layer on. Adam's eps is
+# raised to 1e-3 for these runs: with 1e-8 Adam turns a rounding-sized gradient into a full
+# learning-rate step of either sign, and the models of two layouts (bf16 autocast with fp32
+# weights as much as bf16 weights) then differ by 8e-3 after 10 steps however right they are.
+# Measured with eps 1e-3 (2026-11-30): losses within 1.2e-4, models within 5.7e-4 (worst tensor
+# 3.0e-3).
+BF16W=(--set train.precision=bf16 --set train.weights=bf16 --set optimizer.eps=1e-3
+       --set checkpoint.export_dtype=fp32)  # the fp32 master weights out
+run single-bf16w 1 "${BF16W[@]}"
+grep -q "weights: bf16" "$T/single-bf16w/config.resolved.yaml"
+BF16_LAYOUTS="tp2-pp2-bf16w 4 2 2 1 0
+pp2-dp2-zero1-bf16w 4 1 2 2 1
+tp2-dp2-zero1-sp-bf16w 4 2 1 2 1 --set parallel.sequence_parallel=true"
+while read -r name n tp pp dp zero more; do
+  # shellcheck disable=SC2086
+  run "$name" "$n" "${BF16W[@]}" --set parallel.tp="$tp" --set parallel.pp="$pp" --set parallel.dp="$dp" \
+    --set parallel.zero="$zero" $more
+  "$PY" "$HERE/compare_runs.py" "$T/single-bf16w" "$T/$name" --rtol 1.5e-3
+done <<<"$BF16_LAYOUTS"
+# ... and is a different run from fp32 weights with bf16 compute (the residual stream is bf16 now).
+run single-bf16 1 --set train.precision=bf16 --set optimizer.eps=1e-3 --set checkpoint.export_dtype=fp32
+"$PY" "$HERE/compare_runs.py" "$T/single-bf16" "$T/single-bf16w" --rtol 1e-2 --expect-different 1e-5
+
 # Communication accounting (tp4 replicates the 2 KV heads over pairs of ranks).
 "$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64
 "$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2" --exatrain "$BIN" --tp 2 --dp 2 --zero 0 --micro-batch 2 --rows-per-rank 4 --seq-len 64
 "$PY" "$HERE/comm_bytes.py" "$T/tp4" --exatrain "$BIN" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64
 "$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1-sp" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64 --sp
 "$PY" "$HERE/comm_bytes.py" "$T/tp4-sp" --exatrain "$BIN" --tp 4 --dp 1 --zero 0 --micro-batch 2 --rows-per-rank 8 --seq-len 64 --sp
+# bf16 weights: ZeRO-1 all-gathers bf16, TP moves bf16 hidden states, the optimizer keeps a bf16 copy.
+"$PY" "$HERE/comm_bytes.py" "$T/tp2-dp2-zero1-sp-bf16w" --exatrain "$BIN" --tp 2 --dp 2 --zero 1 --micro-batch 2 --rows-per-rank 4 --seq-len 64 --sp
 # 1F1B bounds activation memory: over 2 stages, stage 0 holds at most 2 micro-batches (GPipe
 # would hold all of them); its measured peak does not grow from 4 to 8 micro-batches.
 for m in 1 4 8; do

@@ -296,7 +296,8 @@ TEST(Model, MetaDeviceAllocatesNothing) {
 
 // trainer/plan/cost_model: each stage's parameters equal what the model actually allocates on
 // that pipeline stage (meta tensors), tied and untied, even and explicit splits; and the bytes
-// follow from them (4 + 4 + 4 per parameter, 16 per owned optimizer element).
+// follow from them (4 weights + 4 gradient bucket per parameter, 12 per owned optimizer element;
+// ZeRO-1: 16; bf16 weights: 2 per weight, 18 per owned element under ZeRO-1).
 TEST(CostModel, StageParametersMatchTheModelsAllocation) {
   for (const bool tied : {false, true}) {
     for (const std::vector<int64_t>& split : {std::vector<int64_t>{}, std::vector<int64_t>{1, 3}, std::vector<int64_t>{3, 1}}) {
@@ -315,7 +316,9 @@ TEST(CostModel, StageParametersMatchTheModelsAllocation) {
         const StageMemory& r = cost.stages[static_cast<size_t>(s)];
         EXPECT_EQ(r.elements, n) << "tied " << tied << ", split " << split.size() << ", stage " << s;
         EXPECT_EQ(r.weights, 4.0 * static_cast<double>(n));
-        EXPECT_EQ(r.optimizer, 16.0 * static_cast<double>(n));
+        EXPECT_EQ(r.gradients, 0.0);  // they accumulate in the reduction bucket
+        EXPECT_EQ(r.reduce_buffer, 4.0 * static_cast<double>(n));
+        EXPECT_EQ(r.optimizer, 12.0 * static_cast<double>(n));
         EXPECT_EQ(r.in_flight, 1);  // one micro-batch per step: nothing else in flight
       }
     }
@@ -326,7 +329,11 @@ TEST(CostModel, StageParametersMatchTheModelsAllocation) {
   layout.global_batch = 4;
   const StageMemory z = estimate_cost(tiny_config(), layout).largest();
   EXPECT_EQ(z.owned, (z.elements + 3) / 4);
-  EXPECT_EQ(z.optimizer, 20.0 * static_cast<double>(z.owned));
+  EXPECT_EQ(z.optimizer, 16.0 * static_cast<double>(z.owned));
+  layout.compute_dtype_weights = true;  // train.weights: bf16
+  const StageMemory h = estimate_cost(tiny_config(), layout).largest();
+  EXPECT_EQ(h.weights, 2.0 * static_cast<double>(h.elements));
+  EXPECT_EQ(h.optimizer, 18.0 * static_cast<double>(h.owned));
 }
 
 // 1F1B: stage s of p keeps min(p - s, M) micro-batches in flight; activations scale with them.

@@ -57,7 +57,7 @@ void bench_train(const BenchOptions& o) {
   at::Tensor inputs = ids.narrow(1, 0, o.seq_len), targets = ids.narrow(1, 1, o.seq_len);
 
   auto step = [&] {
-    for (const auto& p : model.params()) p.mutable_grad() = at::Tensor();
+    optimizer.zero_grad();
     at::Tensor loss = token_cross_entropy(model.forward(inputs), targets);
     loss.backward();
     optimizer.reduce_gradients(opt.grad_clip);

@@ -77,7 +77,7 @@ ModelConfig model_from_options(const ModelInfoOptions& o) {
 // A run config's layout: tp x pp x dp ranks and what the largest of them holds.
 struct RankFigures {
   int tp = 1, pp = 1, dp = 1;
-  bool zero1 = false;
+  bool zero1 = false, bf16_weights = false;
   LayoutCost cost;
 };
 
@@ -96,6 +96,7 @@ std::optional<RankFigures> rank_figures(const ModelInfoOptions& o) {
   f.pp = static_cast<int>(p.pp);
   f.dp = ranks / (f.tp * f.pp);
   f.zero1 = p.zero == 1 && f.dp > 1;
+  f.bf16_weights = run.train.weights == Precision::BF16;
   f.cost = estimate_cost(run.model, CostLayout::of(run, f.tp, f.pp, f.dp));
   return f;
 }
@@ -128,7 +129,7 @@ void model_info(const ModelInfoOptions& o) {
       auto stage_json = [](const StageMemory& r) {
         return nlohmann::json{{"stage", r.stage}, {"layers", r.layers}, {"parameters", r.elements},
                               {"optimizer_elements", r.owned}, {"micro_batches_in_flight", r.in_flight},
-                              {"bytes", {{"fp32_weights", r.weights}, {"fp32_gradients", r.gradients},
+                              {"bytes", {{"weights", r.weights}, {"gradients", r.gradients},
                                          {"reduction_bucket", r.reduce_buffer}, {"optimizer_state", r.optimizer},
                                          {"total_before_activations", r.static_bytes()},
                                          {"activations_per_micro_batch", r.saved_per_micro_batch},
@@ -181,13 +182,16 @@ void model_info(const ModelInfoOptions& o) {
     std::cout << fmt::format("largest rank:             pipeline stage {}, {} parameters, {} optimizer elements\n",
                              m.stage, with_commas(m.elements), with_commas(m.owned));
     const bool frozen = m.trainable < m.elements;
-    std::cout << fmt::format("  weights:                {}  ({}fp32{})\n", bytes(m.weights),
+    std::cout << fmt::format("  weights:                {}  ({}{}{})\n", bytes(m.weights),
                              frozen ? with_commas(m.trainable) + " trainable in " : "",
-                             frozen ? "; the frozen ones as held: bf16 linears in a bf16 run" : "");
-    std::cout << fmt::format("  fp32 gradients:         {}\n", bytes(m.gradients));
-    std::cout << fmt::format("  reduction bucket:       {}\n", bytes(m.reduce_buffer));
-    std::cout << fmt::format("  optimizer state:        {}  (master weights, 2 Adam moments, norm mask{})\n",
-                             bytes(m.optimizer), rank->zero1 ? ", reduce-scattered gradients" : "");
+                             rank->bf16_weights ? "bf16" : "fp32",
+                             frozen && !rank->bf16_weights ? "; the frozen ones as held: bf16 linears in a bf16 run" : "");
+    std::cout << fmt::format("  gradients:              {}  (accumulated in the reduction bucket)\n", bytes(m.reduce_buffer));
+    std::cout << fmt::format("  optimizer state:        {}  (fp32 master weights, 2 Adam moments{})\n",
+                             bytes(m.optimizer),
+                             rank->zero1 ? rank->bf16_weights ? ", reduce-scattered gradients, bf16 copy to all-gather"
+                                                              : ", reduce-scattered gradients"
+                                         : "");
     const auto trimmed = [&](double b) { return fmt::format("{:.2f} MiB", b / (1 << 20)); };
     std::cout << fmt::format("  activations:            {}  ({} micro-batch{} in flight, {} saved each; one "
                              "micro-batch's backward peaks at {})\n", bytes(m.activations), m.in_flight,

@@ -229,7 +229,8 @@ void emit_config(const PlanOptions& o, const RunConfig& run, const Candidate& c)
         fmt::format("train.micro_batch={}", l.micro_batch), fmt::format("train.global_batch={}", l.global_batch),
         fmt::format("train.seq_len={}", l.seq_len),
         fmt::format("train.recompute={}", l.recompute == Recompute::Full ? "full" : "none"),
-        fmt::format("train.precision={}", l.precision == Precision::BF16 ? "bf16" : "fp32")})
+        fmt::format("train.precision={}", l.precision == Precision::BF16 ? "bf16" : "fp32"),
+        fmt::format("train.weights={}", l.compute_dtype_weights ? "bf16" : "fp32")})
     apply_override(root, kv);
   const std::string header = fmt::format(
       "# exatrain plan: {} GPUs ({}), predicted {:.2f} s/step, {:.0f} tokens/s per GPU, MFU {:.1f}%, {:.1f} GiB per "
@@ -275,9 +276,9 @@ void plan(const PlanOptions& o) {
   }
   if (!o.emit.empty()) {
     const CostLayout& l = shown.front().layout;
-    if (l.zero == 3 || l.op_recompute || l.compute_dtype_weights || l.float8)
-      fail("--emit: zero=3, recompute=op, weights=bf16 and float8=1 are modelled for published runs; exatrain "
-           "cannot train with them");
+    if (l.zero == 3 || l.op_recompute || l.float8)
+      fail("--emit: zero=3, recompute=op and float8=1 are modelled for published runs; exatrain cannot train with "
+           "them");
     emit_config(o, run, shown.front());
   }
   if (o.json) {

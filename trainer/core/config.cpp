@@ -98,6 +98,9 @@ void RunConfig::validate() const {
                  fmt::format("'{}' is not one of trace, debug, info, warn, error{}", log.level,
                              hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
   }
+  if (train.weights == Precision::BF16 && train.precision != Precision::BF16)
+    config_error2(locations, "train.weights", "train.precision",
+                  "bf16 weights need bf16 compute: set train.precision: bf16 (or train.weights: fp32)");
   if (model.num_heads % parallel.tp != 0)
     config_error(locations, "parallel.tp",
                  fmt::format("num_heads ({}) is not divisible by tp ({})", model.num_heads, parallel.tp));

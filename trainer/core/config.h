@@ -146,6 +146,9 @@ struct TrainConfig {
   int64_t seq_len = 128;
   int64_t seed = 1234;
   Precision precision = Precision::FP32;
+  // The dtype the model's weights are held in between steps; bf16 keeps the fp32 master weights
+  // in the optimizer only (Megatron-LM's bf16 params + fp32 main params).
+  Precision weights = Precision::FP32;
   Recompute recompute = Recompute::None;
   KernelChoice kernels = KernelChoice::Auto;
   int64_t threads = 0;  // 0: all cores
@@ -164,6 +167,9 @@ struct TrainConfig {
     v.field("seed", seed, "seed for initialisation and data order", Bounds::at_least(0));
     v.choice("precision", precision, ChoiceNames<Precision>{{"fp32", Precision::FP32}, {"bf16", Precision::BF16}},
              "compute precision (bf16: autocast, fp32 master weights)");
+    v.choice("weights", weights, ChoiceNames<Precision>{{"fp32", Precision::FP32}, {"bf16", Precision::BF16}},
+             "dtype the weights are held in (bf16: 2 bytes per weight instead of 4, the fp32 master copy lives in the "
+             "optimizer; the residual stream runs in bf16 as transformers' bf16 model; needs precision bf16)");
     v.choice("recompute", recompute, ChoiceNames<Recompute>{{"none", Recompute::None}, {"full", Recompute::Full}},
              "activation recomputation per decoder layer");
     v.choice("kernels", kernels, ChoiceNames<KernelChoice>{{"auto", KernelChoice::Auto}, {"reference", KernelChoice::Reference}},

@@ -156,6 +156,12 @@ void Exaone4Model::hold_frozen_linears_in(at::ScalarType dtype) {
   }
 }
 
+void Exaone4Model::hold_weights_in(at::ScalarType dtype) {
+  at::NoGradGuard no_grad;
+  for (auto& p : params_) p.set_data(p.detach().to(dtype));
+  activation_dtype_ = dtype;
+}
+
 at::Tensor Exaone4Model::project(const at::Tensor& x, const at::Tensor& weight, const Adapter& adapter, int64_t layer,
                                  const LayerContext& ctx) const {
   at::Tensor y = at::linear(x, weight);

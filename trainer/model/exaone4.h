@@ -107,6 +107,11 @@ class Exaone4Model {
   // Frozen linear weights (LoRA's base, train.freeze) held in `dtype` from now on (bf16 runs:
   // half the memory; autocast computes with them in bf16 anyway). Norms and embeddings stay.
   void hold_frozen_linears_in(at::ScalarType dtype);
+  // Every weight held in `dtype` from now on (train.weights: bf16; the optimizer keeps the fp32
+  // master copy): the residual stream then runs in that dtype too, as transformers' bf16 model.
+  void hold_weights_in(at::ScalarType dtype);
+  // The dtype of the hidden states between layers and stages (the pipeline sends it).
+  at::ScalarType activation_dtype() const { return activation_dtype_; }
   // LoRA dropout: masks are drawn from (lora.init_seed, the step, the forward's index within
   // the step, layer, target), so a recomputed layer draws the same mask and TP ranks agree.
   void begin_step(int64_t step) const { dropout_step_ = step, dropout_forwards_ = 0; }
@@ -168,6 +173,7 @@ class Exaone4Model {
   TensorParallelGroups groups_;
   PipelineStage stage_;
   at::Device device_ = at::kCPU;
+  at::ScalarType activation_dtype_ = at::kFloat;
   KernelChoice kernels_ = KernelChoice::Auto;
   int tp_size_ = 1, tp_rank_ = 0;
   int64_t heads_ = 0, kv_heads_ = 0;          // local to this TP rank

@@ -8,7 +8,15 @@
 //     zero 1: reduce-scatter; rank r owns buffer slice r (fp32 master weights and Adam moments
 //             only for that slice)
 //   -> global gradient norm (each parameter counted once across TP, PP and DP) -> clip
-//   -> AdamW on the owned slice (ATen's fused kernel) -> zero 1: all-gather the parameters.
+//   -> AdamW on the owned slice (one kernel over every parameter, kernels/adamw.h; with weights
+//   held in bf16 it also writes their bf16 copy) -> zero 1: all-gather the parameters (bf16 or
+//   fp32, as held) -> copy into the model's parameters.
+//
+// Bytes per trained element: the weights as held (4 or 2), the fp32 gradient buffer (4; the
+// gradients accumulate there, see grad_buckets.h), and on the elements this rank owns the fp32
+// master weights and both moments (12), plus with bf16 weights under ZeRO-1 their bf16 copy that
+// is all-gathered (2; without ZeRO-1 the kernel writes the bf16 parameters directly). So bf16
+// weights without ZeRO-1 take 18 bytes per trained element, Megatron-LM's figure.
 //
 // On one rank this is plain AdamW with global-norm clipping.
 #pragma once
@@ -18,6 +26,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/adamw.h"
 #include "trainer/core/config.h"
 #include "trainer/optim/grad_buckets.h"
 
@@ -39,9 +48,14 @@ struct OptimizerGroups {
 class DistributedOptimizer {
  public:
   DistributedOptimizer(const Exaone4Model& model, const OptimizerConfig& config, OptimizerGroups groups, int zero_stage,
-                       bool sequence_parallel = false, GradReduceOptions reduce = {});
+                       bool sequence_parallel = false, GradReduceOptions reduce = {},
+                       at::ScalarType weights = at::kFloat);
   ~DistributedOptimizer();
 
+  // Before a step's first backward: the accumulated gradients back to zero.
+  void zero_grad();
+  // Parameter i's gradient accumulating this step: a [numel] fp32 view (trainable ones only).
+  at::Tensor gradient(size_t param) const;
   // Before the step's last backward (the last micro-batch): its gradients start reducing as
   // they complete. Without this call everything reduces in reduce_gradients().
   void arm_gradient_reduction();
@@ -83,8 +97,9 @@ class DistributedOptimizer {
 
   int64_t owned_elements() const { return hi_ - lo_; }
   int64_t bucket_elements() const { return padded_; }
-  // fp32 master weights plus both Adam moments held by this rank.
-  int64_t state_bytes() const { return 12 * owned_elements(); }
+  // fp32 master weights plus both Adam moments held by this rank (and the bf16 copy of the
+  // owned weights when they are held in bf16).
+  int64_t state_bytes() const { return (weights_copy_.defined() ? 14 : 12) * owned_elements(); }
 
  private:
   struct Segment {  // the part of parameter `param` inside the owned slice
@@ -101,13 +116,17 @@ class DistributedOptimizer {
   std::vector<FrozenParam> frozen_;
   int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;
   std::vector<Segment> segments_;
-  std::vector<bool> segment_decay_;
-  std::vector<bool> segment_canonical_;
+  std::vector<bool> segment_in_norm_;    // counted in the global gradient norm on this rank
+  std::vector<bool> segment_canonical_;  // stored in checkpoints by this rank
+  std::vector<kernels::AdamWRun> runs_;  // the owned slice's segments by weight decay
   std::unique_ptr<GradientBuckets> buckets_;
-  at::Tensor owned_mask_;  // [hi - lo] 1 where this rank counts the element in the global norm
+  at::ScalarType weights_;
   at::Tensor master_, exp_avg_, exp_avg_sq_, grad_;  // owned slice
-  std::vector<at::Tensor> steps_;                    // per segment, for the fused kernel
-  int64_t step_count_ = 0;                           // updates taken (as every steps_ entry)
+  at::Tensor weights_copy_;                          // bf16 weights under ZeRO-1: the owned slice in bf16
+  int64_t step_count_ = 0;                           // updates taken
+  // ZeRO-1 over more than one DP rank: the owned slice is a part; the rest is all-gathered.
+  bool gathers() const { return zero_ == 1 && groups_.dp && groups_.dp->size() > 1; }
+  void publish_weights();
 };
 
 }  // namespace exatrain

@@ -80,15 +80,21 @@ GradientBuckets::GradientBuckets(const Exaone4Model& model, GradReduceGroups gro
     const int64_t a = std::clamp(b.begin, lo_, hi_), z = std::clamp(b.end, lo_, hi_);
     b.owned_view = owned_.narrow(0, a - lo_, z - a);
   }
-  if (options_.overlap)
-    for (size_t i = 0; i < params_.size(); ++i)
-      if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], std::make_unique<BucketHook>(this, i));
+  // Every backward (every micro-batch, either path) adds its gradients into the flat buffer.
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], std::make_unique<BucketHook>(this, i));
 }
 
 GradientBuckets::~GradientBuckets() {
-  if (options_.overlap)
-    for (size_t i = 0; i < params_.size(); ++i)
-      if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], nullptr);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (offsets_[i] >= 0) torch::autograd::impl::set_post_acc_grad_hooks(params_[i], nullptr);
+}
+
+void GradientBuckets::zero() { flat_.zero_(); }
+
+at::Tensor GradientBuckets::gradient(size_t param) const {
+  EXATRAIN_CHECK(offsets_[param] >= 0, "internal: '{}' is frozen and has no gradient", names_[param]);
+  return flat_.narrow(0, offsets_[param], params_[param].numel());
 }
 
 std::string GradientBuckets::describe() const {
@@ -103,6 +109,14 @@ void GradientBuckets::arm() {
 }
 
 void GradientBuckets::on_gradient(size_t param) {
+  {
+    // The parameter's .grad holds this backward's gradient (in the parameter's dtype): add it to
+    // the fp32 flat buffer and let it go, so no gradient outlives the backward that made it.
+    at::NoGradGuard no_grad;
+    at::Tensor& g = params_[param].mutable_grad();
+    gradient(param).add_(g.reshape({-1}));
+    g = at::Tensor();
+  }
   if (!armed_) return;  // an earlier micro-batch: the gradient is still accumulating
   Bucket& b = buckets_[bucket_of_[param]];
   // AccumulateGrad runs once per backward for each parameter; a second gradient after the
@@ -132,12 +146,10 @@ void GradientBuckets::progress() {
 const Communicator* GradientBuckets::exchange_group(size_t i) const { return exchange_[i]; }
 
 void GradientBuckets::start_exchanges(Bucket& b) {
+  // The accumulated gradients in the flat buffer (a parameter unused in this step has zeros
+  // there, exchanged as such).
   std::vector<at::Tensor> grads;
-  for (size_t i : b.params) {
-    at::Tensor& g = params_[i].mutable_grad();
-    if (!g.defined()) g = at::zeros_like(params_[i]);  // unused in this step: a zero gradient, exchanged as such
-    grads.push_back(g);
-  }
+  for (size_t i : b.params) grads.push_back(gradient(i));
   // This rank's own gradients, before anything from another rank is added to them (a NaN is
   // traced to the rank that made it). The max-abs norm: one read, and it cannot overflow.
   at::Tensor finite = at::stack(at::_foreach_norm(grads, std::numeric_limits<double>::infinity())).isfinite().all();
@@ -148,7 +160,6 @@ void GradientBuckets::start_exchanges(Bucket& b) {
 }
 
 void GradientBuckets::start_reduction(Bucket& b) {
-  for (size_t i : b.params) flat_.narrow(0, offsets_[i], params_[i].numel()).copy_(params_[i].grad().reshape({-1}));
   b.exchanges.clear();
   b.phase = Phase::Reducing;
   const Communicator* dp = groups_.dp;

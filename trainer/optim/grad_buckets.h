@@ -2,15 +2,20 @@
 // (as PyTorch DDP's reducer and Megatron-LM's overlapped gradient reduce):
 //
 //   parameters in reverse model order (the order backward completes them) -> buckets of about
-//   `bucket_bytes`, each a contiguous range of the flat fp32 gradient buffer. During the step's
-//   last backward (the last micro-batch: earlier ones only accumulate), a hook after each
-//   parameter's gradient accumulation counts it; when a bucket is complete:
+//   `bucket_bytes`, each a contiguous range of the flat fp32 gradient buffer. The flat buffer is
+//   where gradients accumulate (Megatron-LM's main_grad): a hook after each parameter's
+//   AccumulateGrad adds the parameter's .grad (fp32 or bf16, the parameter's dtype) into it and
+//   frees .grad, every backward. So no per-parameter gradient outlives its backward: 4 bytes per
+//   trained element in all, whatever dtype the weights are held in. During the step's last
+//   backward (the last micro-batch: earlier ones only accumulate), the same hook counts the
+//   parameter; when a bucket is complete:
 //     1. check this rank's own gradients of the bucket (finite?) before any exchange;
 //     2. start the exchanges its specs ask for: the tied embedding's sum over the first and last
-//        stage, TP sums (q_norm/k_norm; norms under sequence parallelism), replicated KV heads;
-//     3. when those are done, copy the gradients into the flat buffer and start the DP
-//        reduction of its range: all-reduce (zero 0) or reduce-scatter into the owned slice
-//        (zero 1; a bucket may straddle the ranks' slices, so the parts can be uneven).
+//        stage, TP sums (q_norm/k_norm; norms under sequence parallelism), replicated KV heads,
+//        in place on the flat buffer;
+//     3. when those are done, start the DP reduction of its range: all-reduce (zero 0) or
+//        reduce-scatter into the owned slice (zero 1; a bucket may straddle the ranks' slices,
+//        so the parts can be uneven).
 //   Steps 2 and 3 start strictly in bucket order, so every rank of a group starts its
 //   collectives in the same sequence whatever order its hooks fire in. The exchanges are
 //   non-blocking; each hook drives them (MPI progresses non-blocking collectives only inside MPI
@@ -64,6 +69,10 @@ class GradientBuckets {
   GradientBuckets(const GradientBuckets&) = delete;
   GradientBuckets& operator=(const GradientBuckets&) = delete;
 
+  // Before a step's first backward: the accumulated gradients back to zero.
+  void zero();
+  // Parameter i's accumulated gradient: a [numel] view of the flat buffer (a frozen one has none).
+  at::Tensor gradient(size_t param) const;
   // The next backward is the step's last: its hooks start the buckets (overlap only).
   void arm();
   // After backward: starts what has not started, waits for all of it. Returns this rank's owned

@@ -39,6 +39,8 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
     case at::kLong: return MPI_INT64_T;
     case at::kInt: return MPI_INT32_T;
     case at::kByte: return MPI_UINT8_T;
+    // Moved, never reduced: every reduction widens bf16 to fp32 first (all_reduce, reduce_scatter).
+    case at::kBFloat16: return MPI_UINT16_T;
     default: fail("collectives take fp32, fp64, int32, int64 or uint8 CPU tensors; got {}", c10::toString(t.scalar_type()));
   }
 }
@@ -272,7 +274,7 @@ at::Tensor Communicator::all_gather(const at::Tensor& tensor, int64_t dim) const
     return nccl().all_gather(tensor, dim);
   }
   check_cpu(tensor, "all_gather");
-  at::Tensor in = tensor.to(tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type()).contiguous();
+  at::Tensor in = tensor.contiguous();  // bf16 travels as 16-bit words: a gather adds nothing up
   std::vector<int64_t> shape{size_};
   for (int64_t d : in.sizes()) shape.push_back(d);
   at::Tensor out = at::empty(shape, in.options());  // [size, ...]

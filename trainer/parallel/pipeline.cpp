@@ -38,7 +38,8 @@ PipelineStepResult run_1f1b(const Exaone4Model& model, const Communicator& pp, c
   const bool weighted = !batches.weights.empty();
   const int M = static_cast<int>(inputs.size());
   const std::vector<int64_t> act_shape = activation_shape(model, inputs[0], options.sequence_parallel);
-  const at::TensorOptions act_options = at::TensorOptions().dtype(at::kFloat).device(model.device());
+  // Hidden states travel in the model's activation dtype (fp32, or bf16 with bf16 weights).
+  const at::TensorOptions act_options = at::TensorOptions().dtype(model.activation_dtype()).device(model.device());
   auto empty_act = [&] { return at::empty(act_shape, act_options); };
 
   struct InFlight {
@@ -142,7 +143,7 @@ std::vector<double> pipeline_forward_loss(const Exaone4Model& model, const Commu
     at::Tensor h = model.stage().first
                        ? ids
                        : at::empty(activation_shape(model, ids, options.sequence_parallel),
-                                   at::TensorOptions().dtype(at::kFloat).device(model.device()));
+                                   at::TensorOptions().dtype(model.activation_dtype()).device(model.device()));
     if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
     at::Tensor out = run_stage(options, [&] {
       return model.stage_forward(h, false, options.sequence_parallel, segments_of(batches, i));
@@ -150,7 +151,7 @@ std::vector<double> pipeline_forward_loss(const Exaone4Model& model, const Commu
     if (model.stage().last) {
       losses.push_back(model.loss_from_logits(out, batches.targets[i], batches.weights[i]).item<double>());
     } else {
-      pp.send_recv(out.to(at::kFloat).contiguous(), stage + 1, none, -1);
+      pp.send_recv(out.to(model.activation_dtype()).contiguous(), stage + 1, none, -1);
       losses.push_back(0.0);
     }
   }
@@ -162,7 +163,7 @@ at::Tensor pipeline_last_logits(const Exaone4Model& model, const Communicator& p
   const int stage = pp.rank(), stages = pp.size();
   at::Tensor h = model.stage().first ? ids
                                      : at::empty({ids.size(0), ids.size(1), model.config().hidden_size},
-                                                 at::TensorOptions().dtype(at::kFloat).device(model.device()));
+                                                 at::TensorOptions().dtype(model.activation_dtype()).device(model.device()));
   at::Tensor none;
   if (!model.stage().first) pp.send_recv(none, -1, h, stage - 1);
   at::Tensor logits = at::empty({model.config().vocab_size});  // on the CPU: broadcast through MPI

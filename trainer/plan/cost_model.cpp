@@ -58,7 +58,7 @@ struct StageParams {
 };
 
 StageParams stage_params(const std::vector<ParamSpec>& specs, const ModelConfig& m, const PipelineStage& stage,
-                         int64_t tp, Precision precision) {
+                         int64_t tp, Precision precision, bool bf16_weights) {
   StageParams out;
   std::map<int64_t, int64_t> per_layer;
   for (const ParamSpec& spec : specs) {
@@ -74,7 +74,8 @@ StageParams stage_params(const std::vector<ParamSpec>& specs, const ModelConfig&
     if (spec.trainable) {
       out.trainable += n;
     } else {
-      const bool half = precision == Precision::BF16 && (spec.kind == ParamKind::Linear || spec.kind == ParamKind::LmHead);
+      const bool half = bf16_weights || (precision == Precision::BF16 &&
+                                         (spec.kind == ParamKind::Linear || spec.kind == ParamKind::LmHead));
       out.frozen_bytes += (half ? 2.0 : 4.0) * static_cast<double>(n);
     }
   }
@@ -200,6 +201,7 @@ CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp
   l.seq_len = c.train.seq_len;
   l.recompute = c.train.recompute;
   l.precision = c.train.precision;
+  l.compute_dtype_weights = c.train.weights == Precision::BF16;
   l.attention_mask = c.train.kernels == KernelChoice::Reference;
   l.document_mask = c.data.document_mask;
   l.lora = c.lora;
@@ -247,7 +249,7 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
     StageMemory r;
     r.stage = s;
     r.layers = stage.end_layer - stage.first_layer;
-    const StageParams params = stage_params(specs, m, stage, l.tp, l.precision);
+    const StageParams params = stage_params(specs, m, stage, l.tp, l.precision, l.compute_dtype_weights);
     r.elements = params.elements;
     r.trainable = params.trainable;
     const int64_t largest_layer = params.largest_layer;
@@ -269,9 +271,15 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
       r.reduce_buffer = 0;
       r.optimizer = 8.0 * owned;
     } else {
-      r.gradients = r.reduce_buffer = 4.0 * static_cast<double>(r.trainable);
-      r.weights = r.gradients + params.frozen_bytes;
-      r.optimizer = (zero1 ? 20.0 : 16.0) * static_cast<double>(r.owned);
+      // Gradients accumulate in the fp32 reduction buffer (grad_buckets.h): a parameter's own
+      // .grad lives only from its AccumulateGrad to the hook that adds it there (the backward's
+      // transient, as before). Optimizer: fp32 master weights and two moments on the owned
+      // elements, and with ZeRO-1 the reduce-scattered gradient slice and (bf16 weights) the
+      // owned weights' bf16 copy that is all-gathered.
+      r.gradients = 0;
+      r.reduce_buffer = 4.0 * static_cast<double>(r.trainable);
+      r.weights = (l.compute_dtype_weights ? 2.0 : 4.0) * static_cast<double>(r.trainable) + params.frozen_bytes;
+      r.optimizer = (12.0 + (zero1 ? 4.0 + (l.compute_dtype_weights ? 2.0 : 0.0) : 0.0)) * static_cast<double>(r.owned);
     }
     const ActivationModel a = stage_activations(m, v, l, stage);
     r.in_flight = std::min<int64_t>(l.pp - s, M);  // 1F1B: warm-up forwards + the one being run
@@ -311,8 +319,9 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   if (l.tp * l.pp * l.dp > 1) c["world.all_reduce"] = 8 + 8 + 3 * 8;
   if (l.tp > 1) {
     // Per micro-batch: 4 per layer (attention and MLP, forward and backward), the embedding, and
-    // on the last stage the lm_head input and the cross-entropy's three [B*T] reductions.
-    const double activations = (4 * Ls + 1 + (also_last ? 1 : 0)) * B * T * H * 4;
+    // on the last stage the lm_head input (in the residual stream's dtype: bf16 with bf16
+    // weights), and the cross-entropy's three [B*T] fp32 reductions.
+    const double activations = (4 * Ls + 1 + (also_last ? 1 : 0)) * B * T * H * (l.compute_dtype_weights ? 2 : 4);
     const double loss = also_last ? Mb * 3 * B * T * 4 : 0;
     const double norms = (v.qk_norm ? 2 * Ls * Dh * 4 : 0);
     if (sp) {
@@ -327,7 +336,9 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   // Tied embeddings under PP: the first and last stage sum their copies' gradients once a step.
   if (l.pp > 1 && m.tie_embeddings)
     c["embedding.all_reduce"] = static_cast<double>(m.vocab_size / l.tp * m.hidden_size) * 4;
-  if (l.pp > 1) c["pp.send_recv"] = Mb * B * (sp ? T / static_cast<double>(l.tp) : T) * H * 4;  // activations out
+  // Activations out, in the residual stream's dtype (bf16 with bf16 weights).
+  if (l.pp > 1)
+    c["pp.send_recv"] = Mb * B * (sp ? T / static_cast<double>(l.tp) : T) * H * (l.compute_dtype_weights ? 2 : 4);
   if (l.dp > 1) {
     const double padded = static_cast<double>((first.elements + l.dp - 1) / l.dp * l.dp);
     const double compute_dtype = l.precision == Precision::BF16 ? 2 : 4;

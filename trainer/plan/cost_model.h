@@ -35,9 +35,9 @@ struct CostLayout {
   // forward saves every matmul output except every second one (k, o, up in forward order), which
   // the backward recomputes; attention outputs are saved. Memory is counted as without it.
   bool op_recompute = false;
-  // Planner only: the trainer keeps its weights in the compute dtype, so ZeRO-1 all-gathers them
-  // in bf16 (Megatron-LM's distributed optimizer: bf16 params, fp32 main params in the optimizer);
-  // exatrain keeps fp32 weights and gathers fp32. (Memory is counted as exatrain's.)
+  // train.weights: bf16 (Megatron-LM's distributed optimizer: bf16 params, fp32 main params in
+  // the optimizer): weights held in the compute dtype, ZeRO-1 all-gathers them in it, and the
+  // residual stream (and what the pipeline sends) is in it too.
   bool compute_dtype_weights = false;
   // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
   // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
@@ -65,11 +65,12 @@ struct CostLayout {
   static CostLayout of(const RunConfig& config, int64_t tp, int64_t pp, int64_t dp);
 };
 
-// Bytes one pipeline stage's rank holds. Weights, gradients and the reduction bucket are fp32
-// (the trainer keeps fp32 master weights whatever the precision) for what trains; frozen weights
-// as held (bf16 linears in bf16 runs), with no gradient; optimizer state: master copy, two Adam
-// moments and the norm mask over the owned trainable elements (all, or 1/dp with ZeRO-1, which
-// also keeps its reduce-scattered gradient slice).
+// Bytes one pipeline stage's rank holds. Trained weights as held (fp32, or bf16 with
+// train.weights: bf16), their gradients in the fp32 reduction bucket (where they accumulate: no
+// separate per-parameter gradients); frozen weights as held (bf16 linears in bf16 runs, all of
+// them with bf16 weights), with no gradient; optimizer state: fp32 master copy and two Adam
+// moments over the owned trainable elements (all, or 1/dp with ZeRO-1, which also keeps its
+// reduce-scattered gradient slice), plus their bf16 copy with bf16 weights.
 struct StageMemory {
   int stage = 0;
   int64_t layers = 0;

@@ -439,7 +439,14 @@ void Trainer::setup(const ResumeOptions& resume) {
       model, config_.optimizer,
       OptimizerGroups{topo_.tp_group.get(), topo_.dp_group.get(), topo_.world.get(), tp_gradients_.get(),
                       stage_.first || stage_.last ? tied_embedding_.get() : nullptr},
-      static_cast<int>(config_.parallel.zero), sequence_parallel_, GradReduceOptions::of(config_.parallel));
+      static_cast<int>(config_.parallel.zero), sequence_parallel_, GradReduceOptions::of(config_.parallel),
+      t_.weights == Precision::BF16 ? at::kBFloat16 : at::kFloat);
+  // bf16 weights: the optimizer took its fp32 master copy from the fp32 weights above; from now
+  // on the model holds them in bf16 (a checkpoint load then overwrites the master and copies it in).
+  if (t_.weights == Precision::BF16) {
+    model.hold_weights_in(at::kBFloat16);
+    state_.optimizer->copy_master_to_params();
+  }
   // The checkpoint is read (every piece this rank needs, checksums checked) before the run
   // directory is touched: a corrupt checkpoint costs nothing.
   double load_seconds = 0;
@@ -535,21 +542,18 @@ Trainer::StepResult Trainer::step() {
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   {
-    // Gradients are allocated once and zeroed in place, so the step's peak below is activations.
+    // Gradients accumulate in the optimizer's flat fp32 buffer (grad_buckets.h), allocated once.
     at::NoGradGuard no_grad;
-    at::Tensor first;  // this rank's first trainable parameter
-    for (const auto& p : model.params()) {
-      if (!p.requires_grad()) continue;  // frozen
-      if (p.grad().defined())
-        p.mutable_grad().zero_();
-      else
-        p.mutable_grad() = at::zeros_like(p);
-      if (!first.defined()) first = p;
-    }
-    // An injected NaN in this rank's first gradient: set before backward, it survives the
-    // accumulation, and the check before any exchange (GradientBuckets) sees it as a real one.
-    if (faults_.at(FaultKind::NanGrad, step + 1) && first.defined())
-      first.mutable_grad().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
+    state_.optimizer->zero_grad();
+    // An injected NaN in this rank's first trainable parameter's gradient: set before backward,
+    // it survives the accumulation, and the check before any exchange (GradientBuckets) sees it
+    // as a real one.
+    if (faults_.at(FaultKind::NanGrad, step + 1))
+      for (size_t i = 0; i < model.params().size(); ++i)
+        if (model.specs()[i].trainable) {
+          state_.optimizer->gradient(i)[0] = std::numeric_limits<float>::quiet_NaN();
+          break;
+        }
   }
   model.begin_step(step);  // LoRA dropout masks are a function of the step
   note_progress("data");
