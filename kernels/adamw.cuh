@@ -24,7 +24,9 @@ struct AdamWLaunch {
   AdamWStep step;
 };
 
-SIMT_KERNEL void adamw_kernel(const AdamWLaunch p) {
+// static: nvcc's host stub for this kernel and the emulation's plain function share one name;
+// internal linkage keeps the two apart when both are linked into one binary.
+static SIMT_KERNEL void adamw_kernel(const AdamWLaunch p) {
   const AdamWRun run = p.runs[simt::block_y()];
   const float decay = adamw_decay_factor(p.step, run);
   const int64_t stride = static_cast<int64_t>(p.blocks_x) * simt::block_dim_x();

@@ -72,6 +72,13 @@ while read -r name n tp pp dp zero more; do
     --set parallel.zero="$zero" $more
   "$PY" "$HERE/compare_runs.py" "$T/single-bf16w" "$T/$name" --rtol 1.5e-3
 done <<<"$BF16_LAYOUTS"
+# The weights the trainer holds (its log sums the parameters' real storage) are half of fp32's.
+"$PY" - "$T/single.log" "$T/single-bf16w.log" <<'PY'
+import re, sys
+held = [float(re.search(r"memory on this rank: parameters ([\d.]+) MiB", open(f).read()).group(1)) for f in sys.argv[1:]]
+assert abs(held[1] * 2 - held[0]) <= 0.01, f"bf16 weights hold {held[1]} MiB against fp32's {held[0]} MiB"
+print(f"weights held: fp32 {held[0]} MiB, bf16 {held[1]} MiB")
+PY
 # ... and is a different run from fp32 weights with bf16 compute (the residual stream is bf16 now).
 run single-bf16 1 --set train.precision=bf16 --set optimizer.eps=1e-3 --set checkpoint.export_dtype=fp32
 "$PY" "$HERE/compare_runs.py" "$T/single-bf16" "$T/single-bf16w" --rtol 1e-2 --expect-different 1e-5
