@@ -9,6 +9,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$PY" "$HERE/make_models.py" "$WORK/models"
 "$PY" "$HERE/check_logits.py" --exatrain "$BIN" --models "$WORK/models" --tol 1e-4 --grad-rtol 1e-4
+# train.weights: bf16 computes as transformers' bf16 model does.
+"$PY" "$HERE/check_bf16_weights.py" --exatrain "$BIN" --models "$WORK/models" 2> >(grep -v "^Loading weights" >&2)
 
 # The other direction: weights exatrain trains and saves load in transformers and compute the
 # same logits and gradients (tiny preset: hybrid, GQA, tied, llama3 RoPE; 3 training steps).

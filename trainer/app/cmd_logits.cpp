@@ -4,6 +4,7 @@
 // and writes every parameter's gradient under its Hugging Face name (and "loss" in OUT).
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 
 #include "checkpoints/hf_io.h"
 #include "trainer/app/commands.h"
@@ -19,19 +20,39 @@ struct LogitsOptions {
   std::string hf_dir, input, output, grads;
   int threads = 0;
   std::string kernels = "auto";
+  std::string dtype = "fp32";
+};
+
+// --dtype bf16: the weights held in bf16 under bf16 autocast, as a training run with
+// train.precision: bf16 and train.weights: bf16 computes (and as transformers' bf16 model).
+struct Bf16Scope {
+  explicit Bf16Scope(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+  }
+  ~Bf16Scope() {
+    if (!on_) return;
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    at::autocast::clear_cache();
+  }
+  bool on_;
 };
 
 void run_logits(const LogitsOptions& o) {
   set_compute_threads(o.threads);
   auto model = load_hf_model(o.hf_dir, at::TensorOptions().dtype(at::kFloat));
   model->set_kernels(o.kernels == "reference" ? KernelChoice::Reference : KernelChoice::Auto);
+  const bool bf16 = o.dtype == "bf16";
+  if (bf16) model->hold_weights_in(at::kBFloat16);
+  const Bf16Scope scope(bf16);
   at::Tensor ids = read_token_lines(o.input, model->config().vocab_size);
   if (ids.size(1) > model->config().max_position_embeddings)
     fail("{}: lines have {} tokens but the model's max_position_embeddings is {}", o.input, ids.size(1),
          model->config().max_position_embeddings);
   if (o.grads.empty()) {
     at::NoGradGuard no_grad;
-    save_tensors(o.output, {{"logits", model->forward(ids)}});
+    save_tensors(o.output, {{"logits", model->forward(ids).to(at::kFloat)}});
     return;
   }
   if (ids.size(1) < 2) fail("{}: --grads needs at least 2 tokens per line (the loss predicts the next token)", o.input);
@@ -41,9 +62,9 @@ void run_logits(const LogitsOptions& o) {
   loss.backward();
   std::vector<std::pair<std::string, at::Tensor>> grads;
   for (size_t i = 0; i < model->specs().size(); ++i)
-    grads.emplace_back(model->specs()[i].name, model->params()[i].grad());
+    grads.emplace_back(model->specs()[i].name, model->params()[i].grad().to(at::kFloat));
   save_tensors(o.grads, grads);
-  save_tensors(o.output, {{"logits", logits}, {"loss", loss}});
+  save_tensors(o.output, {{"logits", logits.to(at::kFloat)}, {"loss", loss.to(at::kFloat)}});
 }
 
 }  // namespace
@@ -60,6 +81,10 @@ void register_logits_command(CLI::App& app) {
   cmd->add_option("--threads", o.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--kernels", o.kernels, "fused operators: auto (our kernels) or reference (ATen)")
       ->check(CLI::IsMember({"auto", "reference"}))
+      ->capture_default_str();
+  cmd->add_option("--dtype", o.dtype,
+                  "fp32, or bf16: weights held in bf16 under bf16 autocast (train.weights: bf16); logits written as fp32")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   cmd->callback([] { run_logits(o); });
 }
