@@ -99,17 +99,19 @@ SIMT_HD void rope_pair(const RopeParams& p, bool backward, int64_t r, int64_t i)
 
 // e^-|g|, Cephes' expf on x = -|g|: n = round(x log2 e), r = x - n ln 2 in two parts
 // (Cody-Waite), e^r by a degree-6 polynomial, times 2^n built in the exponent bits; within about
-// 1 ulp of expf. Taking |g| keeps e^-|g| in (0, 1]: no overflow, and the one clamp (|g| <= 87,
-// so 2^n stays normal; e^-87 = 1.6e-38 stands in for smaller values, which only ever add to 1)
-// is an integer min on the bits (non-negative floats order as their bits; NaN clamps too and
-// comes back through g itself). Written without branches or calls, so the CPU loops vectorize
-// without -ffast-math (std::exp does not; a float clamp with a constant bound gets its paths
-// split by GCC's jump threading), and the GPU runs the same arithmetic.
+// 1 ulp of expf. Taking |g| keeps e^-|g| in (0, 1]: no overflow. Beyond |g| = 87 (where 2^n would
+// leave the normal floats) the result is 0, as ATen's silu gives -0 for large negative g. The
+// clamp and that flush are integer operations on the bits (non-negative floats order as their
+// bits; NaN flushes too and comes back through g itself), so the CPU loops vectorize without
+// -ffast-math (std::exp does not; a float clamp with a constant bound gets its paths split by
+// GCC's jump threading and then stays scalar), and the GPU runs the same arithmetic.
 SIMT_HD float swiglu_exp_neg_abs(float g) {
   float a = fabsf(g);
   int32_t a_bits;
   std::memcpy(&a_bits, &a, sizeof a_bits);
-  a_bits = a_bits < 0x42ae0000 ? a_bits : 0x42ae0000;  // 87.0f
+  const int32_t k87 = 0x42ae0000;                    // 87.0f
+  const int32_t keep = (a_bits - (k87 + 1)) >> 31;  // all ones where |g| <= 87, else 0
+  a_bits = a_bits < k87 ? a_bits : k87;
   std::memcpy(&a, &a_bits, sizeof a);
   const float x = -a;
   const float magic = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -126,7 +128,13 @@ SIMT_HD float swiglu_exp_neg_abs(float g) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
+  const float e = p * two_n;
+  int32_t e_bits;
+  std::memcpy(&e_bits, &e, sizeof e_bits);
+  e_bits &= keep;
+  float flushed;
+  std::memcpy(&flushed, &e_bits, sizeof flushed);
+  return flushed;
 }
 
 // sigmoid(g) = num / den with e = e^-|g|, den = 1 + e and num = 1 (g >= 0) or e (g < 0); num is
