@@ -598,10 +598,15 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
 }
 #endif
 
-// auto: our kernel on the CPU and on a GPU. On the CPU it is the faster of the two
-// (`exatrain bench fused`, 2 threads of this machine, batch 1 x 4,096 tokens, forward + backward):
-//   RoPE   q of the small preset (12 heads x 64) fp32  MEASURE_ROPE
-//   SwiGLU small preset (2,048)              fp32       MEASURE_SWIGLU
+// auto: our kernel on a GPU; on the CPU where it is the faster of the two. `exatrain bench fused`
+// (small preset, 1 x 4,096 tokens, forward + backward, 1 thread, best of 15 alternating with the
+// reference; this 2-core machine was shared with other builds, so ranges over two runs):
+//   RoPE   (q: 12 heads x 64)  fp32  7.2-10.9 ms against 22.3-28.9 ms   2.7-3.1x
+//                              bf16  4.1-4.4 ms against 9.4-15.1 ms     2.3-3.4x
+//   SwiGLU (2,048 wide)        fp32  47-51 ms against 112-162 ms       2.4-3.2x
+//                              bf16  23-27 ms against 21-26 ms         0.91-1.0x
+// so bf16 SwiGLU stays with ATen on the CPU (our kernel is compute-bound there: bf16 widening and
+// rounding around the exp polynomial; it still keeps a third less for backward).
 Impl resolve_fused_impl(KernelChoice choice, const at::Device& device) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
   if (device.is_cpu()) return Impl::Cpu;
@@ -614,7 +619,10 @@ Impl resolve_fused_impl(KernelChoice choice, const at::Device& device) {
 }  // namespace
 
 Impl resolve_rope_impl(KernelChoice choice, const at::Device& device) { return resolve_fused_impl(choice, device); }
-Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device) { return resolve_fused_impl(choice, device); }
+Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device, at::ScalarType dtype) {
+  if (device.is_cpu() && dtype == at::kBFloat16) return Impl::Reference;  // not faster there (above)
+  return resolve_fused_impl(choice, device);
+}
 
 at::Tensor rope(const at::Tensor& x, const RopeTables& tables, Impl impl) {
   EXATRAIN_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope: x must be [batch, heads, seq, head_dim] with an even "

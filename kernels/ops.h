@@ -74,14 +74,17 @@ struct RopeTables {
 // The cpu/cuda autograd nodes keep only the tables (the backward is the transposed rotation of
 // the output's gradient), where the reference keeps x-sized products.
 at::Tensor rope(const at::Tensor& x, const RopeTables& tables, Impl impl);
-// The implementation rope runs on `device`: the fused kernel on the CPU under auto (faster; see
-// ops.cpp for the measurement), the CUDA kernel on a GPU, the reference otherwise.
+// The implementation rope runs on `device`: the fused kernel on the CPU under auto (faster, fp32
+// and bf16; ops.cpp has the measurement), the CUDA kernel on a GPU, the reference otherwise.
 Impl resolve_rope_impl(KernelChoice choice, const at::Device& device);
 
 // SwiGLU, silu(gate) * up, with autograd; gate and up of one shape and dtype. The cpu/cuda
 // autograd nodes keep gate and up only (silu is recomputed in the backward), where the reference
 // keeps gate, up and silu(gate).
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up, Impl impl);
-Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device);
+// The implementation swiglu runs on `device` for `dtype` inputs: the fused kernel on the CPU under
+// auto for fp32 (faster), the reference for bf16 there (not faster; ops.cpp), the CUDA kernel on
+// a GPU, the reference otherwise.
+Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device, at::ScalarType dtype);
 
 }  // namespace exatrain::ops

@@ -14,7 +14,7 @@ namespace exatrain::kernels {
 namespace {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define EXATRAIN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define EXATRAIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define EXATRAIN_CLONES
 #endif
@@ -98,7 +98,7 @@ void swiglu_cpu(const SwigluParams& p, bool backward, int64_t begin, int64_t end
 // The copy target_clones' resolver picks: the first of its list this CPU supports.
 const char* rope_swiglu_cpu_isa() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (avx512)";
   if (__builtin_cpu_supports("avx2")) return "avx2";
 #endif
   return "generic";

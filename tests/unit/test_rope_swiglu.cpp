@@ -321,7 +321,7 @@ TEST(RopeSwigluModel, AutoKernelsMatchReference) {
   c.rope_scaling.high_freq_factor = 4;
   c.rope_scaling.original_max_position = 16;
   ASSERT_EQ(ops::resolve_rope_impl(KernelChoice::Auto, at::kCPU), ops::Impl::Cpu);
-  ASSERT_EQ(ops::resolve_swiglu_impl(KernelChoice::Auto, at::kCPU), ops::Impl::Cpu);
+  ASSERT_EQ(ops::resolve_swiglu_impl(KernelChoice::Auto, at::kCPU, at::kFloat), ops::Impl::Cpu);
   Exaone4Model model(c, at::kFloat);
   init_parameters(model, 9);
   model.set_requires_grad(true);

@@ -245,8 +245,8 @@ at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const
   const at::Tensor ht = enter_tp(h, ctx.sequence_parallel);
   const at::Tensor gate = project(ht, p.gate_proj, p.gate_lora, layer, ctx);  // [B, T, I/tp]
   const at::Tensor up = project(ht, p.up_proj, p.up_lora, layer, ctx);
-  at::Tensor mlp = project(ops::swiglu(gate, up, ops::resolve_swiglu_impl(kernels_, gate.device())), p.down_proj,
-                           p.down_lora, layer, ctx);
+  const ops::Impl swiglu_impl = ops::resolve_swiglu_impl(kernels_, gate.device(), gate.scalar_type());
+  at::Tensor mlp = project(ops::swiglu(gate, up, swiglu_impl), p.down_proj, p.down_lora, layer, ctx);
   mlp = leave_tp(mlp, ctx.sequence_parallel);
   return h + norm(mlp, p.post_feedforward_norm);
 }
