@@ -324,7 +324,7 @@ SelftestRow check_rope_swiglu_emulated(bool is_rope) {
   row.bound = fused_bound(dtype);
   if (is_rope) {
     const int64_t B = 2, H = 3, T = 37, D = 22;
-    row.shape = fmt::format("B{} H{} T{} D{}, per-token tables", B, H, T, D);
+    row.shape = fmt::format("B{} H{} T{} D{} docs", B, H, T, D);  // per-token tables
     const RopeTables plain = selftest_rope_tables(T, D);
     // Row 1 at positions shifted by 5: a table per row, as document masks give.
     const at::Tensor idx = at::stack({at::arange(T, at::kLong), (at::arange(T, at::kLong) + 5) % T});
