@@ -600,13 +600,15 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
 
 // auto: our kernel on a GPU; on the CPU where it is the faster of the two. `exatrain bench fused`
 // (small preset, 1 x 4,096 tokens, forward + backward, 1 thread, best of 15-30 alternating with the
-// reference; this 2-core machine was shared with other builds, so ranges over 3-4 runs):
-//   RoPE   (q: 12 heads x 64)  fp32  5.6-10.9 ms against 21-29 ms     2.7-4.2x
-//                              bf16  4.1-4.5 ms against 9.0-15.1 ms    2.2-3.4x
-//   SwiGLU (2,048 wide)        fp32  47-68 ms against 112-162 ms      2.1-3.2x
-//                              bf16  18.8-26.6 ms against 18.2-26.5 ms 0.89-1.21x
+// reference; this 2-core machine was shared with other builds, so ranges over the 5 runs in
+// docs/performance.md):
+//   RoPE   (q: 12 heads x 64)  fp32  5.6-10.9 ms against 20-29 ms     2.7-4.2x
+//                              bf16  4.1-4.5 ms against 9.4-15.1 ms    2.2-3.4x
+//   SwiGLU (2,048 wide)        fp32  47-68 ms against 107-162 ms      2.1-3.2x
+//                              bf16  18.8-26.6 ms against 19.1-26.5 ms 0.91-1.21x
 // so bf16 SwiGLU stays with ATen on the CPU (our kernel is compute-bound there: bf16 widening and
-// rounding around the exp polynomial; it still keeps a third less for backward).
+// rounding around the exp polynomial; it still keeps a third less for backward). Two threads, in
+// the one quiet run: RoPE 3.1x (fp32) and 1.5x (bf16), SwiGLU 1.9x and 1.4x (docs/performance.md).
 Impl resolve_fused_impl(KernelChoice choice, const at::Device& device) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
   if (device.is_cpu()) return Impl::Cpu;

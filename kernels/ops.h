@@ -72,7 +72,8 @@ struct RopeTables {
 //   x * cos + cat(-x2, x1) * sin,  cos and sin cast to x's dtype first
 // x: [batch, heads, seq, head_dim] (any strides) -> the same shape, contiguous for the kernels.
 // The cpu/cuda autograd nodes keep only the tables (the backward is the transposed rotation of
-// the output's gradient), where the reference keeps x-sized products.
+// the output's gradient); one pass over x where the reference's five ATen ops make four x-sized
+// intermediates.
 at::Tensor rope(const at::Tensor& x, const RopeTables& tables, Impl impl);
 // The implementation rope runs on `device`: the fused kernel on the CPU under auto (faster, fp32
 // and bf16; ops.cpp has the measurement), the CUDA kernel on a GPU, the reference otherwise.
