@@ -565,7 +565,8 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
     at::Tensor out;
     if (is_rope) {
       const RopeTables t{tables[0].to(device), tables[1].to(device)};
-      out = fused ? RopeFused::apply(leaves[0], rope_kernel_table(t.cos, leaves[0]), rope_kernel_table(t.sin, leaves[0]))
+      out = fused ? RopeFused::apply(leaves[0], rope_kernel_table(t.cos, leaves[0]),
+                                     rope_kernel_table(t.sin, leaves[0]))
                   : rope_reference(leaves[0], t);
     } else {
       out = fused ? SwigluFused::apply(leaves[0], leaves[1]) : swiglu_reference(leaves[0], leaves[1]);

@@ -60,7 +60,8 @@ TEST(RopeSwigluSimt, RopeMatchesFormula) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t i = 0; i < D; ++i) {
-          const double angle = static_cast<double>(t + 5 * b) * std::pow(10000.0, -static_cast<double>(i % half) / half);
+          const double frequency = std::pow(10000.0, -static_cast<double>(i % half) / half);
+          const double angle = static_cast<double>(t + 5 * b) * frequency;
           const size_t k = static_cast<size_t>((b * T + t) * D + i);
           cb[k] = simt::bf16_bits(static_cast<float>(std::cos(angle)));
           sb[k] = simt::bf16_bits(static_cast<float>(std::sin(angle)));
@@ -93,8 +94,12 @@ TEST(RopeSwigluSimt, RopeMatchesFormula) {
         for (int64_t h = 0; h < H; ++h)
           for (int64_t t = 0; t < T; ++t)
             for (int64_t i = 0; i < half; ++i) {
-              const auto xi = [&](int64_t d) { return static_cast<double>(x.f[static_cast<size_t>(((b * T + t) * H + h) * D + d)]); };
-              const auto at = [&](const std::vector<float>& v, int64_t d) { return static_cast<double>(v[static_cast<size_t>((b * T + t) * D + d)]); };
+              const auto xi = [&](int64_t d) {
+                return static_cast<double>(x.f[static_cast<size_t>(((b * T + t) * H + h) * D + d)]);
+              };
+              const auto at = [&](const std::vector<float>& v, int64_t d) {
+                return static_cast<double>(v[static_cast<size_t>((b * T + t) * D + d)]);
+              };
               double* y = want.data() + ((b * H + h) * T + t) * D;
               if (!backward) {
                 y[i] = xi(i) * at(cf, i) - xi(i + half) * at(sf, i);
@@ -129,7 +134,9 @@ TEST(RopeSwigluSimt, SwigluMatchesFormula) {
     const Values up = random_values(n, bf16, gen), dy = random_values(n, bf16, gen);
     std::vector<float> of(n), dgf(n), duf(n);
     std::vector<uint16_t> ob(n), dgb(n), dub(n);
-    auto out = [&](std::vector<float>& f, std::vector<uint16_t>& b) { return bf16 ? static_cast<void*>(b.data()) : f.data(); };
+    auto out = [&](std::vector<float>& f, std::vector<uint16_t>& b) {
+      return bf16 ? static_cast<void*>(b.data()) : static_cast<void*>(f.data());
+    };
     const SwigluParams p{gate.data(bf16), up.data(bf16), out(of, ob), dy.data(bf16), out(dgf, dgb), out(duf, dub),
                          static_cast<int64_t>(n), bf16};
     swiglu_emulated(p, false);
@@ -150,7 +157,8 @@ TEST(RopeSwigluSimt, SwigluMatchesFormula) {
     EXPECT_LT(relative_error(output_values(duf, dub, bf16), want_du), bound) << "bf16 " << bf16;
     for (double v : output_values(dgf, dgb, bf16)) ASSERT_FALSE(std::isnan(v));
     std::printf("swiglu emulated (bf16 %d) against double: y %.2e, dgate %.2e, dup %.2e\n", bf16,
-                relative_error(output_values(of, ob, bf16), want_y), relative_error(output_values(dgf, dgb, bf16), want_dg),
+                relative_error(output_values(of, ob, bf16), want_y),
+                relative_error(output_values(dgf, dgb, bf16), want_dg),
                 relative_error(output_values(duf, dub, bf16), want_du));
   }
 }

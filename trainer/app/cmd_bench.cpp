@@ -235,10 +235,11 @@ void bench_fused(const FusedBenchOptions& o) {
   }
   std::cout << fmt::format("exatrain bench fused: B{} T{} {}, forward + backward, best of {}, {} threads, cpu kernel "
                            "{}\n", B, T, o.dtype, o.repeats, at::get_num_threads(), kernels::rope_swiglu_cpu_isa());
-  std::cout << fmt::format("  rope   (H{} D{}):  cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; ratio {:.2f}x\n",
-                           H, D, 1e3 * rope_cpu, rope_bytes / rope_cpu / 1e9, 1e3 * rope_ref, rope_ref / rope_cpu);
-  std::cout << fmt::format("  swiglu (I{}):     cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; ratio {:.2f}x\n",
-                           I, 1e3 * swiglu_cpu, swiglu_bytes / swiglu_cpu / 1e9, 1e3 * swiglu_ref,
+  std::cout << fmt::format("  rope   (H{} D{}):  cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; "
+                           "ratio {:.2f}x\n", H, D, 1e3 * rope_cpu, rope_bytes / rope_cpu / 1e9, 1e3 * rope_ref,
+                           rope_ref / rope_cpu);
+  std::cout << fmt::format("  swiglu (I{}):     cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; "
+                           "ratio {:.2f}x\n", I, 1e3 * swiglu_cpu, swiglu_bytes / swiglu_cpu / 1e9, 1e3 * swiglu_ref,
                            swiglu_ref / swiglu_cpu);
 }
 
@@ -288,7 +289,8 @@ void register_bench_command(CLI::App& app) {
   static FusedBenchOptions f;
   fused->add_option("--batch", f.batch, "sequences")->capture_default_str()->check(CLI::PositiveNumber);
   fused->add_option("--seq-len", f.seq_len, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
-  fused->add_option("--heads", f.heads, "query heads (RoPE runs on q)")->capture_default_str()->check(CLI::PositiveNumber);
+  fused->add_option("--heads", f.heads, "query heads (RoPE runs on q)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
   fused->add_option("--head-dim", f.head_dim, "head dimension")->capture_default_str()->check(CLI::PositiveNumber);
   fused->add_option("--intermediate", f.intermediate, "MLP width (SwiGLU)")->capture_default_str()
       ->check(CLI::PositiveNumber);
