@@ -545,7 +545,9 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(31);
   const at::ScalarType dtype = x.scalar_type();
   // Values the dtype holds exactly, so both sides see the same inputs.
-  auto make = [&](at::IntArrayRef shape) { return at::randn(shape, gen, at::kDouble).to(dtype).to(at::kDouble); };
+  auto make = [&](at::IntArrayRef shape, double scale = 1.0) {
+    return (at::randn(shape, gen, at::kDouble) * scale).to(dtype).to(at::kDouble);
+  };
   std::vector<at::Tensor> inputs, tables;
   at::Tensor g;
   if (is_rope) {
@@ -555,7 +557,7 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
     tables = {angles.cos().to(at::kFloat), angles.sin().to(at::kFloat)};
     g = make({2, 3, 37, 24});
   } else {
-    inputs = {make({5, 333}) * 3, make({5, 333})};
+    inputs = {make({5, 333}, 3.0), make({5, 333})};
     g = make({5, 333});
   }
   auto run = [&](const at::Device& device, at::ScalarType type, bool fused) {
