@@ -66,8 +66,8 @@ const RopeCase kRopeCases[] = {
     {3, 2, 23, 6, true, false},     // tiny rows
     {1, 1, 1, 2, false, false}};    // one token, one pair
 
-// fp32: forward and dx against float64, and the forward bit-equal to the fp32 reference (the
-// kernel makes the same roundings: each product, then the sum; no FMA contraction).
+// fp32: forward and dx against float64, and both bit-equal to the fp32 reference (the kernel
+// makes the same roundings: each product, then the sum; no FMA contraction).
 TEST(RopeOp, CpuKernelAgainstFloat64) {
   at::manual_seed(3);
   double worst_y = 0, worst_dx = 0;
@@ -90,7 +90,11 @@ TEST(RopeOp, CpuKernelAgainstFloat64) {
       // two products and a sum in fp32: measured up to 9.1e-8 (y) and 6.9e-8 (dx) of the largest value
       EXPECT_LT(rel(yf, yd), 5e-7) << what;
       EXPECT_LT(rel(xf.grad(), xd.grad()), 5e-7) << what;
-      EXPECT_TRUE(at::equal(yf, ops::rope(x, t, ops::Impl::Reference))) << what;
+      at::Tensor xr = x.detach().requires_grad_(true);
+      at::Tensor yr = ops::rope(xr, t, ops::Impl::Reference);
+      yr.backward(g);
+      EXPECT_TRUE(at::equal(yf, yr)) << what;
+      EXPECT_TRUE(at::equal(xf.grad(), xr.grad())) << what;
       worst_y = std::max(worst_y, rel(yf, yd));
       worst_dx = std::max(worst_dx, rel(xf.grad(), xd.grad()));
     }
