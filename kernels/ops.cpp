@@ -9,6 +9,7 @@
 #include "kernels/flash_attention.h"
 #include "kernels/flash_attention_cuda.h"
 #include "kernels/rmsnorm.h"
+#include "kernels/rope_swiglu.h"
 #include "trainer/core/error.h"
 
 #if defined(EXATRAIN_HAVE_CUDA)
@@ -385,6 +386,285 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #endif
   }
   fail("attention: this build has no CUDA kernels; use train.kernels: reference");
+}
+
+// ---- RoPE and SwiGLU (kernels/rope_swiglu.h) ----------------------------------------------------
+
+namespace {
+
+// transformers' apply_rotary_pos_emb (half-rotation layout), the judge of the kernels.
+at::Tensor rope_reference(const at::Tensor& x, const RopeTables& t) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  at::Tensor rotated = at::cat({-x2, x1}, -1);
+  at::Tensor cos = t.cos.to(x.scalar_type()), sin = t.sin.to(x.scalar_type());
+  return x * cos + rotated * sin;
+}
+
+// transformers' Exaone4MLP activation: act_fn(gate_proj(x)) * up_proj(x), act_fn = SiLU.
+at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up) { return at::silu(gate) * up; }
+
+bool fused_dtype(const at::Tensor& t) { return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16; }
+
+// A table as the kernels read it: contiguous [table_batch, seq, head_dim] in x's dtype (the cast
+// transformers makes too). Undefined for a shape the kernels do not take (the reference does).
+at::Tensor rope_kernel_table(const at::Tensor& t, const at::Tensor& x) {
+  const int64_t B = x.size(0), T = x.size(2), D = x.size(3);
+  at::Tensor t3;
+  if (t.dim() == 2 && t.size(0) == T && t.size(1) == D)
+    t3 = t.unsqueeze(0);
+  else if (t.dim() == 4 && (t.size(0) == B || t.size(0) == 1) && t.size(1) == 1 && t.size(2) == T && t.size(3) == D)
+    t3 = t.squeeze(1);
+  else
+    return {};
+  return t3.to(x.device(), x.scalar_type()).contiguous();
+}
+
+// The kernels' one layout requirement: a contiguous last dimension (other strides are read).
+at::Tensor last_dim_contiguous(const at::Tensor& x) { return x.size(-1) <= 1 || x.stride(-1) == 1 ? x : x.contiguous(); }
+
+kernels::RopeParams rope_params(const at::Tensor& x, at::Tensor& y, const at::Tensor& cos, const at::Tensor& sin) {
+  kernels::RopeParams p{};
+  p.x = x.const_data_ptr();
+  p.y = y.mutable_data_ptr();
+  p.cos = cos.const_data_ptr();
+  p.sin = sin.const_data_ptr();
+  p.batch = x.size(0);
+  p.heads = x.size(1);
+  p.seq = x.size(2);
+  p.head_dim = x.size(3);
+  for (int d = 0; d < 3; ++d) {
+    p.x_stride[d] = x.stride(d);
+    p.y_stride[d] = y.stride(d);
+  }
+  p.table_stride_b = cos.size(0) > 1 ? p.seq * p.head_dim : 0;
+  p.bf16 = x.scalar_type() == at::kBFloat16;
+  return p;
+}
+
+#if defined(EXATRAIN_HAVE_CUDA)
+void check_fused_launch(int err, const char* what) {
+  EXATRAIN_CHECK(err == 0, "{}: the CUDA kernel failed to launch (cudaError {})", what, err);
+}
+#endif
+
+// Rows of RoPE spread over ATen's threads (about 16K elements per task), or one CUDA launch on the
+// current stream.
+void run_rope(const kernels::RopeParams& p, bool backward, const at::Device& device) {
+  if (device.is_cpu()) {
+    const int64_t rows = p.batch * p.heads * p.seq;
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.head_dim, 1)),
+                     [&](int64_t b, int64_t e) { kernels::rope_rows_cpu(p, backward, b, e); });
+    return;
+  }
+#if defined(EXATRAIN_HAVE_CUDA)
+  const c10::cuda::CUDAGuard guard(device);
+  check_fused_launch(kernels::rope_cuda(p, backward, c10::cuda::getCurrentCUDAStream().stream()), "rope");
+#endif
+}
+
+void run_swiglu(const kernels::SwigluParams& p, bool backward, const at::Device& device) {
+  if (device.is_cpu()) {
+    at::parallel_for(0, p.n, 32768, [&](int64_t b, int64_t e) { kernels::swiglu_cpu(p, backward, b, e); });
+    return;
+  }
+#if defined(EXATRAIN_HAVE_CUDA)
+  const c10::cuda::CUDAGuard guard(device);
+  check_fused_launch(kernels::swiglu_cuda(p, backward, c10::cuda::getCurrentCUDAStream().stream()), "swiglu");
+#endif
+}
+
+// The fused RoPE on the CPU or a GPU (x's device). cos and sin in rope_kernel_table's form; the
+// node keeps them and nothing else.
+struct RopeFused : public torch::autograd::Function<RopeFused> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos,
+                            const at::Tensor& sin) {
+    const at::Tensor x = last_dim_contiguous(x_in);
+    at::Tensor y = at::empty(x.sizes(), x.options());  // [batch, heads, seq, head_dim], contiguous
+    run_rope(rope_params(x, y, cos, sin), /*backward=*/false, x.device());
+    ctx->save_for_backward({cos, sin});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor g = last_dim_contiguous(grad_out[0].to(saved[0].scalar_type()));
+    at::Tensor dx = at::empty(g.sizes(), g.options());
+    run_rope(rope_params(g, dx, saved[0], saved[1]), /*backward=*/true, g.device());
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
+
+// The fused SwiGLU; the node keeps gate and up (the reference also keeps silu(gate)).
+struct SwigluFused : public torch::autograd::Function<SwigluFused> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate_in, const at::Tensor& up_in) {
+    const at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
+    at::Tensor out = at::empty(gate.sizes(), gate.options());
+    kernels::SwigluParams p{};
+    p.gate = gate.const_data_ptr();
+    p.up = up.const_data_ptr();
+    p.out = out.mutable_data_ptr();
+    p.n = gate.numel();
+    p.bf16 = gate.scalar_type() == at::kBFloat16;
+    run_swiglu(p, /*backward=*/false, gate.device());
+    ctx->save_for_backward({gate, up});
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1];
+    const at::Tensor dy = grad_out[0].to(gate.scalar_type()).contiguous();
+    at::Tensor dgate = at::empty(gate.sizes(), gate.options()), dup = at::empty(up.sizes(), up.options());
+    kernels::SwigluParams p{};
+    p.gate = gate.const_data_ptr();
+    p.up = up.const_data_ptr();
+    p.dout = dy.const_data_ptr();
+    p.dgate = dgate.mutable_data_ptr();
+    p.dup = dup.mutable_data_ptr();
+    p.n = gate.numel();
+    p.bf16 = gate.scalar_type() == at::kBFloat16;
+    run_swiglu(p, /*backward=*/true, gate.device());
+    return {dgate, dup};
+  }
+};
+
+#if defined(EXATRAIN_HAVE_CUDA)
+// Before the CUDA RoPE or SwiGLU serves a (device, dtype), it runs once on a small case, forward and
+// backward, against the reference in float64 on the same values; off by more than the bound (bf16:
+// 1.56e-2 of the largest value, as attention; fp32: 1e-5) or failing to launch, it is not used for
+// the rest of the process: a warning says so and the reference runs instead.
+bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
+  static std::mutex mutex;
+  static std::map<std::tuple<bool, int, int>, bool> verdicts;
+  const auto key = std::make_tuple(is_rope, static_cast<int>(x.device().index()), static_cast<int>(x.scalar_type()));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  const at::ScalarType dtype = x.scalar_type();
+  // Values the dtype holds exactly, so both sides see the same inputs.
+  auto make = [&](at::IntArrayRef shape, double scale = 1.0) {
+    return (at::randn(shape, gen, at::kDouble) * scale).to(dtype).to(at::kDouble);
+  };
+  std::vector<at::Tensor> inputs, tables;
+  at::Tensor g;
+  if (is_rope) {
+    inputs = {make({2, 3, 37, 24})};
+    const at::Tensor angles = at::arange(37 * 24, at::kDouble).view({1, 1, 37, 24}) * 0.37 +
+                              at::arange(2, at::kDouble).view({2, 1, 1, 1});  // per-row tables
+    tables = {angles.cos().to(at::kFloat), angles.sin().to(at::kFloat)};
+    g = make({2, 3, 37, 24});
+  } else {
+    inputs = {make({5, 333}, 3.0), make({5, 333})};
+    g = make({5, 333});
+  }
+  auto run = [&](const at::Device& device, at::ScalarType type, bool fused) {
+    at::AutoGradMode enable(true);
+    std::vector<at::Tensor> leaves;
+    for (const at::Tensor& t : inputs) leaves.push_back(t.to(device, type).detach().requires_grad_(true));
+    at::Tensor out;
+    if (is_rope) {
+      const RopeTables t{tables[0].to(device), tables[1].to(device)};
+      out = fused ? RopeFused::apply(leaves[0], rope_kernel_table(t.cos, leaves[0]),
+                                     rope_kernel_table(t.sin, leaves[0]))
+                  : rope_reference(leaves[0], t);
+    } else {
+      out = fused ? SwigluFused::apply(leaves[0], leaves[1]) : swiglu_reference(leaves[0], leaves[1]);
+    }
+    out.backward(g.to(device, type));
+    std::vector<at::Tensor> result{out.detach().cpu()};
+    for (const at::Tensor& leaf : leaves) result.push_back(leaf.grad().cpu());
+    return result;
+  };
+  const auto want = run(at::kCPU, at::kDouble, false);
+  double worst = 0;
+  try {
+    const auto got = run(x.device(), dtype, true);
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double scale = std::max(1.0, want[i].abs().max().item<double>());
+      worst = std::max(worst, (got[i].to(at::kDouble) - want[i]).abs().max().item<double>() / scale);
+    }
+  } catch (const std::exception& e) {
+    worst = std::numeric_limits<double>::infinity();
+    log_warn("{}: the CUDA kernel failed its check ({})", is_rope ? "rope" : "swiglu", e.what());
+  }
+  const double bound = dtype == at::kBFloat16 ? 1.5625e-2 : 1e-5;
+  const bool ok = worst <= bound;
+  if (!ok)
+    log_warn("{}: the CUDA kernel ({}) is off by {:.2e} against the reference (bound {:.2e}) on {}; using the "
+             "reference (ATen) instead. Run `exatrain selftest --kernels`.",
+             is_rope ? "rope" : "swiglu", dtype == at::kBFloat16 ? "bf16" : "fp32", worst, bound, x.device().str());
+  verdicts[key] = ok;
+  return ok;
+}
+#endif
+
+// auto: our kernel on a GPU; on the CPU where it is the faster of the two. `exatrain bench fused`
+// (small preset, 1 x 4,096 tokens, forward + backward, 1 thread, best of 15-30 alternating with the
+// reference; this 2-core machine was shared with other builds, so ranges over the 5 runs in
+// docs/performance.md):
+//   RoPE   (q: 12 heads x 64)  fp32  5.6-10.9 ms against 20-29 ms     2.7-4.2x
+//                              bf16  4.1-4.5 ms against 9.4-15.1 ms    2.2-3.4x
+//   SwiGLU (2,048 wide)        fp32  47-68 ms against 107-162 ms      2.1-3.2x
+//                              bf16  18.8-26.6 ms against 19.1-26.5 ms 0.91-1.21x
+// so bf16 SwiGLU stays with ATen on the CPU (our kernel is compute-bound there: bf16 widening and
+// rounding around the exp polynomial; it still keeps a third less for backward). Two threads, in
+// the one quiet run: RoPE 3.1x (fp32) and 1.5x (bf16), SwiGLU 1.9x and 1.4x (docs/performance.md).
+Impl resolve_fused_impl(KernelChoice choice, const at::Device& device) {
+  if (choice == KernelChoice::Reference) return Impl::Reference;
+  if (device.is_cpu()) return Impl::Cpu;
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (device.is_cuda()) return Impl::Cuda;
+#endif
+  return Impl::Reference;
+}
+
+}  // namespace
+
+Impl resolve_rope_impl(KernelChoice choice, const at::Device& device) { return resolve_fused_impl(choice, device); }
+Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device, at::ScalarType dtype) {
+  if (device.is_cpu() && dtype == at::kBFloat16) return Impl::Reference;  // not faster there (above)
+  return resolve_fused_impl(choice, device);
+}
+
+at::Tensor rope(const at::Tensor& x, const RopeTables& tables, Impl impl) {
+  EXATRAIN_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope: x must be [batch, heads, seq, head_dim] with an even "
+                 "head_dim, got {}", c10::str(x.sizes()));
+  EXATRAIN_CHECK(tables.cos.defined() && tables.sin.defined(), "rope: the cos/sin tables are missing");
+  if (impl == Impl::Reference) return rope_reference(x, tables);
+  EXATRAIN_CHECK(impl != Impl::Cpu || x.device().is_cpu(), "rope: the cpu implementation got tensors on {}",
+                 x.device().str());
+#if !defined(EXATRAIN_HAVE_CUDA)
+  if (impl == Impl::Cuda) fail("rope: this build has no CUDA kernels; use train.kernels: reference");
+#endif
+  // The kernels take fp32 and bf16 and tables that are not trained; anything else is the reference's.
+  if (!fused_dtype(x) || tables.cos.requires_grad() || tables.sin.requires_grad()) return rope_reference(x, tables);
+  const at::Tensor cos = rope_kernel_table(tables.cos, x), sin = rope_kernel_table(tables.sin, x);
+  if (!cos.defined() || !sin.defined()) return rope_reference(x, tables);
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (impl == Impl::Cuda && !(x.is_cuda() && fused_cuda_trusted(/*is_rope=*/true, x))) return rope_reference(x, tables);
+#endif
+  return RopeFused::apply(x, cos, sin);
+}
+
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up, Impl impl) {
+  EXATRAIN_CHECK(gate.sizes() == up.sizes(), "swiglu: gate {} and up {} differ in shape", c10::str(gate.sizes()),
+                 c10::str(up.sizes()));
+  if (impl == Impl::Reference) return swiglu_reference(gate, up);
+  EXATRAIN_CHECK(impl != Impl::Cpu || gate.device().is_cpu(), "swiglu: the cpu implementation got tensors on {}",
+                 gate.device().str());
+#if !defined(EXATRAIN_HAVE_CUDA)
+  if (impl == Impl::Cuda) fail("swiglu: this build has no CUDA kernels; use train.kernels: reference");
+#endif
+  if (!fused_dtype(gate) || gate.scalar_type() != up.scalar_type() || gate.device() != up.device())
+    return swiglu_reference(gate, up);
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (impl == Impl::Cuda && !(gate.is_cuda() && fused_cuda_trusted(/*is_rope=*/false, gate)))
+    return swiglu_reference(gate, up);
+#endif
+  return SwigluFused::apply(gate, up);
 }
 
 }  // namespace exatrain::ops

@@ -55,4 +55,37 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, I
 // `exatrain selftest --kernels` times both), the reference elsewhere (no CUDA RMSNorm yet).
 Impl resolve_norm_impl(KernelChoice choice, const at::Device& device);
 
+// ---- RoPE and SwiGLU ---------------------------------------------------------------------------
+// Implementations: reference (ATen, transformers' expressions), cpu (the fused kernel,
+// kernels/rope_swiglu_cpu.cpp), cuda (kernels/rope_swiglu.cu; fp32 and bf16 CUDA tensors, after
+// a self-check). Both keep the input dtype and compute in fp32; with bf16 inputs the kernels round
+// where the reference's bf16 tensors round. Other dtypes (float64) run the reference.
+
+// cos and sin for RoPE (trainer/model/rope.h builds them): fp32 [seq, head_dim], or
+// [batch, 1, seq, head_dim] with per-token positions (document masks). Never trained.
+struct RopeTables {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+
+// RoPE in the half-rotation layout with autograd, as transformers' apply_rotary_pos_emb:
+//   x * cos + cat(-x2, x1) * sin,  cos and sin cast to x's dtype first
+// x: [batch, heads, seq, head_dim] (any strides) -> the same shape, contiguous for the kernels.
+// The cpu/cuda autograd nodes keep only the tables (the backward is the transposed rotation of
+// the output's gradient); one pass over x where the reference's five ATen ops make four x-sized
+// intermediates.
+at::Tensor rope(const at::Tensor& x, const RopeTables& tables, Impl impl);
+// The implementation rope runs on `device`: the fused kernel on the CPU under auto (faster, fp32
+// and bf16; ops.cpp has the measurement), the CUDA kernel on a GPU, the reference otherwise.
+Impl resolve_rope_impl(KernelChoice choice, const at::Device& device);
+
+// SwiGLU, silu(gate) * up, with autograd; gate and up of one shape and dtype. The cpu/cuda
+// autograd nodes keep gate and up only (silu is recomputed in the backward), where the reference
+// keeps gate, up and silu(gate).
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up, Impl impl);
+// The implementation swiglu runs on `device` for `dtype` inputs: the fused kernel on the CPU under
+// auto for fp32 (faster), the reference for bf16 there (not faster; ops.cpp), the CUDA kernel on
+// a GPU, the reference otherwise.
+Impl resolve_swiglu_impl(KernelChoice choice, const at::Device& device, at::ScalarType dtype);
+
 }  // namespace exatrain::ops

@@ -16,6 +16,7 @@
 #include "kernels/flash_attention_cuda.h"
 #include "kernels/ops.h"
 #include "kernels/rmsnorm.h"
+#include "kernels/rope_swiglu.h"
 
 namespace exatrain::ops {
 
@@ -298,6 +299,170 @@ SelftestRow check_adamw(const std::string& where, int64_t n) {
   return row;
 }
 
+// ---- RoPE and SwiGLU (kernels/rope_swiglu*) -------------------------------------------------------
+
+// Tables for positions 0 .. seq-1 (the model's, without its frequency scaling: any angles do).
+RopeTables selftest_rope_tables(int64_t seq, int64_t head_dim) {
+  const at::Tensor inv = 1.0 / at::pow(500000.0, at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim);
+  const at::Tensor freqs = at::arange(seq, at::kLong).to(at::kFloat).unsqueeze(1) * inv.unsqueeze(0);
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return RopeTables{emb.cos(), emb.sin()};
+}
+
+// fp32: two products and a sum (unit_model RopeOp.*, measured 9.1e-8); SwiGLU fp32: exp to about
+// an ulp, a division, a product (measured 2.5e-7 of the element, dgate 7.9e-7 of its terms);
+// bf16: a few roundings to bf16 of up to 2^-9 each, as the reference's bf16 tensors make them.
+double fused_bound(at::ScalarType dtype) { return dtype == at::kBFloat16 ? 1e-2 : 1e-6; }
+
+// ops::rope on the CPU (impl cpu) at q's layout, forward + backward, against float64; times best
+// of 3, against the ATen reference at the same dtype.
+SelftestRow check_rope_op(int64_t B, int64_t H, int64_t T, int64_t D, at::ScalarType dtype) {
+  at::manual_seed(21);
+  const RopeTables t = selftest_rope_tables(T, D);
+  const at::Tensor x = at::randn({B, T, H, D}).to(dtype).transpose(1, 2), g = at::randn({B, H, T, D}).to(dtype);
+  SelftestRow row;
+  row.op = "rope fwd+bwd";
+  row.impl = fmt::format("cpu ({})", kernels::rope_swiglu_cpu_isa());
+  row.shape = fmt::format("B{} H{} T{} D{}", B, H, T, D);
+  row.dtype = dtype == at::kBFloat16 ? "bf16" : "fp32";
+  row.bound = fused_bound(dtype);
+  auto run = [&](Impl impl, std::vector<at::Tensor>* out) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int rep = 0; rep < 3; ++rep) {
+      at::Tensor xi = x.detach().requires_grad_(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      at::Tensor y = rope(xi, t, impl);
+      y.backward(g);
+      best = std::min(best, 1e3 * seconds_since(t0));
+      *out = {y.detach(), xi.grad()};
+    }
+    return best;
+  };
+  std::vector<at::Tensor> got, ref;
+  row.impl_ms = run(Impl::Cpu, &got);
+  row.reference_ms = run(Impl::Reference, &ref);
+  at::Tensor xd = x.to(at::kDouble).requires_grad_(true);
+  at::Tensor yd = rope(xd, RopeTables{t.cos.to(at::kDouble), t.sin.to(at::kDouble)}, Impl::Reference);
+  yd.backward(g.to(at::kDouble));
+  row.max_error = std::max(relative_error(got[0], yd.detach()), relative_error(got[1], xd.grad()));
+  return row;
+}
+
+SelftestRow check_swiglu_op(int64_t rows, int64_t cols, at::ScalarType dtype) {
+  at::manual_seed(22);
+  const at::Tensor gate = (at::randn({rows, cols}) * 3).to(dtype), up = at::randn({rows, cols}).to(dtype);
+  const at::Tensor dy = at::randn({rows, cols}).to(dtype);
+  SelftestRow row;
+  row.op = "swiglu fwd+bwd";
+  row.impl = fmt::format("cpu ({})", kernels::rope_swiglu_cpu_isa());
+  row.shape = fmt::format("{} x {}", rows, cols);
+  row.dtype = dtype == at::kBFloat16 ? "bf16" : "fp32";
+  row.bound = fused_bound(dtype);
+  auto run = [&](Impl impl, std::vector<at::Tensor>* out) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int rep = 0; rep < 3; ++rep) {
+      at::Tensor g = gate.detach().requires_grad_(true), u = up.detach().requires_grad_(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      at::Tensor y = swiglu(g, u, impl);
+      y.backward(dy);
+      best = std::min(best, 1e3 * seconds_since(t0));
+      *out = {y.detach(), g.grad(), u.grad()};
+    }
+    return best;
+  };
+  std::vector<at::Tensor> got, ref;
+  row.impl_ms = run(Impl::Cpu, &got);
+  row.reference_ms = run(Impl::Reference, &ref);
+  at::Tensor gd = gate.to(at::kDouble).requires_grad_(true), ud = up.to(at::kDouble).requires_grad_(true);
+  at::Tensor yd = swiglu(gd, ud, Impl::Reference);
+  yd.backward(dy.to(at::kDouble));
+  row.max_error = std::max({relative_error(got[0], yd.detach()), relative_error(got[1], gd.grad()),
+                            relative_error(got[2], ud.grad())});
+  return row;
+}
+
+// The CUDA kernels' bodies (kernels/rope_swiglu.cuh) under the CPU emulation, forward and backward,
+// bf16, against float64 on the same values: RoPE with per-token tables (document masks) on a
+// strided x, three blocks; SwiGLU over two blocks.
+SelftestRow check_rope_swiglu_emulated(bool is_rope) {
+  at::manual_seed(23);
+  const at::ScalarType dtype = at::kBFloat16;
+  SelftestRow row;
+  row.op = is_rope ? "rope fwd+bwd" : "swiglu fwd+bwd";
+  row.impl = "cuda source, emulated";
+  row.dtype = "bf16";
+  row.bound = fused_bound(dtype);
+  if (is_rope) {
+    const int64_t B = 2, H = 3, T = 37, D = 22;
+    row.shape = fmt::format("B{} H{} T{} D{} docs", B, H, T, D);  // per-token tables
+    const RopeTables plain = selftest_rope_tables(T, D);
+    // Row 1 at positions shifted by 5: a table per row, as document masks give.
+    const at::Tensor idx = at::stack({at::arange(T, at::kLong), (at::arange(T, at::kLong) + 5) % T});
+    const RopeTables t{plain.cos.index({idx}).unsqueeze(1), plain.sin.index({idx}).unsqueeze(1)};  // [B, 1, T, D]
+    const at::Tensor x = at::randn({B, T, H, D}).to(dtype).transpose(1, 2), g = at::randn({B, H, T, D}).to(dtype);
+    const at::Tensor cos = t.cos.squeeze(1).to(dtype).contiguous(), sin = t.sin.squeeze(1).to(dtype).contiguous();
+    at::Tensor y = at::empty({B, H, T, D}, dtype), dx = at::empty({B, H, T, D}, dtype);
+    auto params = [&](const at::Tensor& in, at::Tensor& out) {
+      kernels::RopeParams p{};
+      p.x = in.const_data_ptr();
+      p.y = out.mutable_data_ptr();
+      p.cos = cos.const_data_ptr();
+      p.sin = sin.const_data_ptr();
+      p.batch = B;
+      p.heads = H;
+      p.seq = T;
+      p.head_dim = D;
+      for (int d = 0; d < 3; ++d) {
+        p.x_stride[d] = in.stride(d);
+        p.y_stride[d] = out.stride(d);
+      }
+      p.table_stride_b = T * D;
+      p.bf16 = true;
+      return p;
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    kernels::rope_emulated(params(x, y), false);
+    kernels::rope_emulated(params(g, dx), true);
+    row.impl_ms = 1e3 * seconds_since(t0);
+    const auto r0 = std::chrono::steady_clock::now();
+    at::Tensor xd = x.to(at::kDouble).requires_grad_(true);
+    at::Tensor yd = rope(xd, RopeTables{t.cos.to(at::kDouble), t.sin.to(at::kDouble)}, Impl::Reference);
+    yd.backward(g.to(at::kDouble));
+    row.reference_ms = 1e3 * seconds_since(r0);
+    row.max_error = std::max(relative_error(y, yd.detach()), relative_error(dx, xd.grad()));
+    return row;
+  }
+  const at::Tensor gate = (at::randn({3, 500}) * 3).to(dtype), up = at::randn({3, 500}).to(dtype);
+  const at::Tensor dy = at::randn({3, 500}).to(dtype);
+  row.shape = "3 x 500";
+  at::Tensor out = at::empty_like(gate), dgate = at::empty_like(gate), dup = at::empty_like(up);
+  const kernels::SwigluParams p{gate.const_data_ptr(), up.const_data_ptr(), out.mutable_data_ptr(),
+                                dy.const_data_ptr(),   dgate.mutable_data_ptr(), dup.mutable_data_ptr(),
+                                gate.numel(),          true};
+  const auto t0 = std::chrono::steady_clock::now();
+  kernels::swiglu_emulated(p, false);
+  kernels::swiglu_emulated(p, true);
+  row.impl_ms = 1e3 * seconds_since(t0);
+  const auto r0 = std::chrono::steady_clock::now();
+  at::Tensor gd = gate.to(at::kDouble).requires_grad_(true), ud = up.to(at::kDouble).requires_grad_(true);
+  at::Tensor yd = swiglu(gd, ud, Impl::Reference);
+  yd.backward(dy.to(at::kDouble));
+  row.reference_ms = 1e3 * seconds_since(r0);
+  row.max_error = std::max({relative_error(out, yd.detach()), relative_error(dgate, gd.grad()),
+                            relative_error(dup, ud.grad())});
+  return row;
+}
+
+void add_rope_swiglu_rows(std::vector<SelftestRow>& rows) {
+  at::AutoGradMode grad(true);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    rows.push_back(check_rope_op(1, 40, 1024, 128, dtype));  // the 32B q heads, 1,024 tokens
+    rows.push_back(check_swiglu_op(2048, 3456, dtype));       // the 32B MLP width at TP 8, 2,048 tokens
+  }
+  rows.push_back(check_rope_swiglu_emulated(/*is_rope=*/true));
+  rows.push_back(check_rope_swiglu_emulated(/*is_rope=*/false));
+}
+
 }  // namespace
 
 std::vector<SelftestRow> run_kernel_selftest() {
@@ -334,6 +499,7 @@ std::vector<SelftestRow> run_kernel_selftest() {
   rows.push_back(check_adamw("cpu", int64_t{1} << 24));
   rows.push_back(check_adamw("emulated", 4099));
   if (kernels::cuda_device_available()) rows.push_back(check_adamw("cuda", int64_t{1} << 24));
+  add_rope_swiglu_rows(rows);
   return rows;
 }
 

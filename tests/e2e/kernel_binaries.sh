@@ -2,8 +2,9 @@
 # The CUDA kernels as built, without a GPU:
 #   - every kernels/*.cu compiles for sm_80 and sm_90a with no register spills and static shared
 #     memory within 48 KiB per kernel (ptxas -v, the same flags as the build);
-#   - build/bin/exatrain carries device code for both architectures, and every tensor-core
-#     attention kernel's SASS holds tensor-core instructions (HMMA) on both.
+#   - build/bin/exatrain carries device code for both architectures, every tensor-core
+#     attention kernel's SASS holds tensor-core instructions (HMMA) on both, and the RoPE and
+#     SwiGLU kernels are there for fp32 and bf16 on both.
 #   kernel_binaries.sh EXATRAIN_BIN
 # cuobjdump and nvdisasm come from the venv (launch/requirements.txt).
 set -u
@@ -79,6 +80,21 @@ for (a, f), n in sorted(attention.items()):
     print(f"  {a} {f}: {n} HMMA")
 assert {a for a, _ in attention} >= {"sm_80", "sm_90a"}, f"attention kernels not found for both archs: {sorted(attention)}"
 assert all(n > 0 for n in attention.values()), "an attention kernel has no HMMA"
+PY
+  python3 - "$T/sass.txt" <<'PY' && pass "the RoPE and SwiGLU kernels (fp32, bf16) are in the binary for sm_80 and sm_90a" || fail "RoPE/SwiGLU kernels" "see above"
+import re, sys
+found = set()
+arch = None
+for line in open(sys.argv[1]):
+    m = re.search(r"arch = (sm_\w+)", line)
+    if m:
+        arch = m.group(1)
+    m = re.search(r"Function : (\S*(rope|swiglu)_kernelI([ft])E\S*)", line)
+    if m:
+        found.add((arch, m.group(2), m.group(3)))
+want = {(a, k, t) for a in ("sm_80", "sm_90a") for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
+print(f"  found {sorted(found)}")
+assert want <= found, f"missing {sorted(want - found)}"
 PY
 fi
 

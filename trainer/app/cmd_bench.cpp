@@ -6,6 +6,8 @@
 // tests/bench/bench_train.py runs transformers on the same shapes and prints the ratio.
 // exatrain bench attention [--heads H --kv-heads K --seq-len T --head-dim D --window W --document-tokens N ...]
 // Times the attention operator alone (forward + backward): the CPU kernel against ATen.
+// exatrain bench fused [--batch B --seq-len T --heads H --head-dim D --intermediate I --dtype fp32|bf16 ...]
+// Times RoPE (on q) and SwiGLU alone (forward + backward): the fused CPU kernels against ATen.
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 
@@ -17,10 +19,12 @@
 
 #include "kernels/flash_attention.h"
 #include "kernels/ops.h"
+#include "kernels/rope_swiglu.h"
 #include "trainer/app/commands.h"
 #include "trainer/core/config.h"
 #include "trainer/core/error.h"
 #include "trainer/model/exaone4.h"
+#include "trainer/model/rope.h"
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/plan/cost_model.h"
 #include "trainer/train/flops.h"
@@ -163,6 +167,82 @@ void bench_attention(const AttentionBenchOptions& o) {
                            flops / reference / 1e9, reference / cpu);
 }
 
+// RoPE and SwiGLU at one layer's shapes (defaults: the small preset, 1 x 4,096 tokens): forward +
+// backward of each operator, the fused CPU kernel against the ATen reference, same tensors, same
+// threads, best of --repeats (the sides alternate). RoPE runs on q as the model holds it (the projection's
+// [B, T, H, D] seen as [B, H, T, D]) with the model's tables.
+struct FusedBenchOptions {
+  int64_t batch = 1, seq_len = 4096, heads = 12, head_dim = 64, intermediate = 2048, repeats = 5;
+  int threads = 0;
+  std::string dtype = "fp32";
+  bool json = false;
+};
+
+void bench_fused(const FusedBenchOptions& o) {
+  set_compute_threads(o.threads);
+  EXATRAIN_CHECK(o.head_dim % 2 == 0, "--head-dim {} must be even", o.head_dim);
+  const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  const int64_t B = o.batch, T = o.seq_len, H = o.heads, D = o.head_dim, I = o.intermediate;
+  at::manual_seed(1);
+  ModelConfig c;
+  c.hidden_size = H * D;
+  c.num_heads = H;
+  c.rope_theta = 500000;
+  const RopeTables tables = rope_tables(rope_inverse_frequencies(c), T);
+  const at::Tensor x = at::randn({B, T, H, D}).to(dtype).transpose(1, 2), gx = at::randn({B, H, T, D}).to(dtype);
+  const at::Tensor gate = (at::randn({B, T, I}) * 2).to(dtype), up = at::randn({B, T, I}).to(dtype);
+  const at::Tensor gy = at::randn({B, T, I}).to(dtype);
+  // The two sides alternate, repeat by repeat, and each keeps its best: a burst of other work on a
+  // shared machine then slows one repeat of each side rather than all of one side.
+  auto timed = [](const auto& step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto rope_step = [&](ops::Impl impl) {
+    at::Tensor xi = x.detach().requires_grad_(true);
+    ops::rope(xi, tables, impl).backward(gx);
+  };
+  auto swiglu_step = [&](ops::Impl impl) {
+    at::Tensor g = gate.detach().requires_grad_(true), u = up.detach().requires_grad_(true);
+    ops::swiglu(g, u, impl).backward(gy);
+  };
+  double rope_cpu = 1e30, rope_ref = 1e30, swiglu_cpu = 1e30, swiglu_ref = 1e30;
+  for (int64_t r = 0; r < o.repeats; ++r) {
+    rope_cpu = std::min(rope_cpu, timed([&] { rope_step(ops::Impl::Cpu); }));
+    rope_ref = std::min(rope_ref, timed([&] { rope_step(ops::Impl::Reference); }));
+  }
+  for (int64_t r = 0; r < o.repeats; ++r) {
+    swiglu_cpu = std::min(swiglu_cpu, timed([&] { swiglu_step(ops::Impl::Cpu); }));
+    swiglu_ref = std::min(swiglu_ref, timed([&] { swiglu_step(ops::Impl::Reference); }));
+  }
+  // Bytes the fused kernels move (each tensor once): RoPE reads x and writes y, then reads dy and
+  // writes dx (tables aside); SwiGLU reads gate, up, writes out, then reads gate, up, dy and writes
+  // dgate, dup.
+  const double elem = dtype == at::kBFloat16 ? 2 : 4;
+  const double rope_bytes = 4.0 * static_cast<double>(B * H * T * D) * elem;
+  const double swiglu_bytes = 8.0 * static_cast<double>(B * T * I) * elem;
+  if (o.json) {
+    std::cout << nlohmann::json{{"rope_cpu_s", rope_cpu}, {"rope_reference_s", rope_ref},
+                                {"rope_ratio", rope_ref / rope_cpu}, {"swiglu_cpu_s", swiglu_cpu},
+                                {"swiglu_reference_s", swiglu_ref}, {"swiglu_ratio", swiglu_ref / swiglu_cpu},
+                                {"isa", kernels::rope_swiglu_cpu_isa()}, {"threads", at::get_num_threads()},
+                                {"dtype", o.dtype}, {"batch", B}, {"seq_len", T}, {"heads", H}, {"head_dim", D},
+                                {"intermediate", I}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  std::cout << fmt::format("exatrain bench fused: B{} T{} {}, forward + backward, best of {}, {} threads, cpu kernel "
+                           "{}\n", B, T, o.dtype, o.repeats, at::get_num_threads(), kernels::rope_swiglu_cpu_isa());
+  std::cout << fmt::format("  rope   (H{} D{}):  cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; "
+                           "ratio {:.2f}x\n", H, D, 1e3 * rope_cpu, rope_bytes / rope_cpu / 1e9, 1e3 * rope_ref,
+                           rope_ref / rope_cpu);
+  std::cout << fmt::format("  swiglu (I{}):     cpu {:.2f} ms ({:.1f} GB/s); reference (ATen) {:.2f} ms; "
+                           "ratio {:.2f}x\n", I, 1e3 * swiglu_cpu, swiglu_bytes / swiglu_cpu / 1e9, 1e3 * swiglu_ref,
+                           swiglu_ref / swiglu_cpu);
+}
+
 }  // namespace
 
 namespace {
@@ -204,6 +284,22 @@ void register_bench_command(CLI::App& app) {
   attn->add_option("--threads", a.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   attn->add_flag("--json", a.json, "print one JSON object");
   attn->callback([] { bench_attention(a); });
+
+  auto* fused = bench->add_subcommand("fused", "Time RoPE and SwiGLU: our fused CPU kernels against ATen");
+  static FusedBenchOptions f;
+  fused->add_option("--batch", f.batch, "sequences")->capture_default_str()->check(CLI::PositiveNumber);
+  fused->add_option("--seq-len", f.seq_len, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  fused->add_option("--heads", f.heads, "query heads (RoPE runs on q)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  fused->add_option("--head-dim", f.head_dim, "head dimension")->capture_default_str()->check(CLI::PositiveNumber);
+  fused->add_option("--intermediate", f.intermediate, "MLP width (SwiGLU)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  fused->add_option("--dtype", f.dtype, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  fused->add_option("--repeats", f.repeats, "timed runs per side (best is kept)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  fused->add_option("--threads", f.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  fused->add_flag("--json", f.json, "print one JSON object");
+  fused->callback([] { bench_fused(f); });
 }
 
 CommandRegistration registration("bench", 90, register_bench_command);

@@ -215,8 +215,9 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   q = norm(q, p.q_norm);
   k = norm(k, p.k_norm);
   if (config_.layer_uses_rope(layer)) {
-    q = apply_rope(q, ctx.rope);
-    k = apply_rope(k, ctx.rope);
+    const ops::Impl rope_impl = ops::resolve_rope_impl(kernels_, q.device());
+    q = ops::rope(q, ctx.rope, rope_impl);
+    k = ops::rope(k, ctx.rope, rope_impl);
   }
   // Under bf16 autocast the norms return fp32; attention runs in v's dtype.
   q = q.to(v.scalar_type());
@@ -248,9 +249,10 @@ at::Tensor Exaone4Model::layer_forward(int64_t layer, const at::Tensor& x, const
   const LayerParams& p = layers_[static_cast<size_t>(layer - stage_.first_layer)];
   at::Tensor h = x + norm(attention(p, layer, x, ctx), p.post_attention_norm);
   const at::Tensor ht = enter_tp(h, ctx.sequence_parallel);
-  at::Tensor mlp = project(at::silu(project(ht, p.gate_proj, p.gate_lora, layer, ctx)) *
-                               project(ht, p.up_proj, p.up_lora, layer, ctx),
-                           p.down_proj, p.down_lora, layer, ctx);
+  const at::Tensor gate = project(ht, p.gate_proj, p.gate_lora, layer, ctx);  // [B, T, I/tp]
+  const at::Tensor up = project(ht, p.up_proj, p.up_lora, layer, ctx);
+  const ops::Impl swiglu_impl = ops::resolve_swiglu_impl(kernels_, gate.device(), gate.scalar_type());
+  at::Tensor mlp = project(ops::swiglu(gate, up, swiglu_impl), p.down_proj, p.down_lora, layer, ctx);
   mlp = leave_tp(mlp, ctx.sequence_parallel);
   return h + norm(mlp, p.post_feedforward_norm);
 }

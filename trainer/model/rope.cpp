@@ -50,12 +50,6 @@ at::Tensor document_positions(const at::Tensor& segments) {
   return index - first;
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  at::Tensor rotated = at::cat({-x2, x1}, -1);
-  at::Tensor cos = t.cos.to(x.scalar_type()), sin = t.sin.to(x.scalar_type());
-  return x * cos + rotated * sin;
-}
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) { return ops::rope(x, t, ops::Impl::Reference); }
 
 }  // namespace exatrain
