@@ -58,7 +58,7 @@ void bench_train(const BenchOptions& o) {
 
   auto step = [&] {
     for (const auto& p : model.params()) p.mutable_grad() = at::Tensor();
-    at::Tensor loss = token_cross_entropy(model.forward(inputs), targets);
+    at::Tensor loss = token_cross_entropy(model.forward(inputs), targets, {}, model.kernels());
     loss.backward();
     optimizer.reduce_gradients(opt.grad_clip);
     optimizer.step(1e-4);
