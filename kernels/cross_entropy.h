@@ -7,8 +7,9 @@
 //             and log S: loss = log S - (z_target - M).
 //   backward: per row, in one pass, dz = (softmax(z) - onehot(target)) g from (M, log S) and the
 //             row's incoming gradient g (dloss times the token's weight); 0 for ignored rows.
-// No [rows, cols] float tensor besides the logits and their gradient exists. fp32 math; logits
-// and gradients fp32 or bf16 (bits, round to nearest even). Row math: cross_entropy_row.h.
+// No [rows, cols] float tensor besides the logits and their gradient exists. Logits and
+// gradients fp32 or bf16 (bits, round to nearest even), exponentials and sums in double, per-row
+// results fp32. Row math: cross_entropy_row.h.
 #pragma once
 
 #include <cstdint>
@@ -42,7 +43,7 @@ const char* cross_entropy_cpu_isa();
 
 // The CUDA kernel (kernels/cross_entropy_kernel.cuh): one block of kXentThreads threads per row.
 inline constexpr int kXentThreads = 256;
-inline constexpr int kXentSharedBytes = 2 * kXentThreads * 4;  // (max, sum) per thread
+inline constexpr int kXentSharedBytes = kXentThreads * (8 + 4);  // (double sum, float max) per thread
 // On the GPU, on `stream` (a cudaStream_t): returns a cudaError_t as int (0: launched). Builds
 // without CUDA return 1.
 int cross_entropy_forward_cuda(const CrossEntropyParams& p, void* stream);

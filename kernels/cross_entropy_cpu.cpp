@@ -1,11 +1,11 @@
 // The fused CPU cross-entropy (kernels/cross_entropy.h). Forward: a row is read once, in chunks
 // of kChunk logits that stay in L1: the chunk's max (rescaling the running sum when it rises),
 // then the chunk's sum of exp; online softmax per chunk rather than per element, so both loops
-// are plain vector loops with one exp per logit. Backward: one pass writing the gradient.
+// are plain vector loops with one exp per logit (in double, cross_entropy_row.h says why).
+// Backward: one pass writing the gradient.
 // Built once per instruction set with GCC's target_clones (the loader picks the best copy this
 // CPU runs), as kernels/rmsnorm_cpu.cpp.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "kernels/cross_entropy.h"
@@ -38,20 +38,18 @@ XENT_INLINE float chunk_max(const float* x, int64_t n) {
   return m;
 }
 
-XENT_INLINE float chunk_sum_exp(const float* x, int64_t n, float m) {
-  float acc[kLanes] = {};
+XENT_INLINE double chunk_sum_exp(const float* x, int64_t n, float m) {
+  double acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += xent_exp(x[i + l] - m);
-  for (; i < n; ++i) acc[0] += xent_exp(x[i] - m);
-  float s = 0.f;
+    for (int l = 0; l < kLanes; ++l) acc[l] += xent_exp_from(x[i + l], m, 0.0);
+  for (; i < n; ++i) acc[0] += xent_exp_from(x[i], m, 0.0);
+  double s = 0;
   for (int l = 0; l < kLanes; ++l) s += acc[l];
   return s;
 }
 
-// One row: (max, sum of exp(z - max)) of the slice. The chunks' sums (64 terms per lane in
-// fp32) are added and rescaled in double: over 102,400 columns an fp32 running sum was off by
-// 3e-7 relative, which every probability of the backward inherits.
+// One row: (max, sum of exp(z - max)) of the slice.
 template <class T>
 XENT_INLINE void forward_row(const T* z, int64_t cols, float* chunk, float& max, float& sum) {
   float m = -__builtin_huge_valf();
@@ -67,10 +65,10 @@ XENT_INLINE void forward_row(const T* z, int64_t cols, float* chunk, float& max,
     const float cm = chunk_max(x, n);
     if (cm < kXentLowest) continue;  // all -inf: adds nothing
     if (cm > m) {
-      s *= std::exp(static_cast<double>(m) - static_cast<double>(cm));  // 0 while m is -inf
+      s *= xent_exp_from(m, cm, 0.0);  // 0 while m is -inf (s is 0)
       m = cm;
     }
-    s += static_cast<double>(chunk_sum_exp(x, n, m));
+    s += chunk_sum_exp(x, n, m);
   }
   max = m;
   sum = static_cast<float>(s);
@@ -99,7 +97,8 @@ XENT_INLINE uint16_t bf16_bits_of(float v) {
 }
 
 // One row at a time: the fp32 gradient, written in place (fp32) or a chunk at a time into a
-// buffer and then rounded to bf16 (two simple loops vectorize; one fused loop did not).
+// buffer (widened, the gradient computed in place) and then rounded to bf16 (simple loops
+// vectorize; one fused loop did not, and widening inside the double loop was 3x slower).
 template <class T>
 XENT_INLINE void backward_rows(const CrossEntropyParams& p, int64_t begin, int64_t end) {
   float chunk[kChunk];
@@ -112,9 +111,15 @@ XENT_INLINE void backward_rows(const CrossEntropyParams& p, int64_t begin, int64
     const int64_t t = xent_local_target(target, p.vocab_start, p.cols);
     for (int64_t c0 = 0; c0 < p.cols; c0 += kChunk) {
       const int64_t n = std::min(kChunk, p.cols - c0);
+      const float* x = chunk;
       float* out = chunk;
-      if constexpr (sizeof(T) == 4) out = reinterpret_cast<float*>(dz) + c0;
-      for (int64_t i = 0; i < n; ++i) out[i] = xent_grad(xent_load(z, c0 + i), max, log_sum, false, g);
+      if constexpr (sizeof(T) == 4) {
+        x = reinterpret_cast<const float*>(z) + c0;
+        out = reinterpret_cast<float*>(dz) + c0;
+      } else {
+        for (int64_t i = 0; i < n; ++i) chunk[i] = xent_load(z, c0 + i);  // bf16: widened, then in place
+      }
+      for (int64_t i = 0; i < n; ++i) out[i] = xent_grad(x[i], max, log_sum, false, g);
       if (t >= c0 && t < c0 + n) out[t - c0] = xent_grad(xent_load(z, t), max, log_sum, true, g);
       if constexpr (sizeof(T) == 2) {
         uint16_t* bits = reinterpret_cast<uint16_t*>(dz) + c0;

@@ -18,16 +18,18 @@ SIMT_KERNEL void cross_entropy_fwd_kernel(CrossEntropyParams p) {
   const int tid = simt::thread_x(), threads = simt::block_dim_x();
   const int64_t row = simt::block_x();
   const T* z = static_cast<const T*>(p.logits) + row * p.cols;
-  float m = -__builtin_huge_valf(), s = 0.f;
+  float m = -__builtin_huge_valf();
+  double s = 0;
   for (int64_t i = tid; i < p.cols; i += threads) xent_push(m, s, xent_load(z, i));
-  float* maxes = simt::dynamic_shared<float>();  // [threads]
-  float* sums = maxes + threads;                 // [threads]
+  double* sums = simt::dynamic_shared<double>();                // [threads]
+  float* maxes = reinterpret_cast<float*>(sums + threads);      // [threads]
   maxes[tid] = m;
   sums[tid] = s;
   simt::sync_block();
   for (int stride = threads / 2; stride > 0; stride /= 2) {
     if (tid < stride) {
-      float mm = maxes[tid], ss = sums[tid];
+      float mm = maxes[tid];
+      double ss = sums[tid];
       xent_merge(mm, ss, maxes[tid + stride], sums[tid + stride]);
       maxes[tid] = mm;
       sums[tid] = ss;
@@ -36,7 +38,7 @@ SIMT_KERNEL void cross_entropy_fwd_kernel(CrossEntropyParams p) {
   }
   if (tid == 0) {
     p.row_max[row] = maxes[0];
-    p.row_sum[row] = sums[0];
+    p.row_sum[row] = static_cast<float>(sums[0]);
     const int64_t t = xent_local_target(p.targets[row], p.vocab_start, p.cols);
     p.target_logit[row] = t >= 0 ? xent_load(z, t) : 0.f;
   }

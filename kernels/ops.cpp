@@ -496,8 +496,9 @@ struct CrossEntropyFused : public torch::autograd::Function<CrossEntropyFused> {
 #if defined(EXATRAIN_HAVE_CUDA)
 // Before the CUDA kernels serve a device they run once on a small case (5 rows of 3,001 logits,
 // fp32, logits up to 30, an ignored row, a target in the last column) against the reference in
-// float64, loss and gradient; off by more than 1e-5 of the largest value (the fp32 bound of
-// tests/unit/test_cross_entropy.cpp) or failing to launch, they are not used on that device for
+// float64, loss and gradient; off by more than 1e-6 of the largest value (3x the fp32 bound of
+// tests/unit/test_cross_entropy.cpp: nvcc contracts to fused multiply-adds where the emulation
+// may not) or failing to launch, they are not used on that device for
 // the rest of the process: a warning says so and the reference runs instead.
 bool cuda_cross_entropy_trusted(const at::Device& device) {
   static std::mutex mutex;
@@ -527,9 +528,9 @@ bool cuda_cross_entropy_trusted(const at::Device& device) {
     worst = std::numeric_limits<double>::infinity();
     log_warn("cross_entropy: the CUDA kernel failed its check ({})", e.what());
   }
-  const bool ok = worst <= 1e-5;
+  const bool ok = worst <= 1e-6;
   if (!ok)
-    log_warn("cross_entropy: the CUDA kernel is off by {:.2e} against the reference (bound 1e-5) on {}; using the "
+    log_warn("cross_entropy: the CUDA kernel is off by {:.2e} against the reference (bound 1e-6) on {}; using the "
              "reference (ATen) instead. Run `exatrain selftest --kernels`.",
              worst, device.str());
   verdicts[device.index()] = ok;
