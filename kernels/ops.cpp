@@ -546,6 +546,10 @@ at::Tensor cross_entropy_reference(const at::Tensor& logits, const at::Tensor& t
 
 }  // namespace
 
+// auto on the CPU: the fused kernel, faster and smaller: forward + backward of 2,048 tokens x
+// 102,400 logits on 2 threads, 0.64 s against ATen's 1.34 s (fp32 logits; bf16: 0.52 s against
+// 2.08 s), peak memory above the logits 1x their size against 3x (`exatrain bench
+// cross-entropy`, docs/performance.md).
 Impl resolve_cross_entropy_impl(KernelChoice choice, const at::Device& device) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
   if (device.is_cpu()) return Impl::Cpu;

@@ -260,7 +260,7 @@ SelftestRow check_cross_entropy(int64_t rows, int64_t vocab, at::ScalarType dtyp
     return out;
   };
   SelftestRow row;
-  row.op = "cross_entropy fwd+bwd";
+  row.op = "cross-ent fwd+bwd";
   row.impl = fmt::format("cpu ({})", kernels::cross_entropy_cpu_isa());
   row.shape = fmt::format("{} x {}", rows, vocab);
   row.dtype = dtype == at::kBFloat16 ? "bf16" : "fp32";
@@ -283,7 +283,7 @@ SelftestRow check_cross_entropy_cuda_source(at::ScalarType dtype, bool on_gpu) {
   const at::Tensor z = (at::randn({rows, vocab}) * 4).to(dtype), t = xent_targets(rows, vocab);
   const at::Tensor g = at::rand({rows}) + 0.25;
   SelftestRow row;
-  row.op = "cross_entropy fwd+bwd";
+  row.op = "cross-ent fwd+bwd";
   row.impl = on_gpu ? "cuda" : "cuda source, emulated";
   row.shape = fmt::format("{} x {}", rows, vocab);
   row.dtype = dtype == at::kBFloat16 ? "bf16" : "fp32";
