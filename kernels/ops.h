@@ -74,7 +74,8 @@ struct RowAllReduce {
 // targets [rows] ids in the whole vocabulary, kernels::kIgnoreTarget (-100, torch's
 // ignore_index) for tokens that count for nothing. Returns [rows] fp32: log-sum-exp minus the
 // target's logit, 0 for ignored rows (the caller weights and sums; the gradient reaching a row
-// is its dloss times its weight). fp32 math.
+// is its dloss times its weight). Per-row results fp32; the fused kernels compute exponentials
+// and sums in double (kernels/cross_entropy_row.h says why).
 //   cpu, cuda: the fused kernels (kernels/cross_entropy.h): one pass over a row for its max, sum
 //              of exp and target logit, combined over `across` (three all-reduces of [rows]: max,
 //              sum of exp, target logit), one pass for the gradient. Saves the logits as they
