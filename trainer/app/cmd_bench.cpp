@@ -8,6 +8,9 @@
 // Times the attention operator alone (forward + backward): the CPU kernel against ATen.
 // exatrain bench fused [--batch B --seq-len T --heads H --head-dim D --intermediate I --dtype fp32|bf16 ...]
 // Times RoPE (on q) and SwiGLU alone (forward + backward): the fused CPU kernels against ATen.
+// exatrain bench cross-entropy [--tokens N --vocab V --dtype fp32|bf16 --repeats R --threads N --json]
+// Times the loss alone (forward + backward of the mean cross-entropy over N tokens) and measures
+// its memory: the fused kernel (ops::cross_entropy) against ATen's at::cross_entropy_loss.
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 
@@ -17,6 +20,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/cross_entropy.h"
 #include "kernels/flash_attention.h"
 #include "kernels/ops.h"
 #include "kernels/rope_swiglu.h"
@@ -28,6 +32,7 @@
 #include "trainer/optim/distributed_optimizer.h"
 #include "trainer/plan/cost_model.h"
 #include "trainer/train/flops.h"
+#include "trainer/train/memory_tracker.h"
 
 namespace exatrain {
 
@@ -62,7 +67,7 @@ void bench_train(const BenchOptions& o) {
 
   auto step = [&] {
     optimizer.zero_grad();
-    at::Tensor loss = token_cross_entropy(model.forward(inputs), targets);
+    at::Tensor loss = token_cross_entropy(model.forward(inputs), targets, {}, model.kernels());
     loss.backward();
     optimizer.reduce_gradients(opt.grad_clip);
     optimizer.step(1e-4);
@@ -243,6 +248,70 @@ void bench_fused(const FusedBenchOptions& o) {
                            swiglu_ref / swiglu_cpu);
 }
 
+struct CrossEntropyBenchOptions {
+  int64_t tokens = 2048, vocab = 102400, repeats = 3;
+  int threads = 0;
+  std::string dtype = "fp32";
+  bool json = false;
+};
+
+// Forward + backward of the model's loss (token_cross_entropy, the mean over the tokens) on the
+// same logits: the fused kernel (train.kernels: auto) against the ATen reference, best of
+// --repeats, and the memory the tracker counts above the logits: what the loss keeps for
+// backward (allocated after the forward) and the peak through forward and backward (the
+// logits' gradient included: [tokens, vocab] in the logits' dtype, which any loss must produce).
+void bench_cross_entropy(const CrossEntropyBenchOptions& o) {
+  set_compute_threads(o.threads);
+  MemoryTracker::install();
+  const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  at::manual_seed(1);
+  const at::Tensor logits = (at::randn({1, o.tokens, o.vocab}) * 3).to(dtype);
+  const at::Tensor targets = at::randint(o.vocab, {1, o.tokens}, at::kLong);
+  struct Side {
+    double seconds = 1e30;
+    int64_t saved = 0, peak = 0;
+  };
+  auto measure = [&](KernelChoice kernels) {
+    Side side;
+    for (int64_t r = 0; r < o.repeats; ++r) {
+      at::Tensor x = logits.detach().requires_grad_(true);
+      const int64_t base = MemoryTracker::allocated();
+      MemoryTracker::reset_peak();
+      const auto t0 = std::chrono::steady_clock::now();
+      at::Tensor loss = token_cross_entropy(x, targets, {}, kernels);
+      const int64_t saved = MemoryTracker::allocated() - base;
+      loss.backward();
+      side.seconds = std::min(side.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      side.saved = saved;
+      side.peak = MemoryTracker::peak() - base;
+    }
+    return side;
+  };
+  const Side fused = measure(KernelChoice::Auto), reference = measure(KernelChoice::Reference);
+  const double logits_bytes = static_cast<double>(logits.nbytes());
+  if (o.json) {
+    std::cout << nlohmann::json{{"fused_s", fused.seconds}, {"reference_s", reference.seconds},
+                                {"ratio", reference.seconds / fused.seconds}, {"fused_saved_bytes", fused.saved},
+                                {"reference_saved_bytes", reference.saved}, {"fused_peak_bytes", fused.peak},
+                                {"reference_peak_bytes", reference.peak}, {"logits_bytes", logits.nbytes()},
+                                {"isa", kernels::cross_entropy_cpu_isa()}, {"threads", at::get_num_threads()},
+                                {"tokens", o.tokens}, {"vocab", o.vocab}, {"dtype", o.dtype}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  auto mb = [](double b) { return b / 1e6; };
+  std::cout << fmt::format("exatrain bench cross-entropy: {} tokens x {} vocabulary, {} logits ({:.0f} MB), forward + "
+                           "backward, best of {}, {} threads\n", o.tokens, o.vocab, o.dtype, mb(logits_bytes),
+                           o.repeats, at::get_num_threads());
+  for (const auto& [name, s] : {std::pair{"fused (" + std::string(kernels::cross_entropy_cpu_isa()) + ")", fused},
+                                std::pair{std::string("reference (at::cross_entropy_loss)"), reference}})
+    std::cout << fmt::format("  {}: {:.3f} s; kept for backward {:.0f} MB, peak above the logits {:.0f} MB "
+                             "({:.2f} x the logits)\n", name, s.seconds, mb(static_cast<double>(s.saved)),
+                             mb(static_cast<double>(s.peak)), static_cast<double>(s.peak) / logits_bytes);
+  std::cout << fmt::format("  ratio {:.2f}x (reference time / fused time)\n", reference.seconds / fused.seconds);
+}
+
 }  // namespace
 
 namespace {
@@ -300,6 +369,17 @@ void register_bench_command(CLI::App& app) {
   fused->add_option("--threads", f.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   fused->add_flag("--json", f.json, "print one JSON object");
   fused->callback([] { bench_fused(f); });
+
+  auto* xent = bench->add_subcommand("cross-entropy", "Time and measure the loss: our fused kernel against ATen");
+  static CrossEntropyBenchOptions x;
+  xent->add_option("--tokens", x.tokens, "rows of logits")->capture_default_str()->check(CLI::PositiveNumber);
+  xent->add_option("--vocab", x.vocab, "vocabulary (columns)")->capture_default_str()->check(CLI::PositiveNumber);
+  xent->add_option("--dtype", x.dtype, "fp32 or bf16 logits")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  xent->add_option("--repeats", x.repeats, "timed runs per side (best is kept)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  xent->add_option("--threads", x.threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  xent->add_flag("--json", x.json, "print one JSON object");
+  xent->callback([] { bench_cross_entropy(x); });
 }
 
 CommandRegistration registration("bench", 90, register_bench_command);

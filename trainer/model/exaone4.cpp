@@ -24,11 +24,27 @@ at::Tensor Exaone4Model::norm(const at::Tensor& x, const at::Tensor& weight) con
   return ops::rms_norm(x, weight, config_.rms_norm_eps, ops::resolve_norm_impl(kernels_, x.device()));
 }
 
-at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
-  const at::Tensor flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
-  if (!weights.defined()) return at::cross_entropy_loss(flat, targets.reshape({-1}));
-  const at::Tensor each = at::cross_entropy_loss(flat, targets.reshape({-1}), {}, at::Reduction::None);
-  return (each * weights.reshape({-1}).to(at::kFloat)).sum();
+namespace {
+
+// Per-token losses [rows] -> the loss: with weights their weighted sum, else their mean over the
+// tokens that count (targets -100 do not), as at::cross_entropy_loss's mean.
+at::Tensor reduce_token_losses(const at::Tensor& each, const at::Tensor& targets, const at::Tensor& weights) {
+  if (weights.defined()) return (each * weights.reshape({-1}).to(at::kFloat)).sum();
+  return each.sum() / (targets.reshape({-1}) != -100).sum().to(at::kFloat);
+}
+
+}  // namespace
+
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
+                               KernelChoice kernels) {
+  const ops::Impl impl = ops::resolve_cross_entropy_impl(kernels, logits.device());
+  const at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+  if (impl == ops::Impl::Reference) {  // the ATen loss, as before the fused kernels (the judge)
+    if (!weights.defined()) return at::cross_entropy_loss(flat.to(at::kFloat), targets.reshape({-1}));
+    const at::Tensor each = at::cross_entropy_loss(flat.to(at::kFloat), targets.reshape({-1}), {}, at::Reduction::None);
+    return (each * weights.reshape({-1}).to(at::kFloat)).sum();
+  }
+  return reduce_token_losses(ops::cross_entropy(flat, targets.reshape({-1}), impl), targets, weights);
 }
 
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
@@ -370,10 +386,11 @@ at::Tensor Exaone4Model::loss(const at::Tensor& inputs, const at::Tensor& target
 
 at::Tensor Exaone4Model::loss_from_logits(const at::Tensor& logits, const at::Tensor& targets,
                                           const at::Tensor& weights) const {
-  if (tp_size_ == 1) return token_cross_entropy(logits, targets, weights);
+  if (tp_size_ == 1) return token_cross_entropy(logits, targets, weights, kernels_);
   const at::Tensor each = vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
-                                                       vocab_start_, *groups_.tp);
-  return weights.defined() ? (each * weights.reshape({-1}).to(at::kFloat)).sum() : each.mean();
+                                                       vocab_start_, *groups_.tp,
+                                                       ops::resolve_cross_entropy_impl(kernels_, logits.device()));
+  return reduce_token_losses(each, targets, weights);
 }
 
 at::Tensor Exaone4Model::gather_param(size_t i) const {

@@ -32,7 +32,10 @@ inline int64_t kv_head_of(int64_t query_head, int64_t num_heads, int64_t num_kv_
 
 // Mean cross-entropy over all positions: logits [batch, seq, vocab], targets [batch, seq].
 // Computed in fp32. With `weights` [batch, seq]: sum over positions of weight x cross-entropy.
-at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights = {});
+// Targets -100 count for nothing (torch's ignore_index): no loss, not in the mean's count.
+// `kernels` picks the implementation of ops::cross_entropy (the reference: at::cross_entropy_loss).
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights = {},
+                               KernelChoice kernels = KernelChoice::Reference);
 // The causal-LM objective on one sequence set: logits[:, t] predicts ids[:, t + 1]
 // (as transformers' ForCausalLMLoss with labels = input ids).
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids);

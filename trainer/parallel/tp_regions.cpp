@@ -105,9 +105,11 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     at::Tensor safe_target = at::where(mine, local_target, at::zeros_like(local_target));
     at::Tensor target_logit = shifted.gather(1, safe_target.unsqueeze(1)).squeeze(1) * mine.to(at::kFloat);
     comm.all_reduce(target_logit);
-    at::Tensor loss = sum_exp.log() - target_logit;  // [rows]
+    // An ignored token (target -100, on no rank) has loss 0 and no gradient, as on one rank.
+    const at::Tensor counted = (targets != -100).to(at::kFloat);
+    at::Tensor loss = (sum_exp.log() - target_logit) * counted;  // [rows]
     at::Tensor softmax = exp / sum_exp.unsqueeze(1);
-    ctx->save_for_backward({softmax, safe_target, mine});
+    ctx->save_for_backward({softmax, safe_target, mine, counted});
     ctx->saved_data["dtype"] = static_cast<int64_t>(logits_in.scalar_type());
     return loss;
   }
@@ -115,7 +117,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     auto saved = ctx->get_saved_variables();
     at::Tensor grad = saved[0].clone();  // softmax - onehot(target) on the owning rank
     grad.scatter_add_(1, saved[1].unsqueeze(1), -saved[2].to(at::kFloat).unsqueeze(1));
-    grad.mul_(g[0].unsqueeze(1));
+    grad.mul_((g[0] * saved[3]).unsqueeze(1));
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.to(dtype), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -144,8 +146,17 @@ at::Tensor reduce_scatter_to_sp(const at::Tensor& x, const Communicator& tp, int
 }
 
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& local_logits, const at::Tensor& targets, int64_t vocab_start,
-                                        const Communicator& tp) {
-  return VocabParallelCrossEntropy::apply(local_logits, targets, vocab_start, address(tp));
+                                        const Communicator& tp, ops::Impl impl) {
+  if (impl == ops::Impl::Reference) return VocabParallelCrossEntropy::apply(local_logits, targets, vocab_start, address(tp));
+  // The fused kernels with the same three all-reduces of [rows] fp32 as the reference (so the
+  // bytes counted for tp.all_reduce and the cost model's "tp.*" are unchanged): max, then the
+  // sums of exp rescaled to it, then the target logits.
+  ops::RowAllReduce across;
+  if (tp.size() > 1) {
+    across.max = [&tp](at::Tensor& t) { tp.all_reduce(t, ReduceOp::Max); };
+    across.sum = [&tp](at::Tensor& t) { tp.all_reduce(t); };
+  }
+  return ops::cross_entropy(local_logits, targets, impl, vocab_start, across);
 }
 
 }  // namespace exatrain

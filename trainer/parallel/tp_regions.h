@@ -12,6 +12,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/ops.h"
+
 namespace exatrain {
 
 class Communicator;
@@ -25,8 +27,12 @@ at::Tensor gather_from_sp(const at::Tensor& x, const Communicator& tp, int64_t d
 at::Tensor reduce_scatter_to_sp(const at::Tensor& x, const Communicator& tp, int64_t dim);
 
 // Cross-entropy of each row [rows]: `local_logits` [rows, vocab/tp] hold this rank's vocabulary
-// slice [vocab_start, vocab_start + vocab/tp); `targets` [rows] are global ids. fp32.
+// slice [vocab_start, vocab_start + vocab/tp); `targets` [rows] are global ids (-100: ignored,
+// loss 0). fp32. Three all-reduces of [rows] either way (max, sum of exp, target logit):
+//   reference: Megatron's, in ATen (the judge; keeps an fp32 softmax [rows, vocab/tp]);
+//   cpu, cuda: ops::cross_entropy, the fused kernels (keep the logits and two floats per row).
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& local_logits, const at::Tensor& targets,
-                                        int64_t vocab_start, const Communicator& tp);
+                                        int64_t vocab_start, const Communicator& tp,
+                                        ops::Impl impl = ops::Impl::Reference);
 
 }  // namespace exatrain

@@ -150,15 +150,19 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
   if (recompute) layer_ws += layer_saved;
   double head = 0, loss_ws = 0;
   if (stage.last) {
-    // Final norm (normalized, lm_head input) and the loss: the vocab-parallel cross-entropy keeps
-    // its softmax [B*T, V/tp]; while it runs, logits, shifted logits and their exponentials exist
-    // too (tp 1: logits and the log-softmax). Backward: the logits' gradient beside the saved
-    // softmax (tp 1: nll's and log-softmax's gradients), then lm_head's weight-gradient
+    // Final norm (normalized, lm_head input) and the loss. The fused loss (ops::cross_entropy,
+    // train.kernels: auto) keeps the logits and two floats per row, nothing [B*T, V/tp] of its
+    // own; its backward writes the logits' gradient beside them. The reference (attention_mask
+    // is set exactly when train.kernels is reference): the vocab-parallel cross-entropy keeps its
+    // softmax [B*T, V/tp]; while it runs, logits, shifted logits and their exponentials exist
+    // too (tp 1: logits and the log-softmax); backward: the logits' gradient beside the saved
+    // softmax (tp 1: nll's and log-softmax's gradients). Then lm_head's weight-gradient
     // temporary [V/tp, H] and its input gradient.
     const double logits = B * T * vocab * f32;
+    const bool fused_loss = !l.attention_mask;
     head = B * rows * H * f32 + B * T * H * f32 + logits;
-    const double loss_fwd = (tp > 1 ? 3 : 1) * logits;
-    const double loss_bwd = std::max((tp > 1 ? 1 : 2) * logits, vocab * H * f32 + B * T * H * f32);
+    const double loss_fwd = fused_loss ? 0 : (tp > 1 ? 3 : 1) * logits;
+    const double loss_bwd = std::max((fused_loss || tp > 1 ? 1 : 2) * logits, vocab * H * f32 + B * T * H * f32);
     loss_ws = std::max(loss_fwd, loss_bwd);
   }
   // The embedding's backward, last of the stage (its micro-batch's activations released): the
