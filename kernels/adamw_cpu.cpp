@@ -5,16 +5,11 @@
 #include <algorithm>
 
 #include "kernels/adamw.h"
+#include "kernels/cpu_clones.h"
 
 namespace exatrain::kernels {
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define EXATRAIN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EXATRAIN_CLONES
-#endif
 
 EXATRAIN_CLONES void update_range(float* __restrict p, const float* __restrict g, float* __restrict m,
                                   float* __restrict v, int64_t n, float decay, const AdamWStep& s) {

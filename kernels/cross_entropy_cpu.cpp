@@ -8,17 +8,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu_clones.h"
 #include "kernels/cross_entropy.h"
 
 namespace exatrain::kernels {
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define EXATRAIN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EXATRAIN_CLONES
-#endif
 
 // The helpers below are inlined into each clone, so each is compiled for its instruction set.
 #define XENT_INLINE inline __attribute__((always_inline))

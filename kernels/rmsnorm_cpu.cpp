@@ -3,6 +3,7 @@
 // keeping it. Built once per instruction set with GCC's target_clones (the loader picks the best
 // copy this CPU runs); the loops are written for the vectoriser: 8 independent partial sums.
 #include "kernels/rmsnorm.h"
+#include "kernels/cpu_clones.h"
 
 #include <cmath>
 #include <cstring>
@@ -10,12 +11,6 @@
 namespace exatrain::kernels {
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define EXATRAIN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EXATRAIN_CLONES
-#endif
 
 // float -> bf16 -> float, round to nearest even (as at::BFloat16's constructor; no NaN inputs
 // reach here from finite activations, and a NaN stays a NaN).

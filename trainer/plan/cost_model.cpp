@@ -119,7 +119,12 @@ ActivationModel stage_activations(const ModelConfig& m, const ModelVariant& v, c
                            + (k_saves + 1) * B * T * kv * D * act    // k as q; v
                            + B * heads * T * f32                     // log-sum-exp
                            + (v.qk_norm ? B * T * (heads + kv) * f32 : 0) + 2 * B * rows * f32;  // rsqrt of norms
-  const double mlp = (v.gated_mlp ? 4 : 2) * B * T * inter * act;  // gate, silu, up, product | up, gelu
+  // MLP: gate, silu, up, product | up, gelu. The fused SwiGLU (ops::swiglu: auto, fp32 on the
+  // CPU, fp32 and bf16 on a GPU) keeps gate and up and not silu(gate): one [B, T, I] less. bf16
+  // is counted as the reference (what a CPU runs, where the fused kernel is not faster): on a GPU
+  // an upper bound by that one tensor per layer.
+  const bool fused_swiglu = v.gated_mlp && !l.attention_mask && l.precision == Precision::FP32;
+  const double mlp = (v.gated_mlp ? (fused_swiglu ? 3 : 4) : 2) * B * T * inter * act;
   const double layer_saved = residual + gathered + attention + mlp;
   // Per micro-batch and stage: RoPE tables (cos, sin: [T, D] fp32) and, when attention runs the
   // reference (SDPA), the [T, T] bool mask of sliding layers (the flash kernels need none); the
