@@ -41,7 +41,8 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
     case at::kByte: return MPI_UINT8_T;
     // Moved, never reduced: every reduction widens bf16 to fp32 first (all_reduce, reduce_scatter).
     case at::kBFloat16: return MPI_UINT16_T;
-    default: fail("collectives take fp32, fp64, int32, int64 or uint8 CPU tensors; got {}", c10::toString(t.scalar_type()));
+    default: fail("collectives take fp32, fp64, int32, int64 or uint8 CPU tensors (and bf16 ones to gather); got {}",
+                  c10::toString(t.scalar_type()));
   }
 }
 
