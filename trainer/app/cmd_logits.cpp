@@ -4,12 +4,12 @@
 // and writes every parameter's gradient under its Hugging Face name (and "loss" in OUT).
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 
 #include "checkpoints/hf_io.h"
 #include "trainer/app/commands.h"
 #include "trainer/core/error.h"
 #include "trainer/model/exaone4.h"
+#include "trainer/train/autocast_scope.h"
 #include "trainer/train/data_source.h"
 
 namespace exatrain {
@@ -23,21 +23,6 @@ struct LogitsOptions {
   std::string dtype = "fp32";
 };
 
-// --dtype bf16: the weights held in bf16 under bf16 autocast, as a training run with
-// train.precision: bf16 and train.weights: bf16 computes (and as transformers' bf16 model).
-struct Bf16Scope {
-  explicit Bf16Scope(bool on) : on_(on) {
-    if (!on_) return;
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCPU, true);
-  }
-  ~Bf16Scope() {
-    if (!on_) return;
-    at::autocast::set_autocast_enabled(at::kCPU, false);
-    at::autocast::clear_cache();
-  }
-  bool on_;
-};
 
 void run_logits(const LogitsOptions& o) {
   set_compute_threads(o.threads);
@@ -45,7 +30,8 @@ void run_logits(const LogitsOptions& o) {
   model->set_kernels(o.kernels == "reference" ? KernelChoice::Reference : KernelChoice::Auto);
   const bool bf16 = o.dtype == "bf16";
   if (bf16) model->hold_weights_in(at::kBFloat16);
-  const Bf16Scope scope(bf16);
+  // As a training run with train.precision: bf16 and train.weights: bf16 computes.
+  const AutocastScope autocast(bf16, at::kCPU);
   at::Tensor ids = read_token_lines(o.input, model->config().vocab_size);
   if (ids.size(1) > model->config().max_position_embeddings)
     fail("{}: lines have {} tokens but the model's max_position_embeddings is {}", o.input, ids.size(1),

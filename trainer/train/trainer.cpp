@@ -28,6 +28,7 @@
 #include "trainer/core/run_lock.h"
 #include "trainer/model/exaone4.h"
 #include "trainer/optim/distributed_optimizer.h"
+#include "trainer/train/autocast_scope.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/plan/cost_model.h"
 #include "trainer/train/fault_injection.h"
@@ -143,27 +144,6 @@ PipelineStage stage_of(const RunConfig& config, int pp, int s) {
   return config.parallel.pipeline_layers.empty() ? pipeline_stage(config.model.num_layers, pp, s)
                                                  : pipeline_stage(config.parallel.pipeline_layers, s);
 }
-
-// Scoped bf16 autocast on the given device type.
-class AutocastScope {
- public:
-  AutocastScope(bool enabled, at::DeviceType device) : enabled_(enabled), device_(device) {
-    if (!enabled_) return;
-    previous_ = at::autocast::is_autocast_enabled(device_);
-    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-    at::autocast::set_autocast_enabled(device_, true);
-  }
-  ~AutocastScope() {
-    if (!enabled_) return;
-    at::autocast::set_autocast_enabled(device_, previous_);
-    at::autocast::clear_cache();
-  }
-
- private:
-  bool enabled_, previous_ = false;
-  at::DeviceType device_;
-};
-
 
 // Splits this rank's rows into micro-batches of `micro` rows (the last may be short): inputs,
 // targets, with a mask loss weights = mask / per_rank_count, with document masks the segments.
