@@ -13,7 +13,10 @@ docs/planning.md worked out here from the model's shapes, for what only the plan
   - float8=1: the layers' GEMMs at the fp8 peak, the lm_head and attention at the bf16 one;
   - recompute=op: hardware FLOPs = model FLOPs + 2 x (k, o, up weights of every layer) per token;
   - --overlap-comm with ZeRO 0: only the excess of the all-reduce over the last micro-batch's
-    backward (2/3 of its compute) is exposed.
+    backward (2/3 of its compute and elementwise time) is exposed;
+  - a DP group across nodes: its all-reduce at min(ranks per node x network, NVLink);
+  - the memory-bound elementwise kernels (fused and eager) and Float8's scaling and casts;
+  - tp_overlap=forward (AsyncTP): half the TP time without recomputation stays exposed.
 
 cost_formulas.py EXATRAIN_BIN
 """
@@ -48,6 +51,7 @@ def main():
         if not math.isclose(got, want, rel_tol=rel, abs_tol=1e-12):
             failures.append(f"{what}: plan says {got!r}, the formula {want!r}")
 
+    bf16, fp8 = 989.4e12, 1979e12  # configs/hardware.yaml: h100-80g
     with tempfile.TemporaryDirectory() as tmp:
         yaml = os.path.join(tmp, "model.yaml")
         with open(yaml, "w") as f:
@@ -62,7 +66,8 @@ def main():
         one = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none")["step_parts_s"]
         for pp in (2, 4):
             p = plan(exe, yaml, "llama", pp, 1, f"tp=1,pp={pp},micro_batch=1,recompute=none")["step_parts_s"]
-            close(f"pp {pp}, one micro-batch: compute + bubble", p["compute"] + p["pp_bubble"], one["compute"])
+            close(f"pp {pp}, one micro-batch: compute + elementwise + bubble",
+                  p["compute"] + p["elementwise"] + p["pp_bubble"], one["compute"] + one["elementwise"])
 
         # FSDP memory and DP time on 8 GPUs (one node: NVLink), 2 micro-batches of 1, bf16.
         d, M = 8, 2
@@ -91,7 +96,6 @@ def main():
 
         # Float8: the layers' linears at the fp8 peak, the lm_head and attention at the bf16 one.
         f8 = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none,float8=1")["step_parts_s"]
-        bf16, fp8 = 989.4e12, 1979e12  # configs/hardware.yaml: h100-80g
         want = T * (6 * L * (layer - 2 * H) / (fp8 * 0.7) + 6 * V * H / (bf16 * 0.7) + 12 * L * HEADS * D * T / (bf16 * 0.4))
         close("float8=1: compute", f8["compute"], want)
         close("float8=0: compute", one["compute"], want + T * 6 * L * (layer - 2 * H) * (1 / bf16 - 1 / fp8) / 0.7)
@@ -100,7 +104,47 @@ def main():
         z0 = plan(exe, yaml, "llama", d, d * 4, f"tp=1,pp=1,dp={d},zero=0,micro_batch=1,recompute=none", overlap=True)
         s = z0["step_parts_s"]
         reduce = 2 * 4 * params * (d - 1) / d / NVLINK
-        close("overlapped DP all-reduce", s["dp_comm"], max(0.0, reduce - s["compute"] / 4 * 2 / 3))
+        close("overlapped DP all-reduce", s["dp_comm"],
+              max(0.0, reduce - (s["compute"] + s["elementwise"]) / 4 * 2 / 3))
+
+        # A DP group across nodes: per_node / tp of its ranks on each node share the ring's traffic
+        # over their NICs (network 50 GB/s per GPU at 80%), at most NVLink's bandwidth.
+        for tp, members in ((1, 8), (4, 2)):
+            dp = 32 // tp
+            net = plan(exe, yaml, "llama", 32, dp, f"tp={tp},pp=1,dp={dp},zero=0,micro_batch=1,recompute=none")
+            stage = math.ceil((L * layer - L * (H * H + 2 * H * KV * D + H * H + 3 * H * I) * (tp - 1) / tp
+                               + 2 * V * H / tp + H) / dp) * dp  # the rank's padded TP shard
+            close(f"DP all-reduce across nodes, tp {tp}", net["step_parts_s"]["dp_comm"],
+                  2 * 4 * stage * (dp - 1) / dp / min(members * 50e9 * 0.8, NVLINK))
+
+        # Memory-bound elementwise kernels: fused (the default) and eager, per micro-batch on one
+        # rank: (forwards + 2) x per-layer forward bytes + the loss's, at 80% of the HBM bandwidth.
+        hbm = 3.35e12 * 0.8
+        q, kv = HEADS * D, KV * D
+        fused = T * H * (2 * 4 + 2 * 6) + T * (q + kv) * 4 + T * I * 6
+        eager = T * H * (2 * 36 + 2 * 6) + T * (q + kv) * 20 + T * I * 10 + T * 2 * 2 * (kv + q) + T * q * 4
+        close("elementwise=fused", one["elementwise"], (3 * L * fused + T * V * 6) / hbm)
+        ew = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none,elementwise=eager,loss=eager")
+        close("elementwise=eager, loss=eager", ew["step_parts_s"]["elementwise"], (3 * L * eager + T * V * 36) / hbm)
+        ew = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=op,elementwise=eager")
+        close("elementwise=eager, recompute=op", ew["step_parts_s"]["elementwise"], (4 * L * eager + T * V * 6) / hbm)
+        ew = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none,loss=megatron")
+        close("loss=megatron", ew["step_parts_s"]["elementwise"], (3 * L * fused + T * V * 52) / hbm)
+        # Unfused attention (GPT variant: no RoPE, GeLU MLP of I): the scores' bytes, 13 per element
+        # forward (twice with recomputation), 19 backward; QK^T and AV at the GEMM efficiency.
+        gpt = T * H * (2 * 4 + 2 * 6) + T * I * 4
+        un = plan(exe, yaml, "gpt", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=full,attention=unfused")["step_parts_s"]
+        close("attention=unfused: elementwise", un["elementwise"],
+              (4 * L * gpt + T * V * 6 + L * HEADS * T * T * (2 * 13 + 19)) / hbm)
+        gpt_layer = H * H + 2 * H * KV * D + H * H + 2 * H * I  # q, k, v, o, up, down
+        close("attention=unfused: compute", un["compute"],
+              T * (8 * L * gpt_layer + 6 * V * H + 16 * L * HEADS * D * T) / (bf16 * 0.7))
+        # Float8's scaling: per linear (out, in) 5 bytes per input element per forward, 5 per output
+        # element, 2 per input and output element transposed, 5 per weight per forward and backward.
+        linears = [(q, H), (kv, H), (kv, H), (H, q), (I, H), (I, H), (H, I)]
+        cast = sum(T * (5 * i + 5 * o + 2 * (i + o)) + 2 * 5 * o * i for o, i in linears)
+        f8e = plan(exe, yaml, "llama", 1, 1, "tp=1,pp=1,micro_batch=1,recompute=none,float8=1")["step_parts_s"]
+        close("float8=1: elementwise", f8e["elementwise"], (3 * L * fused + T * V * 6 + L * cast) / hbm)
 
         # tp_overlap=0 under --overlap-comm: the TP collectives stay as without overlap.
         args = f"tp=2,pp=1,dp=1,micro_batch=1,recompute=none,sp=1"
@@ -110,6 +154,10 @@ def main():
         close("tp_overlap=0: TP time", plan(exe, yaml, "llama", 2, 4, args + ",tp_overlap=0", overlap=True)
               ["step_parts_s"]["tp_comm"], bare)
         close("tp_overlap=1: TP time", plan(exe, yaml, "llama", 2, 4, args, overlap=True)["step_parts_s"]["tp_comm"], 0.0)
+        # AsyncTP hides the forward's collectives (2 of 4 per layer); the embedding's and lm_head's
+        # count with the layers', so the exposed share is half of all of them.
+        close("tp_overlap=forward: TP time", plan(exe, yaml, "llama", 2, 4, args + ",tp_overlap=forward", overlap=True)
+              ["step_parts_s"]["tp_comm"], bare / 2)
 
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))

@@ -133,7 +133,27 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
     }
     else if (key == "micro_batch") l.micro_batch = integer();
     else if (key == "float8") l.float8 = integer() != 0;
-    else if (key == "tp_overlap") l.tp_overlap = integer() != 0;
+    else if (key == "tp_overlap") {
+      if (value == "0" || value == "none") l.tp_overlap = CostLayout::TpOverlap::None;
+      else if (value == "1" || value == "all") l.tp_overlap = CostLayout::TpOverlap::All;
+      else if (value == "forward") l.tp_overlap = CostLayout::TpOverlap::Forward;
+      else fail("--layout: tp_overlap={} (expected none (0), all (1) or forward: TorchTitan's AsyncTP)", value);
+    } else if (key == "elementwise") {
+      if (value != "fused" && value != "eager")
+        fail("--layout: elementwise={} (expected fused: exatrain's kernels, Megatron-LM, torch.compile; or eager: "
+             "PyTorch's eager op sequence)", value);
+      l.elementwise = value == "eager" ? CostLayout::Elementwise::Eager : CostLayout::Elementwise::Fused;
+    } else if (key == "loss") {
+      if (value != "fused" && value != "eager" && value != "megatron")
+        fail("--layout: loss={} (expected fused: exatrain's cross-entropy kernel; eager: F.cross_entropy on fp32 "
+             "logits; megatron: Megatron-LM's unfused vocab_parallel_cross_entropy)", value);
+      l.loss = value == "eager" ? CostLayout::Loss::Eager : value == "megatron" ? CostLayout::Loss::Megatron
+                                                                                : CostLayout::Loss::Fused;
+    } else if (key == "attention") {
+      if (value != "flash" && value != "unfused")
+        fail("--layout: attention={} (expected flash, or unfused: the scores as [t, t] tensors in HBM)", value);
+      l.attention = value == "unfused" ? CostLayout::Attention::Unfused : CostLayout::Attention::Flash;
+    }
     else if (key == "weights") {
       if (value != "fp32" && value != "bf16") fail("--layout: weights={} (expected fp32 or bf16)", value);
       l.compute_dtype_weights = value == "bf16";
@@ -146,7 +166,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
       l.op_recompute = value == "op";
     } else {
       fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, "
-           "tp_overlap)", key);
+           "tp_overlap, elementwise, loss, attention)", key);
     }
   }
   if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
@@ -207,7 +227,7 @@ nlohmann::json to_json(const Candidate& c) {
                                 {"activations", m.activations / kGiB}, {"reserve", kReserveBytes / kGiB},
                                 {"largest_stage", m.stage}, {"micro_batches_in_flight", m.in_flight}}},
           {"step_s", c.time.total()},
-          {"step_parts_s", {{"compute", c.time.compute}, {"tp_comm", c.time.tp_comm}, {"pp_bubble", c.time.pp_bubble},
+          {"step_parts_s", {{"compute", c.time.compute}, {"elementwise", c.time.elementwise}, {"tp_comm", c.time.tp_comm}, {"pp_bubble", c.time.pp_bubble},
                             {"pp_comm", c.time.pp_comm}, {"dp_comm", c.time.dp_comm},
                             {"optimizer", c.time.optimizer}}},
           {"tokens_per_s_per_gpu", c.tokens_per_s_per_gpu}, {"tflops_per_gpu", c.tflops_per_gpu},
@@ -255,10 +275,11 @@ void print_table(const std::vector<Candidate>& shown, const Hardware& hw) {
 
 void plan(const PlanOptions& o) {
   const RunConfig run = base_config(o);
-  const Hardware hw = load_hardware(o.gpu, o.hardware_file);
+  Hardware hw = load_hardware(o.gpu, o.hardware_file);
+  hw.gpus_per_node = o.gpus_per_node;
   ModelVariant v;
   if (o.variant == "llama") v.qk_norm = false, v.full_attention = true;
-  if (o.variant == "gpt") v.gated_mlp = false, v.qk_norm = false, v.full_attention = true;
+  if (o.variant == "gpt") v.gated_mlp = false, v.qk_norm = false, v.full_attention = true, v.rope = false;
   std::vector<Candidate> shown;
   int64_t rejected = 0;
   if (!o.layout.empty()) {
@@ -276,9 +297,10 @@ void plan(const PlanOptions& o) {
   }
   if (!o.emit.empty()) {
     const CostLayout& l = shown.front().layout;
-    if (l.zero == 3 || l.op_recompute || l.float8)
-      fail("--emit: zero=3, recompute=op and float8=1 are modelled for published runs; exatrain cannot train with "
-           "them");
+    if (l.zero == 3 || l.op_recompute || l.float8 || l.elementwise == CostLayout::Elementwise::Eager ||
+        l.loss != CostLayout::Loss::Fused || l.attention != CostLayout::Attention::Flash)
+      fail("--emit: zero=3, recompute=op, float8=1, elementwise=eager, loss=eager|megatron and attention=unfused "
+           "are modelled for published runs; exatrain cannot train with them");
     emit_config(o, run, shown.front());
   }
   if (o.json) {
@@ -322,12 +344,17 @@ void register_plan_command(CLI::App& app) {
                   "evaluate one layout: tp=8,pp=2[,dp=..,zero=1,micro_batch=1,recompute=full,sp=0|1]; dp "
                   "defaults to gpus / (tp x pp), sp to 1 when tp > 1; zero=3 (FSDP) and recompute=op "
                   "(TorchTitan's selective checkpointing), weights=bf16 (ZeRO-1 gathers bf16 weights, as "
-                  "Megatron-LM) and float8=1 (the layers' linears in fp8) describe published runs exatrain cannot "
-                  "train; tp_overlap=0 keeps TP communication exposed under --overlap-comm");
+                  "Megatron-LM), float8=1 (the layers' linears in fp8, with torchao's scaling and casts) and "
+                  "elementwise=eager (PyTorch's unfused eager ops; default fused: exatrain's kernels, Megatron-LM, "
+                  "torch.compile), loss=eager|megatron (unfused fp32 cross-entropy; default fused) and "
+                  "attention=unfused (scores in HBM, before FlashAttention) describe published runs exatrain "
+                  "cannot train; under --overlap-comm, "
+                  "tp_overlap=none|0 keeps TP communication exposed, forward hides the forward passes' (TorchTitan's "
+                  "AsyncTP), all|1 (default) all of it (Megatron-LM's --tp-comm-overlap)");
   cmd->add_option("--emit", o.emit, "write the best (or --layout's) layout as a run config YAML");
   cmd->add_option("--variant", o.variant,
                   "model variant: exaone4 (SwiGLU, q/k norms, sliding layers), llama (SwiGLU, full attention), gpt "
-                  "(non-gated MLP of intermediate_size, full attention)")
+                  "(non-gated MLP of intermediate_size, full attention, learned positions: no RoPE)")
       ->check(CLI::IsMember({"exaone4", "llama", "gpt"}));
   cmd->add_flag("--overlap-comm", o.overlap,
                 "predict a trainer that hides communication behind compute (Megatron-LM's overlap options, FSDP's "

@@ -370,6 +370,82 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
   return cost;
 }
 
+namespace {
+
+// HBM bytes the memory-bound kernels move for one micro-batch on one stage (docs/planning.md,
+// "Elementwise kernels"). Per forward pass and layer: the two norms and two residual adds over
+// the residual stream's rows (t / tp with sequence parallelism, t without), RoPE on q and k, the
+// q/k norms, the MLP's activation (and product); eager adds the fp32 upcasts and downcasts,
+// repeat_kv's copy of k and v to the query heads and the attention output's transpose. A
+// backward moves about twice its forward's bytes (reads the output gradient and the saved
+// inputs, writes the input gradient), recomputation runs the forward again; the loss (last
+// stage) once forward and once backward. Float8 (torchao's dynamic tensorwise scaling): each
+// linear's input, and in the backward its output gradient, read for the amax, read and written
+// as fp8 for the GEMM, and both transposed for the weight gradient's fp8 GEMM; its weight
+// likewise once per forward and once for the backward.
+double memory_bound_bytes(const ModelConfig& m, const ModelVariant& v, const CostLayout& l, const PipelineStage& stage,
+                          const std::vector<ParamSpec>& specs) {
+  const double B = static_cast<double>(l.micro_batch), T = static_cast<double>(l.seq_len);
+  const double H = static_cast<double>(m.hidden_size), D = static_cast<double>(m.resolved_head_dim());
+  const double tp = static_cast<double>(l.tp);
+  const double q = static_cast<double>(m.num_heads / l.tp) * D;
+  const double kv = static_cast<double>(std::max<int64_t>(m.num_kv_heads / l.tp, 1)) * D;
+  const double inter = static_cast<double>(m.intermediate_size / l.tp);
+  const double rows = l.sequence_parallel && l.tp > 1 ? T / tp : T;
+  const double e = l.precision == Precision::BF16 ? 2.0 : 4.0;
+  const bool eager = l.elementwise == CostLayout::Elementwise::Eager;
+  const double casts = eager && e < 4.0 ? 2.0 * (e + 4.0) : 0.0;  // x.float() and .type_as(x)
+  // Bytes per element: eager RMSNorm = pow (4 + 4), mean (4), x * rsqrt (4 + 4), * weight (2e), the
+  // casts; fused: read, write. Residual add: read two, write one. RoPE (eager: complex multiply in
+  // fp32, 4 + 4, and the casts). Activation: eager silu (2e) and product (3e), fused one kernel
+  // (3e); GPT's GeLU 2e either way.
+  const double norm = eager ? 20.0 + 2.0 * e + casts : 2.0 * e;
+  const double rope = eager ? 8.0 + casts : 2.0 * e;
+  const double mlp = v.gated_mlp ? (eager ? 5.0 * e : 3.0 * e) : 2.0 * e;
+  double layer = B * rows * H * (2.0 * norm + 2.0 * 3.0 * e) + (v.rope ? B * T * (q + kv) * rope : 0.0) +
+                 B * T * inter * mlp;
+  if (v.qk_norm) layer += B * T * (q + kv) * norm;
+  if (eager) layer += B * T * (kv < q ? 2.0 * e * (kv + q) : 0.0) + B * T * q * 2.0 * e;
+  const bool recompute = l.recompute == Recompute::Full || l.op_recompute;  // 'op' recomputes all but the saved ops
+  const double forwards = recompute ? 2.0 : 1.0;
+  const double layers = static_cast<double>(stage.end_layer - stage.first_layer);
+  double bytes = (forwards + 2.0) * layers * layer;
+  if (stage.last) {  // the loss over [t, V / tp], per element
+    const double V = static_cast<double>(m.vocab_size / l.tp);
+    const double upcast = e < 4.0 ? e + 4.0 : 0.0;
+    double per = 3.0 * e;  // fused: read; read, write the gradient
+    // eager: upcast and downcast; log-softmax (read, write); NLL's dense gradient (write);
+    // log-softmax backward (read two, write)
+    if (l.loss == CostLayout::Loss::Eager) per = 2.0 * upcast + 8.0 + 4.0 + 12.0;
+    // Megatron-LM: upcast, max (read), -= max, exp (read, write each), sum (read), div_ (read,
+    // write); backward mul_ (read, write), downcast
+    if (l.loss == CostLayout::Loss::Megatron) per = 2.0 * upcast + 4.0 + 8.0 + 8.0 + 4.0 + 8.0 + 8.0;
+    bytes += B * T * V * per;
+  }
+  if (l.attention == CostLayout::Attention::Unfused) {
+    // Per element of the [b, heads / tp, t, t] scores, the activation dtype: forward, QK^T's write,
+    // softmax (read, write), dropout (read, write, and its 1-byte mask), AV's read; backward, the
+    // probabilities' gradient (write), dropout's backward (read it and the mask, write), softmax's
+    // (read the gradient and the output, write), the scores' gradient read by the two GEMMs of
+    // dQ and dK, and the probabilities read for dV.
+    const double heads = static_cast<double>(m.num_heads / l.tp);
+    bytes += layers * B * heads * T * T * (forwards * (6.0 * e + 1.0) + 9.0 * e + 1.0);
+  }
+  if (l.float8) {
+    for (const ParamSpec& spec : specs) {
+      if (spec.kind != ParamKind::Linear || spec.layer < stage.first_layer || spec.layer >= stage.end_layer) continue;
+      const std::vector<int64_t> shape = local_shape(spec, tp_shard(spec, 0, static_cast<int>(l.tp)));
+      const double out = static_cast<double>(shape[0]), in = static_cast<double>(shape[1]);
+      const double cast = 2.0 * e + 1.0;  // amax read, cast read + fp8 write
+      bytes += B * T * (forwards * cast * in + cast * out + 2.0 * (in + out));
+      bytes += (forwards + 1.0) * cast * out * in;
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
 StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const LayoutCost& cost, const Hardware& hw,
                            const ModelVariant& v, bool overlap_comm) {
   StepTime t;
@@ -382,37 +458,47 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   std::vector<ParamSpec> specs;
   for (ParamSpec& s : build_param_specs(m))
     if (in_variant(s, v)) specs.push_back(std::move(s));
-  // Matmul weights per layer, and those TorchTitan's 'op' checkpointing runs a second time.
+  // FLOPs per token of a linear: its forward (once, twice with recomputation), the backward's
+  // input gradient and weight gradient, 2 per weight each.
+  auto linear_cost = [](const ParamSpec& spec, double forwards) {
+    return 2.0 * static_cast<double>(spec.numel()) * (forwards + 2.0);
+  };
+  // Matmul FLOPs per token and layer (6 per weight, 8 with recomputation's extra forward; TorchTitan's
+  // 'op' checkpointing runs every second matmul's forward again).
   std::vector<double> layer_matmul(static_cast<size_t>(m.num_layers), 0.0);
-  std::vector<double> layer_again(static_cast<size_t>(m.num_layers), 0.0);
   const std::vector<bool> again = op_recomputed(specs);
+  double head = 0;
   for (size_t k = 0; k < specs.size(); ++k) {
     const ParamSpec& s = specs[k];
+    if (s.kind == ParamKind::LmHead) head += linear_cost(s, 1.0);
     if (s.kind != ParamKind::Linear || s.layer < 0 || s.layer >= m.num_layers) continue;
-    layer_matmul[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
-    if (again[k] && l.op_recompute && !recompute)
-      layer_again[static_cast<size_t>(s.layer)] += static_cast<double>(s.numel());
+    const double forwards = recompute || (again[k] && l.op_recompute) ? 2.0 : 1.0;
+    layer_matmul[static_cast<size_t>(s.layer)] += linear_cost(s, forwards);
+  }
+  if (m.tie_embeddings) {  // the lm_head is the embedding's matrix: a [V, h] GEMM all the same
+    for (const ParamSpec& s : specs)
+      if (s.kind == ParamKind::Embedding) head += linear_cost(s, 1.0);
   }
   const auto kinds = m.layer_kinds();
-  const double pass = recompute ? 8.0 : 6.0;
   // One micro-batch's forward + backward on each stage (compute and its TP collectives).
-  std::vector<double> stage_compute, stage_comm;
+  std::vector<double> stage_compute, stage_elementwise, stage_comm;
   for (int s = 0; s < l.pp; ++s) {
     const PipelineStage stage = stage_of_layout(m, l, s);
     double gemm = 0, attention = 0;
     for (int64_t i = stage.first_layer; i < stage.end_layer; ++i) {
-      gemm += pass * layer_matmul[static_cast<size_t>(i)] + 2.0 * layer_again[static_cast<size_t>(i)];
+      gemm += layer_matmul[static_cast<size_t>(i)];
       attention += (recompute ? 16.0 : 12.0) * static_cast<double>(m.num_heads * m.resolved_head_dim()) *
                    attention_span(m, v, kinds[static_cast<size_t>(i)], l.seq_len);
     }
     // Float8 runs the decoder layers' linears at the fp8 peak; the lm_head and attention stay bf16.
     EXATRAIN_CHECK(!l.float8 || hw.fp8_peak_flops > 0, "float8: {} has no fp8 peak (fp8_dense_tflops)", hw.name);
     const double layer_peak = l.float8 ? hw.fp8_peak_flops : hw.peak_flops;
-    const double head = stage.last ? 6.0 * static_cast<double>(m.vocab_size * m.hidden_size) : 0.0;
     const double tokens = B * T / tp;  // each TP rank does 1/tp of every GEMM and head
     const double compute = tokens * (gemm / (layer_peak * hw.gemm_efficiency) +
-                                     head / (hw.peak_flops * hw.gemm_efficiency) +
-                                     attention / (hw.peak_flops * hw.attention_efficiency));
+                                     (stage.last ? head : 0.0) / (hw.peak_flops * hw.gemm_efficiency) +
+                                     attention / (hw.peak_flops * (l.attention == CostLayout::Attention::Unfused
+                                                                       ? hw.gemm_efficiency
+                                                                       : hw.attention_efficiency)));
     // TP: 4 all-reduces of [B, T, H] per layer (2 forward, 2 backward; 2 more with
     // recomputation), one more at the embedding and at the lm_head; a ring moves 2 (tp - 1) / tp
     // of the bytes. GEMM outputs are bf16 under autocast, fp32 otherwise.
@@ -425,6 +511,7 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
       comm = count * B * T * H * act * 2.0 * (tp - 1) / tp / hw.intra_node_bytes_per_s;
     }
     stage_compute.push_back(compute);
+    stage_elementwise.push_back(hw.memory_bytes_per_s > 0 ? memory_bound_bytes(m, v, l, stage, specs) / hw.memory_bytes_per_s : 0.0);
     stage_comm.push_back(comm);
   }
   // 1F1B: the slowest stage runs all M micro-batches; before its first and after its last, every
@@ -432,13 +519,15 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   // slowest; with uneven ones (the lm_head on the last stage) less.
   size_t slowest = 0;
   double sum = 0;
+  auto slot = [&](size_t s) { return stage_compute[s] + stage_elementwise[s] + stage_comm[s]; };
   for (size_t s = 0; s < stage_compute.size(); ++s) {
-    sum += stage_compute[s] + stage_comm[s];
-    if (stage_compute[s] + stage_comm[s] > stage_compute[slowest] + stage_comm[slowest]) slowest = s;
+    sum += slot(s);
+    if (slot(s) > slot(slowest)) slowest = s;
   }
   t.compute = M * stage_compute[slowest];
+  t.elementwise = M * stage_elementwise[slowest];
   t.tp_comm = M * stage_comm[slowest];
-  t.pp_bubble = sum - (stage_compute[slowest] + stage_comm[slowest]);
+  t.pp_bubble = sum - slot(slowest);
   const int64_t per_node = std::max<int64_t>(hw.gpus_per_node, 1);
   if (l.pp > 1) {
     // fp32 activation buffers ([B, T/tp, H] with sequence parallelism), one each way per
@@ -457,7 +546,15 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   double dp_gather = 0, dp_reduce = 0;
   if (l.dp > 1) {
     const double d = static_cast<double>(l.dp), ring = (d - 1) / d;
-    const double bw = l.tp * l.dp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
+    // A DP group that spans nodes has per_node / tp of its ranks on each node (TP ranks innermost,
+    // then DP: world_rank = tp_rank + tp (dp_rank + dp pp_rank), as Megatron-LM and TorchTitan
+    // order them too). NCCL's ring crosses each node boundary once per channel, one channel per
+    // NIC, so the node's share of the ring's traffic leaves through the NICs of all those ranks:
+    // per rank, the network bandwidth times their number, at most NVLink's.
+    const double members = static_cast<double>(std::max<int64_t>(per_node / l.tp, 1));
+    const double bw = l.tp * l.dp > per_node
+                          ? std::min(hw.inter_node_bytes_per_s * members, hw.intra_node_bytes_per_s)
+                          : hw.intra_node_bytes_per_s;
     const double n = static_cast<double>(big.elements);
     const double compute_dtype = l.precision == Precision::BF16 ? 2.0 : 4.0;
     if (l.zero == 3 && l.pp > 1) {  // under PP: gather once before the first forward, reduce-scatter once
@@ -477,13 +574,21 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   // AdamW: reads gradient, master, two moments, writes master, two moments and the weight.
   if (hw.memory_bytes_per_s > 0) t.optimizer = 32.0 * static_cast<double>(big.owned) / hw.memory_bytes_per_s;
   if (overlap_comm) {  // hidden behind compute as far as compute lasts: only the excess is exposed
-    if (l.tp_overlap) t.tp_comm = std::max(0.0, t.tp_comm - t.compute);
-    t.pp_comm = std::max(0.0, t.pp_comm - t.compute);
+    const double busy = t.compute + t.elementwise;
+    if (l.tp_overlap == CostLayout::TpOverlap::All) {
+      t.tp_comm = std::max(0.0, t.tp_comm - busy);
+    } else if (l.tp_overlap == CostLayout::TpOverlap::Forward) {
+      // The forward passes' share of the layers' collectives (2 of 4 per layer, 4 of 6 with
+      // recomputation); the backward's stay exposed.
+      const double share = l.recompute == Recompute::Full ? 4.0 / 6.0 : 2.0 / 4.0;
+      t.tp_comm = t.tp_comm * (1.0 - share) + std::max(0.0, t.tp_comm * share - busy);
+    }
+    t.pp_comm = std::max(0.0, t.pp_comm - busy);
     // ZeRO-3 gathers and reduces layer by layer in every micro-batch, behind all of them (under
     // PP once per step, as ZeRO-1). The DP reduction of ZeRO 0/1 waits for the gradients of the
     // last micro-batch, so only its backward hides it, and the next step's first forward hides
     // the weights' all-gather (Megatron-LM's --overlap-grad-reduce, --overlap-param-gather).
-    const double hiding = l.zero == 3 && l.pp == 1 ? t.compute : t.compute / M;
+    const double hiding = l.zero == 3 && l.pp == 1 ? busy : busy / M;
     t.dp_comm = std::max(0.0, dp_gather - hiding / 3.0) + std::max(0.0, dp_reduce - hiding * 2.0 / 3.0);
   }
   return t;

@@ -18,6 +18,7 @@ struct ModelVariant {
   bool gated_mlp = true;        // SwiGLU (gate, up, down); false: GPT's up -> GeLU -> down
   bool qk_norm = true;          // per-head RMSNorm on q and k (EXAONE-4)
   bool full_attention = false;  // ignore the sliding window: every layer attends to the whole prefix
+  bool rope = true;             // rotary positions on q and k; false: GPT's learned position embedding
 };
 
 struct CostLayout {
@@ -42,9 +43,31 @@ struct CostLayout {
   // Planner only: Float8 training (torchao's Float8Linear, as TorchTitan): the decoder layers'
   // linears run fp8 GEMMs, forward and backward; attention, norms and the lm_head stay bf16.
   bool float8 = false;
-  // With overlap_comm: whether TP communication is hidden too (Megatron-LM's --tp-comm-overlap,
-  // TorchTitan's AsyncTP); false: only DP and PP communication is.
-  bool tp_overlap = true;
+  // With overlap_comm, which TP collectives hide behind compute: All (Megatron-LM's
+  // --tp-comm-overlap), Forward (TorchTitan's AsyncTP, the compiled forward's all-gather + matmul
+  // and matmul + reduce-scatter; the recomputed forward too), None (only DP and PP communication).
+  enum class TpOverlap { None, Forward, All };
+  TpOverlap tp_overlap = TpOverlap::All;
+  // The memory-bound elementwise kernels (norms, RoPE, the MLP's activation and product, residual
+  // adds, the loss): Fused, one kernel per operation that reads its inputs and writes its output
+  // once (exatrain's fused kernels, docs/kernels.md; Megatron-LM's fused kernels;
+  // torch.compile); Eager, PyTorch's eager op sequence of TorchTitan's Llama (fp32 upcasts and
+  // downcasts, one kernel per op, GQA's repeat_kv and the attention output's transpose copied).
+  enum class Elementwise { Fused, Eager };
+  Elementwise elementwise = Elementwise::Fused;
+  // The loss over [t, V / tp]: Fused (exatrain's ops::cross_entropy: the logits read once forward,
+  // read and their gradient written once backward), Eager (F.cross_entropy on an fp32 upcast, as
+  // TorchTitan, which does not compile its loss), Megatron (Megatron-LM's unfused
+  // vocab_parallel_cross_entropy: fp32 upcast, max, subtract, exp, sum, divide; multiply and
+  // downcast in the backward).
+  enum class Loss { Fused, Eager, Megatron };
+  Loss loss = Loss::Fused;
+  // Attention: Flash (a fused kernel at the attention efficiency, no [t, t] tensor), or Unfused
+  // (before FlashAttention, as Megatron-LM in 2021: QK^T and AV as batched GEMMs at the GEMM
+  // efficiency, the scores, their fused scale-mask-softmax and dropout written to and read from
+  // HBM as [b, heads / tp, t, t] tensors in the activation dtype, plus a 1-byte dropout mask).
+  enum class Attention { Flash, Unfused };
+  Attention attention = Attention::Flash;
   Precision precision = Precision::FP32;
   // Attention runs the reference (train.kernels: reference), which keeps a [seq, seq] mask for
   // the sliding layers; the flash kernels (auto) keep none. (A GPU run in fp32, or with a head_dim
@@ -116,7 +139,7 @@ struct Hardware {
   double fp8_peak_flops = 0;       // dense fp8 (0: none)
   double gemm_efficiency = 1;      // share of the peak the linears reach
   double attention_efficiency = 1; // share of the peak the attention reaches
-  double memory_bytes_per_s = 0;   // HBM
+  double memory_bytes_per_s = 0;   // HBM, at the stated share memory-bound kernels reach
   double intra_node_bytes_per_s = 0;  // per GPU, one direction (NVLink)
   double inter_node_bytes_per_s = 0;  // per GPU, one direction (InfiniBand / RoCE)
   int64_t gpus_per_node = 8;
@@ -126,12 +149,13 @@ struct Hardware {
 // `overlap_comm` hides behind compute is left out of the communication parts.
 struct StepTime {
   double compute = 0;      // the busiest stage's forward + backward (+ recomputation), all micro-batches
+  double elementwise = 0;  // its memory-bound elementwise kernels (and Float8's scaling and casts)
   double tp_comm = 0;      // its TP collectives
   double pp_bubble = 0;    // 1F1B warm-up and drain: one micro-batch of every other stage
   double pp_comm = 0;      // activation and gradient send/recv between stages
   double dp_comm = 0;      // the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather)
   double optimizer = 0;    // AdamW over the owned elements (memory bound)
-  double total() const { return compute + tp_comm + pp_bubble + pp_comm + dp_comm + optimizer; }
+  double total() const { return compute + elementwise + tp_comm + pp_bubble + pp_comm + dp_comm + optimizer; }
 };
 // `overlap_comm`: predict a trainer that hides TP, PP and DP communication behind compute where
 // compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce, FSDP's

@@ -51,7 +51,10 @@ Hardware load_hardware(const std::string& name, const std::string& path) {
   hw.memory_bytes = number(*gpu, "memory_gb", where) * 1e9;
   hw.peak_flops = number(*gpu, "bf16_dense_tflops", where) * 1e12;
   if (gpu->find("fp8_dense_tflops")) hw.fp8_peak_flops = number(*gpu, "fp8_dense_tflops", where) * 1e12;
-  hw.memory_bytes_per_s = number(*gpu, "hbm_tb_per_s", where) * 1e12;
+  // efficiency.memory: the share of the HBM bandwidth memory-bound kernels reach (1 when a file
+  // states none, as the CPU hardware tests/multirank/memory_model.py writes).
+  const double memory = eff.find("memory") ? number(eff, "memory", origin + ": efficiency") : 1.0;
+  hw.memory_bytes_per_s = number(*gpu, "hbm_tb_per_s", where) * 1e12 * memory;
   hw.intra_node_bytes_per_s = number(*gpu, "nvlink_gb_per_s", where) * 1e9 * link;
   hw.inter_node_bytes_per_s = number(*gpu, "network_gb_per_s", where) * 1e9 * link;
   hw.gemm_efficiency = number(eff, "gemm", origin + ": efficiency");
