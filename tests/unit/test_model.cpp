@@ -370,6 +370,69 @@ TEST(CostModel, FlopsPerStep) {
                    6.0 * static_cast<double>(m.num_layers * m.hidden_size * m.intermediate_size));
 }
 
+// exatrain's own layouts describe its fused kernels (docs/kernels.md): one kernel per RMSNorm
+// (q/k norms included), RoPE, SwiGLU and the loss; the memory-bound time of a step is the
+// formula of docs/planning.md's elementwise table for EXAONE-4 (bf16: 2 bytes per element).
+TEST(CostModel, ElementwiseTimeOfExatrainsFusedKernels) {
+  const ModelConfig m = tiny_config();
+  RunConfig run;
+  run.model = m;
+  run.train.seq_len = 64;
+  run.train.micro_batch = 2;
+  run.train.global_batch = 2;
+  run.train.precision = Precision::BF16;
+  CostLayout layout = CostLayout::of(run, 1, 1, 1);
+  ASSERT_EQ(layout.elementwise, CostLayout::Elementwise::Fused);
+  ASSERT_EQ(layout.loss, CostLayout::Loss::Fused);
+  ASSERT_EQ(layout.attention, CostLayout::Attention::Flash);
+  Hardware hw;
+  hw.peak_flops = 1e15;
+  hw.memory_bytes_per_s = 1e12;
+  hw.intra_node_bytes_per_s = hw.inter_node_bytes_per_s = 1e11;
+  const double B = 2, T = 64, H = 32, q = 4 * 8, kv = 2 * 8, I = 48, V = 50, L = 4;
+  // Two norms (2e) and two residual adds (3e) over [b t h]; RoPE and the q/k norms (2e each) over
+  // [b t (q + kv)]; the fused SwiGLU (3e) over [b t i]; forward + a backward of twice its bytes.
+  const double layer = B * T * H * (2 * 4 + 2 * 6) + B * T * (q + kv) * (4 + 4) + B * T * I * 6;
+  const double loss = B * T * V * 6;
+  const StepTime plain = predict_step_time(m, layout, estimate_cost(m, layout), hw);
+  EXPECT_NEAR(plain.elementwise, (3 * L * layer + loss) / 1e12, 1e-18);
+  layout.recompute = Recompute::Full;  // the forward again
+  const StepTime rc = predict_step_time(m, layout, estimate_cost(m, layout), hw);
+  EXPECT_NEAR(rc.elementwise, (4 * L * layer + loss) / 1e12, 1e-18);
+  // PyTorch's eager op sequence moves more than the fused kernels, and it is part of the step.
+  layout.elementwise = CostLayout::Elementwise::Eager;
+  const StepTime eager = predict_step_time(m, layout, estimate_cost(m, layout), hw);
+  EXPECT_GT(eager.elementwise, 3 * rc.elementwise);
+  EXPECT_NEAR(eager.total() - rc.total(), eager.elementwise - rc.elementwise, 1e-15);
+}
+
+// A DP group spanning nodes moves its ring traffic over the NICs of all its ranks on a node:
+// per rank, min(ranks per node x network, NVLink).
+TEST(CostModel, DataParallelRingUsesTheNodesNics) {
+  const ModelConfig m = tiny_config();
+  Hardware hw;
+  hw.peak_flops = 1e15;
+  hw.intra_node_bytes_per_s = 400e9;
+  hw.inter_node_bytes_per_s = 40e9;
+  hw.gpus_per_node = 8;
+  CostLayout layout;
+  layout.seq_len = 64;
+  layout.micro_batch = 1;
+  auto dp_time = [&](int64_t tp, int64_t dp) {
+    layout.tp = tp, layout.dp = dp, layout.global_batch = dp;
+    const LayoutCost cost = estimate_cost(m, layout);
+    const double n = static_cast<double>(cost.largest_static().elements), d = static_cast<double>(dp);
+    return std::pair{predict_step_time(m, layout, cost, hw).dp_comm, 8.0 * n * (d - 1) / d};
+  };
+  const auto [t1, bytes1] = dp_time(1, 32);  // 8 ranks of the group per node: 320 GB/s
+  EXPECT_DOUBLE_EQ(t1, bytes1 / 320e9);
+  const auto [t2, bytes2] = dp_time(2, 16);  // 4 per node: 160 GB/s
+  EXPECT_DOUBLE_EQ(t2, bytes2 / 160e9);
+  hw.inter_node_bytes_per_s = 100e9;  // 8 x 100 GB/s > NVLink: the ring's NVLink hops limit it
+  const auto [t3, bytes3] = dp_time(1, 32);
+  EXPECT_DOUBLE_EQ(t3, bytes3 / 400e9);
+}
+
 }  // namespace
 }  // namespace exatrain
 
