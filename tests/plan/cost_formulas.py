@@ -16,7 +16,8 @@ docs/planning.md worked out here from the model's shapes, for what only the plan
     backward (2/3 of its compute and elementwise time) is exposed;
   - a DP group across nodes: its all-reduce at min(ranks per node x network, NVLink);
   - the memory-bound elementwise kernels (fused and eager) and Float8's scaling and casts;
-  - tp_overlap=forward (AsyncTP): half the TP time without recomputation stays exposed.
+  - tp_overlap=forward (AsyncTP): half the TP time without recomputation stays exposed;
+  - virtual_stages=v (interleaved 1F1B): the bubble / v, the PP sends (M v + pp - 1) per direction.
 
 cost_formulas.py EXATRAIN_BIN
 """
@@ -68,6 +69,13 @@ def main():
             p = plan(exe, yaml, "llama", pp, 1, f"tp=1,pp={pp},micro_batch=1,recompute=none")["step_parts_s"]
             close(f"pp {pp}, one micro-batch: compute + elementwise + bubble",
                   p["compute"] + p["elementwise"] + p["pp_bubble"], one["compute"] + one["elementwise"])
+
+        # The interleaved schedule: v chunks per rank shrink warm-up and drain v-fold.
+        for v in (2, 4):
+            a = plan(exe, yaml, "llama", 2, 8, "tp=1,pp=2,micro_batch=1,recompute=none")["step_parts_s"]
+            b = plan(exe, yaml, "llama", 2, 8, f"tp=1,pp=2,micro_batch=1,recompute=none,virtual_stages={v}")["step_parts_s"]
+            close(f"virtual_stages={v}: bubble", b["pp_bubble"], a["pp_bubble"] / v)
+            close(f"virtual_stages={v}: PP time", b["pp_comm"], a["pp_comm"] * (8 * v + 1) / (8 + 1))
 
         # FSDP memory and DP time on 8 GPUs (one node: NVLink), 2 micro-batches of 1, bf16.
         d, M = 8, 2

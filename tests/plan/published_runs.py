@@ -86,7 +86,8 @@ def main():
             tp, pp = r.get("tp", 1), r.get("pp", 1)
             layout = (f"tp={tp},pp={pp},dp={r['dp']},zero=3,micro_batch={r['micro_batch']},"
                       f"recompute={r.get('recompute', 'op')},float8={int(r.get('float8', False))},sp={int(tp > 1)},"
-                      f"tp_overlap={r.get('tp_overlap', 'all')},elementwise={'fused' if r['compile'] else 'eager'},loss=eager")
+                      f"tp_overlap={r.get('tp_overlap', 'all')},elementwise={'fused' if r['compile'] else 'eager'},loss=eager,"
+                      f"virtual_stages={r.get('virtual_stages', 1)}")
             # The GPUs' peak is unpublished but bracketed (the source): predict at both ends.
             got = [plan(exe, yaml, "llama", dict(src, gpu=gpu), r["gpus"], m["seq_len"], r["batch"], layout)
                    for gpu in src["gpus_bracket"]]

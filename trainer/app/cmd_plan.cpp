@@ -132,6 +132,7 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
         fail("--layout: zero={} (expected 0, 1, or 3 for FSDP / ZeRO-3, which only the planner models)", l.zero);
     }
     else if (key == "micro_batch") l.micro_batch = integer();
+    else if (key == "virtual_stages") l.virtual_stages = integer();
     else if (key == "float8") l.float8 = integer() != 0;
     else if (key == "tp_overlap") {
       if (value == "0" || value == "none") l.tp_overlap = CostLayout::TpOverlap::None;
@@ -166,10 +167,14 @@ CostLayout parse_layout(const std::string& text, const RunConfig& run, int64_t g
       l.op_recompute = value == "op";
     } else {
       fail("--layout: unknown key '{}' (known: tp, pp, dp, zero, micro_batch, recompute, sp, weights, float8, "
-           "tp_overlap, elementwise, loss, attention)", key);
+           "tp_overlap, elementwise, loss, attention, virtual_stages)", key);
     }
   }
-  if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1) fail("--layout: tp, pp and micro_batch must be at least 1");
+  if (l.tp < 1 || l.pp < 1 || l.micro_batch < 1 || l.virtual_stages < 1)
+    fail("--layout: tp, pp, micro_batch and virtual_stages must be at least 1");
+  if (l.virtual_stages > 1 && (l.pp < 2 || l.pp * l.virtual_stages > run.model.num_layers))
+    fail("--layout: virtual_stages={} (the interleaved schedule) needs pp > 1 and at most {} layers' worth of "
+         "chunks (pp x virtual_stages <= num_layers)", l.virtual_stages, run.model.num_layers);
   if (!dp_given) l.dp = gpus / (l.tp * l.pp);
   // As the enumeration: sequence parallelism whenever TP can split the sequence (same wire bytes,
   // less activation memory), unless sp=0 says otherwise.
@@ -220,7 +225,7 @@ nlohmann::json to_json(const Candidate& c) {
   const StageMemory& m = c.cost.largest();
   return {{"tp", l.tp}, {"pp", l.pp}, {"dp", l.dp}, {"zero", l.zero}, {"micro_batch", l.micro_batch},
           {"recompute", l.recompute == Recompute::Full ? "full" : l.op_recompute ? "op" : "none"},
-          {"sequence_parallel", l.sequence_parallel},
+          {"sequence_parallel", l.sequence_parallel}, {"virtual_stages", l.virtual_stages},
           {"fits", c.fits}, {"memory_gib_per_gpu", c.memory / kGiB},
           {"memory_parts_gib", {{"weights", m.weights / kGiB}, {"gradients", m.gradients / kGiB},
                                 {"reduction_bucket", m.reduce_buffer / kGiB}, {"optimizer", m.optimizer / kGiB},
@@ -298,9 +303,9 @@ void plan(const PlanOptions& o) {
   if (!o.emit.empty()) {
     const CostLayout& l = shown.front().layout;
     if (l.zero == 3 || l.op_recompute || l.float8 || l.elementwise == CostLayout::Elementwise::Eager ||
-        l.loss != CostLayout::Loss::Fused || l.attention != CostLayout::Attention::Flash)
-      fail("--emit: zero=3, recompute=op, float8=1, elementwise=eager, loss=eager|megatron and attention=unfused "
-           "are modelled for published runs; exatrain cannot train with them");
+        l.loss != CostLayout::Loss::Fused || l.attention != CostLayout::Attention::Flash || l.virtual_stages > 1)
+      fail("--emit: zero=3, recompute=op, float8=1, elementwise=eager, loss=eager|megatron, attention=unfused and "
+           "virtual_stages > 1 are modelled for published runs; exatrain cannot train with them");
     emit_config(o, run, shown.front());
   }
   if (o.json) {
@@ -344,11 +349,12 @@ void register_plan_command(CLI::App& app) {
                   "evaluate one layout: tp=8,pp=2[,dp=..,zero=1,micro_batch=1,recompute=full,sp=0|1]; dp "
                   "defaults to gpus / (tp x pp), sp to 1 when tp > 1; zero=3 (FSDP) and recompute=op "
                   "(TorchTitan's selective checkpointing), weights=bf16 (ZeRO-1 gathers bf16 weights, as "
-                  "Megatron-LM), float8=1 (the layers' linears in fp8, with torchao's scaling and casts) and "
+                  "Megatron-LM), float8=1 (the layers' linears in fp8, with torchao's scaling and casts), "
                   "elementwise=eager (PyTorch's unfused eager ops; default fused: exatrain's kernels, Megatron-LM, "
-                  "torch.compile), loss=eager|megatron (unfused fp32 cross-entropy; default fused) and "
-                  "attention=unfused (scores in HBM, before FlashAttention) describe published runs exatrain "
-                  "cannot train; under --overlap-comm, "
+                  "torch.compile), loss=eager|megatron (unfused fp32 cross-entropy; default fused), "
+                  "attention=unfused (scores in HBM, before FlashAttention) and virtual_stages=V (the interleaved "
+                  "1F1B schedule, V model chunks per pipeline rank) describe published runs exatrain cannot "
+                  "train; under --overlap-comm, "
                   "tp_overlap=none|0 keeps TP communication exposed, forward hides the forward passes' (TorchTitan's "
                   "AsyncTP), all|1 (default) all of it (Megatron-LM's --tp-comm-overlap)");
   cmd->add_option("--emit", o.emit, "write the best (or --layout's) layout as a run config YAML");

@@ -527,14 +527,15 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
   t.compute = M * stage_compute[slowest];
   t.elementwise = M * stage_elementwise[slowest];
   t.tp_comm = M * stage_comm[slowest];
-  t.pp_bubble = sum - slot(slowest);
+  t.pp_bubble = (sum - slot(slowest)) / static_cast<double>(std::max<int64_t>(l.virtual_stages, 1));
   const int64_t per_node = std::max<int64_t>(hw.gpus_per_node, 1);
   if (l.pp > 1) {
     // fp32 activation buffers ([B, T/tp, H] with sequence parallelism), one each way per
     // micro-batch; over the network once a stage spans nodes (tp * dp ranks per stage).
     const double rows = l.sequence_parallel && l.tp > 1 ? T / tp : T;
     const double bw = l.tp * l.dp >= per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;
-    t.pp_comm = (M + static_cast<double>(l.pp - 1)) * 2.0 * B * rows * H * 4.0 / bw;
+    const double v = static_cast<double>(std::max<int64_t>(l.virtual_stages, 1));  // boundaries per micro-batch
+    t.pp_comm = (M * v + static_cast<double>(l.pp - 1)) * 2.0 * B * rows * H * 4.0 / bw;
   }
   if (l.pp > 1 && m.tie_embeddings) {  // the tied copies' gradient sum, first with last stage
     const double bw = l.tp * l.dp * l.pp > per_node ? hw.inter_node_bytes_per_s : hw.intra_node_bytes_per_s;

@@ -31,6 +31,11 @@ struct CostLayout {
   bool sequence_parallel = false;
   std::vector<int64_t> pipeline_layers;  // empty: the trainer's even split
   int64_t micro_batch = 1, global_batch = 1, seq_len = 128;
+  // Planner only: the interleaved 1F1B schedule with this many model chunks per pipeline rank
+  // (Megatron-LM's virtual pipeline stages, TorchTitan's Interleaved1F1B): warm-up and drain
+  // shrink v-fold (Narayanan et al. 2021, section 2.2.2: a bubble of (pp - 1) / v micro-batch
+  // slots), each micro-batch crosses v times as many stage boundaries. Memory is counted as 1F1B.
+  int64_t virtual_stages = 1;
   Recompute recompute = Recompute::None;
   // Planner only: TorchTitan's per-operator selective checkpointing ('op' policy): each layer's
   // forward saves every matmul output except every second one (k, o, up in forward order), which
