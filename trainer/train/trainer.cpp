@@ -516,7 +516,7 @@ Trainer::StepResult Trainer::step() {
   StepResult r;
   r.lr = learning_rate(config_.schedule, config_.optimizer.lr, step, t_.steps);
   if (faults_.at(FaultKind::Signal, step + 1)) std::raise(SIGUSR1);
-  if (faults_.since(FaultKind::Slow, step + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (faults_.since(FaultKind::Slow, step + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(300));
   if (faults_.at(FaultKind::Hang, step + 1)) {
     note_progress("step (injected hang)");
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
