@@ -116,7 +116,7 @@ for s, e in enumerate(stages):
     b = st["bytes"]
     want = {"stage": s, "parameters": e, "optimizer_elements": owned}
     got = {k: st[k] for k in want}
-    good = got == want and b["weights"] == 4 * e and b["optimizer_state"] == (16 if zero and dp > 1 else 12) * owned
+    good = got == want and b["weights"] == 4 * e and b["optimizer_state"] == (16 if zero and dp > 1 else 8) * owned
     print(got, want) if not good else None
     ok = ok and good
 # per_rank: the stage that needs the most memory in total (activations included)
