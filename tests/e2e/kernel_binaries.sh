@@ -3,8 +3,9 @@
 #   - every kernels/*.cu compiles for sm_80 and sm_90a with no register spills and static shared
 #     memory within 48 KiB per kernel (ptxas -v, the same flags as the build);
 #   - build/bin/exatrain carries device code for both architectures, every tensor-core
-#     attention kernel's SASS holds tensor-core instructions (HMMA) on both, and the RoPE and
-#     SwiGLU kernels are there for fp32 and bf16 on both.
+#     attention kernel's SASS holds tensor-core instructions (HMMA) on both, the RoPE and
+#     SwiGLU kernels are there for fp32 and bf16 on both, and so are the RMSNorm kernels (forward
+#     and backward for each element-type pair and row kind, and the dweight reduction).
 #   kernel_binaries.sh EXATRAIN_BIN
 # cuobjdump and nvdisasm come from the venv (launch/requirements.txt).
 set -u
@@ -94,6 +95,24 @@ for line in open(sys.argv[1]):
         found.add((arch, m.group(2), m.group(3)))
 want = {(a, k, t) for a in ("sm_80", "sm_90a") for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
 print(f"  found {sorted(found)}")
+assert want <= found, f"missing {sorted(want - found)}"
+PY
+  python3 - "$T/sass.txt" <<'PY' && pass "the RMSNorm kernels (fwd, bwd: fp32, bf16 -> fp32, bf16; narrow, wide rows; dweight) are in the binary for sm_80 and sm_90a" || fail "RMSNorm kernels" "see above"
+import re, sys
+found = set()
+arch = None
+for line in open(sys.argv[1]):
+    m = re.search(r"arch = (sm_\w+)", line)
+    if m:
+        arch = m.group(1)
+    m = re.search(r"Function : \S*rmsnorm_(fwd|bwd)_kernelI([ft])([ft])Li(\d+)E", line)
+    if m:
+        found.add((arch, m.group(1), m.group(2) + m.group(3), int(m.group(4))))
+    if re.search(r"Function : \S*rmsnorm_dweight_kernel", line):
+        found.add((arch, "dweight", "", 0))
+want = {(a, k, t, n) for a in ("sm_80", "sm_90a") for k in ("fwd", "bwd") for t in ("ff", "tf", "tt") for n in (4, 16)}
+want |= {(a, "dweight", "", 0) for a in ("sm_80", "sm_90a")}
+print(f"  found {len(found)} RMSNorm kernels: {sorted(found)[:4]} ...")
 assert want <= found, f"missing {sorted(want - found)}"
 PY
 fi
