@@ -1,6 +1,8 @@
 // The CUDA RMSNorm kernels compiled by the host compiler: the kernel bodies of
-// kernels/rmsnorm_kernel.cuh over the CPU emulation of kernels/simt.h, the same grid and blocks
-// as kernels/rmsnorm.cu launches (emulated blocks run one after another).
+// kernels/rmsnorm_kernel.cuh over the CPU emulation of kernels/simt.h, the blocks
+// kernels/rmsnorm.cu launches, in a grid of at most kEmulatedBlocks (emulated blocks run one
+// after another): a few rows already make groups loop over several rows, as the GPU's capped
+// backward grid does at real sizes. The partials fit in rmsnorm_partial_count's (the GPU's).
 #include <stdexcept>
 
 #include "kernels/rmsnorm_kernel.cuh"
@@ -10,6 +12,8 @@ namespace exatrain::kernels {
 int64_t rmsnorm_partial_count(int64_t rows, int64_t cols) { return rmsnorm_launch(rows, cols, true).groups * cols; }
 
 namespace {
+
+constexpr int64_t kEmulatedBlocks = 3;
 
 void check(const RmsNormParams& p) {
   if (p.cols > kRmsNormMaxCols) throw std::invalid_argument("rmsnorm emulation: rows wider than kRmsNormMaxCols");
@@ -21,7 +25,7 @@ void check(const RmsNormParams& p) {
 void rmsnorm_forward_emulated(const RmsNormParams& p) {
   if (p.rows == 0 || p.cols == 0) return;
   check(p);
-  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/false);
+  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/false, kEmulatedBlocks);
   rmsnorm_dispatch(p, l, [&](auto types) {
     using K = decltype(types);
     simt::launch({static_cast<int>(l.blocks), 1}, l.threads, static_cast<size_t>(l.shared_bytes),
@@ -32,7 +36,7 @@ void rmsnorm_forward_emulated(const RmsNormParams& p) {
 void rmsnorm_backward_emulated(const RmsNormParams& p) {
   if (p.cols == 0) return;
   check(p);
-  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/true);
+  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/true, kEmulatedBlocks);
   rmsnorm_dispatch(p, l, [&](auto types) {
     using K = decltype(types);
     simt::launch({static_cast<int>(l.blocks), 1}, l.threads, static_cast<size_t>(l.shared_bytes),

@@ -36,7 +36,9 @@ struct RmsNormLaunch {
   int shared_bytes = 0;  // the warps' sums of a wide row
 };
 
-inline RmsNormLaunch rmsnorm_launch(int64_t rows, int64_t cols, bool backward) {
+// `max_blocks` > 0 caps the grid below the GPU's (the emulation: so that groups take several
+// rows and the stride loop, the reuse of the shared sums and the partials of several rows run).
+inline RmsNormLaunch rmsnorm_launch(int64_t rows, int64_t cols, bool backward, int64_t max_blocks = 0) {
   RmsNormLaunch l;
   l.narrow = cols <= int64_t{simt::kWarpSize} * kRmsNormNarrowPer;
   if (l.narrow) {
@@ -48,7 +50,7 @@ inline RmsNormLaunch rmsnorm_launch(int64_t rows, int64_t cols, bool backward) {
     l.shared_bytes = static_cast<int>(warps * sizeof(float));
   }
   const int64_t per_block = l.threads / l.group;
-  const int64_t cap = backward ? kRmsNormBackwardBlocks : kRmsNormForwardMaxBlocks;
+  const int64_t cap = max_blocks > 0 ? max_blocks : backward ? kRmsNormBackwardBlocks : kRmsNormForwardMaxBlocks;
   const int64_t blocks = (rows + per_block - 1) / per_block;
   l.blocks = blocks < 1 ? 1 : (blocks > cap ? cap : blocks);
   l.groups = l.blocks * per_block;
