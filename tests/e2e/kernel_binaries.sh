@@ -82,7 +82,7 @@ for (a, f), n in sorted(attention.items()):
 assert {a for a, _ in attention} >= {"sm_80", "sm_90a"}, f"attention kernels not found for both archs: {sorted(attention)}"
 assert all(n > 0 for n in attention.values()), "an attention kernel has no HMMA"
 PY
-  python3 - "$T/sass.txt" <<'PY' && pass "the RoPE and SwiGLU kernels (fp32, bf16) are in the binary for sm_80 and sm_90a" || fail "RoPE/SwiGLU kernels" "see above"
+  python3 - "$T/sass.txt" <<'PY' && pass "the RoPE and SwiGLU kernels (fp32, bf16) and the RMSNorm kernels (fwd, bwd: fp32, bf16 -> fp32, bf16; narrow, wide rows; dweight) are in the binary for sm_80 and sm_90a" || fail "RoPE/SwiGLU/RMSNorm kernels" "see above"
 import re, sys
 found = set()
 arch = None
@@ -93,26 +93,16 @@ for line in open(sys.argv[1]):
     m = re.search(r"Function : (\S*(rope|swiglu)_kernelI([ft])E\S*)", line)
     if m:
         found.add((arch, m.group(2), m.group(3)))
-want = {(a, k, t) for a in ("sm_80", "sm_90a") for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
-print(f"  found {sorted(found)}")
-assert want <= found, f"missing {sorted(want - found)}"
-PY
-  python3 - "$T/sass.txt" <<'PY' && pass "the RMSNorm kernels (fwd, bwd: fp32, bf16 -> fp32, bf16; narrow, wide rows; dweight) are in the binary for sm_80 and sm_90a" || fail "RMSNorm kernels" "see above"
-import re, sys
-found = set()
-arch = None
-for line in open(sys.argv[1]):
-    m = re.search(r"arch = (sm_\w+)", line)
+    m = re.search(r"Function : \S*rmsnorm_(fwd|bwd)_kernelI([ft])([ft])Li(\d+)E", line)  # x, y types; columns per thread
     if m:
-        arch = m.group(1)
-    m = re.search(r"Function : \S*rmsnorm_(fwd|bwd)_kernelI([ft])([ft])Li(\d+)E", line)
-    if m:
-        found.add((arch, m.group(1), m.group(2) + m.group(3), int(m.group(4))))
+        found.add((arch, "rmsnorm_" + m.group(1), m.group(2) + m.group(3) + m.group(4)))
     if re.search(r"Function : \S*rmsnorm_dweight_kernel", line):
-        found.add((arch, "dweight", "", 0))
-want = {(a, k, t, n) for a in ("sm_80", "sm_90a") for k in ("fwd", "bwd") for t in ("ff", "tf", "tt") for n in (4, 16)}
-want |= {(a, "dweight", "", 0) for a in ("sm_80", "sm_90a")}
-print(f"  found {len(found)} RMSNorm kernels: {sorted(found)[:4]} ...")
+        found.add((arch, "rmsnorm_dweight", ""))
+archs = ("sm_80", "sm_90a")
+want = {(a, k, t) for a in archs for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
+want |= {(a, "rmsnorm_" + k, t + n) for a in archs for k in ("fwd", "bwd") for t in ("ff", "tf", "tt") for n in ("4", "16")}
+want |= {(a, "rmsnorm_dweight", "") for a in archs}
+print(f"  found {len(found)} of them: {sorted(found)}")
 assert want <= found, f"missing {sorted(want - found)}"
 PY
 fi
