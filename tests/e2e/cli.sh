@@ -191,7 +191,7 @@ expect_ok "launch/gpu_check.sh --help" "--skip-bench" -- "$SRC/launch/gpu_check.
 expect_ok "selftest --kernels" "attention fwd+bwd" "checks passed" -- "$EXATRAIN" selftest --kernels --threads 2
 if expect_ok "selftest --kernels --json" "max_error" -- "$EXATRAIN" selftest --kernels --json --threads 1; then
   json_check 'd["passed"] and len(d["checks"]) >= 5 and all(c["max_error"] <= c["bound"] for c in d["checks"])
-              and {c["op"] for c in d["checks"]} >= {"attention fwd+bwd", "rmsnorm fwd"}' <"$T/stdout" \
+              and {c["op"] for c in d["checks"]} >= {"attention fwd+bwd", "rms_norm fwd+bwd"}' <"$T/stdout" \
     && pass "selftest JSON: every check within its bound" || fail "selftest JSON" "$(head -c 600 "$T/stdout")"
 fi
 expect_fail "selftest without --kernels" "--kernels" -- "$EXATRAIN" selftest

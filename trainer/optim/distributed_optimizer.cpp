@@ -11,6 +11,7 @@
 #endif
 
 #include "kernels/adamw.h"
+#include "kernels/ops.h"
 
 #include "trainer/core/error.h"
 #include "trainer/model/exaone4.h"
@@ -156,9 +157,16 @@ void DistributedOptimizer::step(double lr) {
   if (master_.is_cuda()) {
 #if defined(EXATRAIN_HAVE_CUDA)
     const c10::cuda::CUDAGuard guard(master_.device());
-    const int err = kernels::adamw_step_cuda(runs_.data(), runs, p, g, m, v, s,
-                                             c10::cuda::getCurrentCUDAStream(master_.get_device()).stream());
-    EXATRAIN_CHECK(err == 0, "AdamW: the CUDA kernel failed to launch (cudaError {})", err);
+    // The CUDA kernel once it passed its check on this device (ops::adamw_cuda_trusted), else
+    // ATen's _fused_adamw_ over the same runs (it also writes their bf16 weights).
+    if (ops::adamw_cuda_trusted(master_.device())) {
+      const int err = kernels::adamw_step_cuda(runs_.data(), runs, p, g, m, v, s,
+                                               c10::cuda::getCurrentCUDAStream(master_.get_device()).stream());
+      EXATRAIN_CHECK(err == 0, "AdamW: the CUDA kernel failed to launch (cudaError {})", err);
+    } else {
+      ops::adamw_step_reference(runs_.data(), runs, master_, grad_, exp_avg_, exp_avg_sq_, lr, config_.beta1,
+                                config_.beta2, config_.eps, step_count_);
+    }
 #else
     fail("AdamW: parameters on a CUDA device in a build without CUDA");
 #endif
