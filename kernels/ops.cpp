@@ -13,6 +13,9 @@
 #include "kernels/cross_entropy.h"
 #include "trainer/core/error.h"
 
+#include <map>
+#include <vector>
+
 #if defined(EXATRAIN_HAVE_CUDA)
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -348,19 +351,155 @@ struct RmsNormCpu : public torch::autograd::Function<RmsNormCpu> {
   }
 };
 
+#if defined(EXATRAIN_HAVE_CUDA)
+// The CUDA kernels (kernels/rmsnorm_kernel.cuh) on CUDA tensors: x as it is (fp32 or bf16, no fp32
+// copy), the weight as fp32 ([cols], small); the node keeps x, the weight and one fp32 1/rms per
+// row, as the CPU kernel's. The output is in torch's promoted dtype of weight and x.
+kernels::RmsNormParams rms_norm_cuda_params(const at::Tensor& x, const at::Tensor& w32, at::ScalarType out) {
+  kernels::RmsNormParams p;
+  p.x = x.const_data_ptr();
+  p.x_bf16 = x.scalar_type() == at::kBFloat16;
+  p.y_bf16 = out == at::kBFloat16;
+  p.weight = w32.const_data_ptr<float>();
+  p.cols = x.size(-1);
+  p.rows = p.cols > 0 ? x.numel() / p.cols : 0;
+  return p;
+}
+
+void rms_norm_check_launch(int err, const char* what) {
+  EXATRAIN_CHECK(err == 0, "rms_norm: the CUDA {} kernel failed to launch (cudaError {})", what, err);
+}
+
+struct RmsNormCuda : public torch::autograd::Function<RmsNormCuda> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
+                            double eps) {
+    const at::Tensor x = x_in.contiguous(), w32 = weight.to(at::kFloat).contiguous();
+    const at::ScalarType out = at::result_type(weight, x);
+    kernels::RmsNormParams p = rms_norm_cuda_params(x, w32, out);
+    at::Tensor y = at::empty(x.sizes(), x.options().dtype(out));
+    at::Tensor inv = at::empty({p.rows}, x.options().dtype(at::kFloat));
+    p.eps = static_cast<float>(eps);
+    p.y = y.mutable_data_ptr();
+    p.inv = inv.mutable_data_ptr<float>();
+    const c10::cuda::CUDAGuard guard(x.device());
+    rms_norm_check_launch(kernels::rmsnorm_forward_cuda(p, c10::cuda::getCurrentCUDAStream().stream()), "forward");
+    ctx->save_for_backward({x, weight, inv});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1];
+    at::Tensor inv = saved[2];
+    const at::Tensor w32 = weight.to(at::kFloat).contiguous();
+    const at::ScalarType out = at::result_type(weight, x);
+    kernels::RmsNormParams p = rms_norm_cuda_params(x, w32, out);
+    const at::Tensor dy = grad_out[0].to(out).contiguous();
+    at::Tensor dx = at::empty_like(x);
+    const at::TensorOptions f32 = x.options().dtype(at::kFloat);
+    at::Tensor dweight = at::empty({p.cols}, f32);
+    at::Tensor partials = at::empty({kernels::rmsnorm_partial_count(p.rows, p.cols)}, f32);
+    p.inv = inv.mutable_data_ptr<float>();
+    p.dy = dy.const_data_ptr();
+    p.dx = dx.mutable_data_ptr();
+    p.dweight = dweight.mutable_data_ptr<float>();
+    p.partials = partials.mutable_data_ptr<float>();
+    const c10::cuda::CUDAGuard guard(x.device());
+    rms_norm_check_launch(kernels::rmsnorm_backward_cuda(p, c10::cuda::getCurrentCUDAStream().stream()), "backward");
+    return {dx, dweight.to(weight.scalar_type()), at::Tensor()};
+  }
+};
+
+// What the kernels take: fp32 or bf16 x and weight on one CUDA device, rows of 1 to
+// kRmsNormMaxCols columns. Anything else runs the reference.
+bool rms_norm_cuda_applies(const at::Tensor& x, const at::Tensor& weight) {
+  auto fused = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16; };
+  return x.is_cuda() && weight.device() == x.device() && fused(x) && fused(weight) && x.size(-1) > 0 &&
+         x.size(-1) <= kernels::kRmsNormMaxCols;
+}
+
+// Before the CUDA RMSNorm serves a (device, x dtype, weight dtype), it runs once, forward and
+// backward, on a per-head shape (111 rows of 64: the warp-per-row kernel) and an odd wide one (7
+// rows of 1,031: the block-per-row kernel, 3 warps) against the reference in float64 on the same
+// values; off by more than the bound (fp32 1e-5 of the largest value, as RoPE/SwiGLU; bf16 1.56e-2)
+// or failing to launch, it is not used for the rest of the process: a warning says so and the
+// reference runs instead.
+bool cuda_rms_norm_trusted(const at::Tensor& x, const at::Tensor& weight) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, int>, bool> verdicts;
+  const auto key = std::make_tuple(static_cast<int>(x.device().index()), static_cast<int>(x.scalar_type()),
+                                   static_cast<int>(weight.scalar_type()));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(37);
+  const at::ScalarType xt = x.scalar_type(), wt = weight.scalar_type(), out = at::promote_types(xt, wt);
+  double worst = 0;
+  try {
+    for (const auto& shape : {std::vector<int64_t>{37, 3, 64}, std::vector<int64_t>{7, 1031}}) {
+      // values each dtype holds exactly, so both sides see the same inputs
+      const at::Tensor xs = (at::randn(shape, gen, at::kDouble) * 3).to(xt).to(at::kDouble);
+      const at::Tensor ws = (at::rand({shape.back()}, gen, at::kDouble) + 0.5).to(wt).to(at::kDouble);
+      const at::Tensor gs = at::randn(shape, gen, at::kDouble).to(out).to(at::kDouble);
+      auto run = [&](bool kernel) {
+        at::AutoGradMode enable(true);
+        const at::Device device = kernel ? x.device() : at::Device(at::kCPU);
+        at::Tensor xi = (kernel ? xs.to(device, xt) : xs).detach().requires_grad_(true);
+        at::Tensor wi = (kernel ? ws.to(device, wt) : ws).detach().requires_grad_(true);
+        at::Tensor y = kernel ? RmsNormCuda::apply(xi, wi, 1e-5)
+                              : wi * (xi * at::rsqrt(xi.pow(2).mean(-1, true) + 1e-5));  // float64
+        y.backward(kernel ? gs.to(device, out) : gs);
+        return std::vector<at::Tensor>{y.detach().cpu().to(at::kDouble), xi.grad().cpu().to(at::kDouble),
+                                       wi.grad().cpu().to(at::kDouble)};
+      };
+      const auto want = run(false), got = run(true);
+      for (size_t i = 0; i < got.size(); ++i)
+        worst = std::max(worst, (got[i] - want[i]).abs().max().item<double>() /
+                                    std::max(1.0, want[i].abs().max().item<double>()));
+    }
+  } catch (const std::exception& e) {
+    worst = std::numeric_limits<double>::infinity();
+    log_warn("rms_norm: the CUDA kernel failed its check ({})", e.what());
+  }
+  const double bound = xt == at::kBFloat16 || wt == at::kBFloat16 ? 1.5625e-2 : 1e-5;
+  const bool ok = worst <= bound;
+  if (!ok)
+    log_warn("rms_norm: the CUDA kernel (x {}, weight {}) is off by {:.2e} against the reference (bound {:.2e}) on {}; "
+             "using the reference (ATen) instead. Run `exatrain selftest --kernels`.",
+             c10::toString(xt), c10::toString(wt), worst, bound, x.device().str());
+  verdicts[key] = ok;
+  return ok;
+}
+#endif
+
 }  // namespace
 
+// auto: the fused kernel on the CPU (faster: `exatrain selftest --kernels` times both), the CUDA
+// kernel on a GPU (after its check there), the reference otherwise.
 Impl resolve_norm_impl(KernelChoice choice, const at::Device& device) {
-  return choice == KernelChoice::Auto && device.is_cpu() ? Impl::Cpu : Impl::Reference;
+  if (choice == KernelChoice::Reference) return Impl::Reference;
+  if (device.is_cpu()) return Impl::Cpu;
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (device.is_cuda()) return Impl::Cuda;  // rms_norm itself falls back where the kernel does not apply
+#endif
+  return Impl::Reference;
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl) {
   EXATRAIN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
                  "rms_norm: weight {} does not match the last dimension of x {}", c10::str(weight.sizes()),
                  c10::str(x.sizes()));
-  if (impl != Impl::Cpu) return rms_norm_reference(x, weight, eps);
-  EXATRAIN_CHECK(x.device().is_cpu(), "rms_norm: the cpu implementation got tensors on {}", x.device().str());
-  return RmsNormCpu::apply(x, weight, eps);
+  if (impl == Impl::Reference) return rms_norm_reference(x, weight, eps);
+  if (impl == Impl::Cpu) {
+    EXATRAIN_CHECK(x.device().is_cpu(), "rms_norm: the cpu implementation got tensors on {}", x.device().str());
+    return RmsNormCpu::apply(x, weight, eps);
+  }
+#if defined(EXATRAIN_HAVE_CUDA)
+  if (rms_norm_cuda_applies(x, weight) && cuda_rms_norm_trusted(x, weight)) return RmsNormCuda::apply(x, weight, eps);
+  return rms_norm_reference(x, weight, eps);
+#else
+  fail("rms_norm: this build has no CUDA kernels; use train.kernels: reference");
+#endif
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec,
@@ -864,5 +1003,106 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Im
   return CrossEntropyFused::apply(logits, targets, vocab_start, static_cast<int64_t>(impl),
                                   across.empty() ? 0 : reinterpret_cast<int64_t>(&across));
 }
+
+}  // namespace exatrain::ops
+
+// ---- AdamW (kernels/adamw.h) ----------------------------------------------------------------------
+namespace exatrain::ops {
+
+void adamw_step_reference(const kernels::AdamWRun* runs, int64_t run_count, const at::Tensor& param,
+                          const at::Tensor& grad, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, double lr,
+                          double beta1, double beta2, double eps, int64_t t) {
+  at::NoGradGuard no_grad;
+  // One _fused_adamw_ call per weight decay, its runs as the tensor lists.
+  std::map<double, std::vector<int64_t>> by_decay;
+  for (int64_t r = 0; r < run_count; ++r)
+    if (runs[r].length > 0) by_decay[runs[r].weight_decay].push_back(r);
+  const at::Tensor step = at::full({}, static_cast<double>(t), param.options());
+  for (const auto& [decay, members] : by_decay) {
+    std::vector<at::Tensor> p, g, m, v, steps;
+    for (int64_t r : members) {
+      p.push_back(param.narrow(0, runs[r].begin, runs[r].length));
+      g.push_back(grad.narrow(0, runs[r].begin, runs[r].length));
+      m.push_back(exp_avg.narrow(0, runs[r].begin, runs[r].length));
+      v.push_back(exp_avg_sq.narrow(0, runs[r].begin, runs[r].length));
+      steps.push_back(step.clone());
+    }
+    at::_fused_adamw_(p, g, m, v, {}, steps, lr, beta1, beta2, decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+  }
+  for (int64_t r = 0; r < run_count; ++r)
+    if (runs[r].out && runs[r].length > 0)
+      at::from_blob(runs[r].out, {runs[r].length}, param.options().dtype(at::kBFloat16))
+          .copy_(param.narrow(0, runs[r].begin, runs[r].length));
+}
+
+AdamWCheck adamw_kernel_check(const at::Device& device, const AdamWKernel& kernel) {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(41);
+  const int64_t n = 3041;
+  std::vector<kernels::AdamWRun> runs = {{0, 1000, 0.1}, {1000, 37, 0.0}, {1037, 1301, 0.1}, {2338, 3, 0.0},
+                                         {2341, 700, 0.1}};
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8;
+  const at::Tensor p0 = at::randn({n}, gen, at::kFloat);
+  std::vector<at::Tensor> grads;
+  for (int t = 0; t < 3; ++t) grads.push_back(at::randn({n}, gen, at::kFloat) * ((t + 1) * 1e-2));
+  // the judge, on the CPU
+  at::Tensor want_p = p0.clone(), want_m = at::zeros_like(p0), want_v = at::zeros_like(p0);
+  for (int t = 0; t < 3; ++t)
+    adamw_step_reference(runs.data(), static_cast<int64_t>(runs.size()), want_p, grads[t], want_m, want_v, lr, b1, b2,
+                         eps, t + 1);
+  // the kernel, on `device`
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  at::Tensor p = p0.to(device), m = at::zeros({n}, f32), v = at::zeros({n}, f32);
+  at::Tensor copy = at::empty({n}, f32.dtype(at::kBFloat16));
+  auto* bits = reinterpret_cast<uint16_t*>(copy.mutable_data_ptr<at::BFloat16>());
+  for (auto& run : runs) run.out = bits + run.begin;
+  for (int t = 0; t < 3; ++t) {
+    const at::Tensor g = grads[t].to(device);
+    kernel(runs.data(), static_cast<int64_t>(runs.size()), p.mutable_data_ptr<float>(), g.const_data_ptr<float>(),
+           m.mutable_data_ptr<float>(), v.mutable_data_ptr<float>(), kernels::AdamWStep::of(lr, b1, b2, eps, t + 1));
+  }
+  auto rel = [](const at::Tensor& got, const at::Tensor& want) {
+    return ((got.cpu() - want).abs().max() / want.abs().max()).item<double>();
+  };
+  AdamWCheck c;
+  c.weights = rel(p, want_p);
+  c.moments = std::max(rel(m, want_m), rel(v, want_v));
+  c.copy_exact = at::equal(copy.cpu(), p.cpu().to(at::kBFloat16));
+  return c;
+}
+
+#if defined(EXATRAIN_HAVE_CUDA)
+bool adamw_cuda_trusted(const at::Device& device) {
+  static std::mutex mutex;
+  static std::map<int, bool> verdicts;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = verdicts.find(device.index()); it != verdicts.end()) return it->second;
+  bool ok = false;
+  std::string what;
+  try {
+    const c10::cuda::CUDAGuard guard(device);
+    const AdamWCheck c = adamw_kernel_check(device, [&](const kernels::AdamWRun* runs, int64_t count, float* p,
+                                                        const float* g, float* m, float* v, const kernels::AdamWStep& s) {
+      const int err =
+          kernels::adamw_step_cuda(runs, count, p, g, m, v, s, c10::cuda::getCurrentCUDAStream(device.index()).stream());
+      EXATRAIN_CHECK(err == 0, "the kernel failed to launch (cudaError {})", err);
+    });
+    ok = c.passed();
+    what = fmt::format("weights off by {:.2e} (bound {:.0e}), moments by {:.2e} (bound {:.0e}), bf16 copy {}", c.weights,
+                       AdamWCheck::kWeightBound, c.moments, AdamWCheck::kMomentBound,
+                       c.copy_exact ? "exact" : "NOT the weights rounded");
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  if (!ok)
+    log_warn("AdamW: the CUDA kernel (kernels/adamw.cu) failed its check against ATen's _fused_adamw_ on {}: {}; the "
+             "optimizer uses _fused_adamw_ there instead. Run `exatrain selftest --kernels`.",
+             device.str(), what);
+  verdicts[device.index()] = ok;
+  return ok;
+}
+#else
+bool adamw_cuda_trusted(const at::Device&) { return false; }
+#endif
 
 }  // namespace exatrain::ops

@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 
+#include "kernels/adamw.h"
 #include "trainer/core/config.h"
 
 namespace exatrain::ops {
@@ -50,10 +51,13 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 //   weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype)
 // (the result in the promoted dtype of weight and x), with autograd. The model's norms (the
 // per-head q/k norms included) call it. reference: those ATen ops; cpu: the fused kernel
-// (kernels/rmsnorm_cpu.cpp), which keeps only x and one fp32 1/rms per row for backward.
+// (kernels/rmsnorm_cpu.cpp), which keeps only x and one fp32 1/rms per row for backward; cuda:
+// the CUDA kernels (kernels/rmsnorm_kernel.cuh; fp32 or bf16 x and weight on a GPU, rows of up to
+// kernels::kRmsNormMaxCols), which keep the same, after a once-per-(device, dtypes) check against
+// the reference there (failing it: a warning, and the reference); anything else the reference.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl);
-// The implementation rms_norm runs on `device`: the fused kernel on the CPU under auto (faster:
-// `exatrain selftest --kernels` times both), the reference elsewhere (no CUDA RMSNorm yet).
+// The implementation rms_norm runs on `device` under auto: the fused kernel on the CPU (faster:
+// `exatrain selftest --kernels` times both), the CUDA kernel on a GPU, else the reference.
 Impl resolve_norm_impl(KernelChoice choice, const at::Device& device);
 
 // ---- RoPE and SwiGLU ---------------------------------------------------------------------------
@@ -122,5 +126,41 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, Im
 // ops.cpp), the CUDA kernel on a GPU (after it passed its check against the reference there),
 // else the reference.
 Impl resolve_cross_entropy_impl(KernelChoice choice, const at::Device& device);
+
+}  // namespace exatrain::ops
+
+// ---- AdamW (kernels/adamw.h) ----------------------------------------------------------------------
+namespace exatrain::ops {
+
+// An AdamW kernel as the optimizer calls it: runs over flat fp32 buffers (on the kernel's device).
+using AdamWKernel = std::function<void(const kernels::AdamWRun* runs, int64_t run_count, float* param,
+                                       const float* grad, float* exp_avg, float* exp_avg_sq,
+                                       const kernels::AdamWStep& step)>;
+
+// The check an AdamW kernel passes before the optimizer trusts it on a device: 3 steps on an
+// odd-length buffer (3,041 elements in 5 runs of 3 to 1,301, weight decay 0.1 on three of them),
+// every run writing its bf16 weights, against ATen's _fused_adamw_ on the CPU (the unit tests'
+// judge) on the same values. Errors are relative to the largest value; the bounds are the unit
+// tests' (tests/unit/test_optimizer.cpp: weights 4e-7, moments 2e-7); the bf16 copy must be the
+// kernel's own weights rounded to nearest even, bit for bit.
+struct AdamWCheck {
+  double weights = 0, moments = 0;
+  bool copy_exact = false;
+  static constexpr double kWeightBound = 4e-7, kMomentBound = 2e-7;
+  bool passed() const { return weights <= kWeightBound && moments <= kMomentBound && copy_exact; }
+};
+AdamWCheck adamw_kernel_check(const at::Device& device, const AdamWKernel& kernel);
+
+// Whether the optimizer may run the CUDA AdamW kernel on `device`: adamw_kernel_check once per
+// device and process (a launch failure counts as failing); on failure a warning names the kernel
+// and the errors, and the optimizer uses adamw_step_reference there. False in builds without CUDA.
+bool adamw_cuda_trusted(const at::Device& device);
+
+// The fallback: ATen's _fused_adamw_ per weight decay over the runs' views of the flat buffers
+// (tensors on any device), step `t` (counting from 1), then each run's bf16 weights written to
+// run.out (memory on the buffers' device), rounded to nearest even as the kernel writes them.
+void adamw_step_reference(const kernels::AdamWRun* runs, int64_t run_count, const at::Tensor& param,
+                          const at::Tensor& grad, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, double lr,
+                          double beta1, double beta2, double eps, int64_t t);
 
 }  // namespace exatrain::ops

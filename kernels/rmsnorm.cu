@@ -1,33 +1,37 @@
+// The RMSNorm kernels (kernels/rmsnorm_kernel.cuh) launched on a CUDA stream.
 #include <cuda_runtime.h>
 
-#include "kernels/rmsnorm.h"
+#include "kernels/rmsnorm_kernel.cuh"
 
 namespace exatrain::kernels {
 
-namespace {
-
-// One block of kRmsNormLanes threads per row: [rows, cols] -> [rows, cols].
-__global__ void rmsnorm_forward_kernel(const float* x, const float* weight, float* y, int64_t cols, float eps) {
-  __shared__ float sums[kRmsNormLanes];
-  const int lane = static_cast<int>(threadIdx.x);
-  const float* xr = x + blockIdx.x * cols;
-  sums[lane] = rms_partial_sum(xr, cols, lane, kRmsNormLanes);
-  __syncthreads();
-  for (int stride = kRmsNormLanes / 2; stride > 0; stride /= 2) {
-    tree_reduce_step(sums, lane, stride);
-    __syncthreads();
-  }
-  const float inv = rms_inverse(sums[0], cols, eps);
-  rms_scale_row(xr, weight, y + blockIdx.x * cols, cols, inv, lane, kRmsNormLanes);
+int rmsnorm_forward_cuda(const RmsNormParams& p, void* stream) {
+  if (p.rows == 0 || p.cols == 0) return 0;
+  if (p.cols > kRmsNormMaxCols) return static_cast<int>(cudaErrorInvalidValue);
+  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/false);
+  const auto s = static_cast<cudaStream_t>(stream);
+  rmsnorm_dispatch(p, l, [&](auto types) {
+    using K = decltype(types);
+    rmsnorm_fwd_kernel<typename K::Tx, typename K::Ty, K::kPer>
+        <<<static_cast<unsigned>(l.blocks), l.threads, l.shared_bytes, s>>>(p, l);
+  });
+  return static_cast<int>(cudaGetLastError());
 }
 
-}  // namespace
-
-int rmsnorm_forward_cuda(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, float eps,
-                         void* stream) {
-  if (rows == 0) return 0;
-  rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kRmsNormLanes, 0, static_cast<cudaStream_t>(stream)>>>(
-      x, weight, y, cols, eps);
+int rmsnorm_backward_cuda(const RmsNormParams& p, void* stream) {
+  if (p.cols == 0) return 0;
+  if (p.cols > kRmsNormMaxCols) return static_cast<int>(cudaErrorInvalidValue);
+  const RmsNormLaunch l = rmsnorm_launch(p.rows, p.cols, /*backward=*/true);
+  const auto s = static_cast<cudaStream_t>(stream);
+  rmsnorm_dispatch(p, l, [&](auto types) {
+    using K = decltype(types);
+    rmsnorm_bwd_kernel<typename K::Tx, typename K::Ty, K::kPer>
+        <<<static_cast<unsigned>(l.blocks), l.threads, l.shared_bytes, s>>>(p, l);
+  });
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return static_cast<int>(err);
+  rmsnorm_dweight_kernel<<<static_cast<unsigned>(rmsnorm_reduce_blocks(p.cols)), kRmsNormReduceThreads, 0, s>>>(
+      p, l.groups);
   return static_cast<int>(cudaGetLastError());
 }
 

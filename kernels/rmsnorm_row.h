@@ -1,40 +1,52 @@
-// The per-row pieces of RMSNorm, compiled for host and device. A row is reduced in `lanes`
-// strided partial sums (a thread block's threads on the GPU, a loop on the CPU), then combined
-// in a fixed tree order so both give the same rounding.
+// The per-element and per-row math of RMSNorm, compiled for host and device: the fused CPU kernel
+// (kernels/rmsnorm_cpu.cpp) and the CUDA kernels (kernels/rmsnorm_kernel.cuh, also run under the
+// CPU emulation) call these, so they round alike. Only the order in which a row's sums are added
+// differs (8 vector lanes on the CPU, threads and warp shuffles on the GPU).
+//
+// transformers' Exaone4RMSNorm: weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype)
+//   forward:  s = 1 / sqrt(mean(x^2) + eps) (kept for backward), n = x s, y = weight * n, with n
+//             rounded to bf16 first when x is bf16 (`round`);
+//   backward: dn = dy weight (rounded to bf16 likewise: the cast's gradient is cast too),
+//             dx = s (dn - n mean(dn n)) = s (dn - x c) with c = s^2 mean(dn x),
+//             dweight = sum over rows of dy n.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
-#if defined(__CUDACC__)
-#define EXATRAIN_HD __host__ __device__
-#else
-#define EXATRAIN_HD
-#endif
+#include "kernels/simt.h"
 
 namespace exatrain::kernels {
 
-// Sum of squares of x[lane], x[lane + lanes], ... (one thread's share of a row).
-EXATRAIN_HD inline float rms_partial_sum(const float* x, int64_t cols, int lane, int lanes) {
-  float acc = 0.f;
-  for (int64_t i = lane; i < cols; i += lanes) acc += x[i] * x[i];
-  return acc;
+// float -> bf16 -> float, round to nearest even (as at::BFloat16's constructor); inf and NaN pass
+// through. Written so GCC vectorises the CPU loops around it.
+SIMT_HD float rms_round_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return f;  // inf, NaN
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
-// Combines partial sums in place by halving (lanes must be a power of two); result in sums[0].
-EXATRAIN_HD inline void tree_reduce_step(float* sums, int lane, int stride) {
-  if (lane < stride) sums[lane] += sums[lane + stride];
-}
-
-EXATRAIN_HD inline float rms_inverse(float sum_sq, int64_t cols, float eps) {
+// 1 / rms of a row from its sum of squares.
+SIMT_HD float rms_inverse(float sum_sq, int64_t cols, float eps) {
   return 1.f / sqrtf(sum_sq / static_cast<float>(cols) + eps);
 }
 
-EXATRAIN_HD inline void rms_scale_row(const float* x, const float* weight, float* y, int64_t cols, float inv, int lane,
-                                      int lanes) {
-  for (int64_t i = lane; i < cols; i += lanes) y[i] = weight[i] * (x[i] * inv);
+// The normalised element n = x s, as the forward's cast leaves it.
+SIMT_HD float rms_normalized(float x, float s, bool round) { return round ? rms_round_bf16(x * s) : x * s; }
+
+// The gradient reaching n: dy weight, cast as the forward's cast.
+SIMT_HD float rms_grad_normalized(float dy, float weight, bool round) {
+  return round ? rms_round_bf16(dy * weight) : dy * weight;
 }
 
-constexpr int kRmsNormLanes = 256;
+// c = s^2 mean(dn x) from the row's sum of dn x.
+SIMT_HD float rms_backward_coefficient(float dot, float s, int64_t cols) { return dot * s * s / static_cast<float>(cols); }
+
+// dx = s (dn - x c).
+SIMT_HD float rms_grad_input(float dn, float x, float s, float c) { return s * (dn - x * c); }
 
 }  // namespace exatrain::kernels

@@ -167,26 +167,63 @@ SelftestRow check_attention_tensor_cores(bool on_gpu) {
   return row;
 }
 
-// The RMSNorm kernel's row functions (shared with the CUDA kernel) against ATen in float64.
-SelftestRow check_rmsnorm(int64_t rows, int64_t cols) {
-  at::manual_seed(5);
-  const at::Tensor x = at::randn({rows, cols}), w = at::randn({cols});
-  at::Tensor y = at::empty_like(x);
+// The CUDA RMSNorm kernels (kernels/rmsnorm_kernel.cuh), forward and backward, under the CPU
+// emulation (or on a GPU when there is one), against the formula in float64 on the same values:
+// y, dx (against the size of its first term, s |dy w|: it cancels) and dweight. `x_dtype` bf16
+// with an fp32 weight gives an fp32 output (autocast's activations), as torch promotes.
+SelftestRow check_rms_norm_cuda_source(int64_t rows, int64_t cols, at::ScalarType x_dtype, bool on_gpu) {
+  at::manual_seed(7);
+  const at::Device device = on_gpu ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::Tensor x = (at::randn({rows, cols}) * 3).to(x_dtype), w = at::rand({cols}) + 0.5;
+  const at::Tensor dy = at::randn({rows, cols});
   SelftestRow row;
-  row.op = "rmsnorm fwd";
-  row.impl = "cpu (CUDA row functions)";
+  row.op = "rms_norm fwd+bwd";
+  row.impl = on_gpu ? "cuda" : "cuda source, emulated";
   row.shape = fmt::format("{} x {}", rows, cols);
-  row.dtype = "fp32";
-  row.bound = 1e-6;  // fp32 sums of squares over <= 4096 terms, one rounding each
-  auto t0 = std::chrono::steady_clock::now();
-  kernels::rmsnorm_forward_cpu(x.const_data_ptr<float>(), w.const_data_ptr<float>(), y.mutable_data_ptr<float>(), rows,
-                               cols, 1e-5f);
+  row.dtype = x_dtype == at::kBFloat16 ? "bf16" : "fp32";
+  row.bound = x_dtype == at::kBFloat16 ? 1e-2 : 1e-6;  // as the cpu kernel's rows below (same row math)
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  const at::Tensor xd = x.to(device), wd = w.to(device), dyd = dy.to(device);
+  at::Tensor y = at::empty({rows, cols}, f32), inv = at::empty({rows}, f32), dx = at::empty_like(xd);
+  at::Tensor dw = at::empty({cols}, f32), partials = at::empty({kernels::rmsnorm_partial_count(rows, cols)}, f32);
+  kernels::RmsNormParams p;
+  p.x = xd.const_data_ptr();
+  p.x_bf16 = x_dtype == at::kBFloat16;
+  p.weight = wd.const_data_ptr<float>();
+  p.rows = rows;
+  p.cols = cols;
+  p.eps = 1e-5f;
+  p.y = y.mutable_data_ptr();
+  p.inv = inv.mutable_data_ptr<float>();
+  p.dy = dyd.const_data_ptr();
+  p.dx = dx.mutable_data_ptr();
+  p.dweight = dw.mutable_data_ptr<float>();
+  p.partials = partials.mutable_data_ptr<float>();
+  const auto t0 = std::chrono::steady_clock::now();
+  int err = 0;
+  if (!on_gpu) {
+    kernels::rmsnorm_forward_emulated(p);
+    kernels::rmsnorm_backward_emulated(p);
+  } else {
+    err = kernels::rmsnorm_forward_cuda(p, nullptr);
+    if (err == 0) err = kernels::rmsnorm_backward_cuda(p, nullptr);
+  }
+  if (err != 0) {
+    row.max_error = std::numeric_limits<double>::infinity();
+    row.impl += fmt::format(" (launch failed: cudaError {})", err);
+    return row;
+  }
+  const at::Tensor yc = y.cpu(), dxc = dx.cpu(), dwc = dw.cpu();  // waits for the kernels
   row.impl_ms = 1e3 * seconds_since(t0);
-  const at::Tensor xd = x.to(at::kDouble);
-  t0 = std::chrono::steady_clock::now();
-  const at::Tensor want = w.to(at::kDouble) * xd * at::rsqrt(xd.pow(2).mean(-1, true) + 1e-5);
-  row.reference_ms = 1e3 * seconds_since(t0);
-  row.max_error = relative_error(y, want);
+  const auto r0 = std::chrono::steady_clock::now();
+  at::Tensor xr = x.to(at::kDouble).requires_grad_(true), wr = w.to(at::kDouble).requires_grad_(true);
+  const at::Tensor s = at::rsqrt(xr.detach().pow(2).mean(-1, true) + 1e-5);
+  at::Tensor yr = wr * (xr * at::rsqrt(xr.pow(2).mean(-1, true) + 1e-5));
+  yr.backward(dy.to(at::kDouble));
+  row.reference_ms = 1e3 * seconds_since(r0);
+  const double term = (dy.to(at::kDouble) * wr.detach() * s).abs().max().item<double>();
+  row.max_error = std::max({relative_error(yc, yr.detach()), (dxc.to(at::kDouble) - xr.grad()).abs().max().item<double>() / term,
+                            relative_error(dwc, wr.grad())});
   return row;
 }
 
@@ -590,7 +627,15 @@ std::vector<SelftestRow> run_kernel_selftest() {
                                    AttentionCase{2, 4, 4, 300, 64, 0, at::kBFloat16}})
       rows.push_back(check_attention(c, Impl::Cuda));
   }
-  rows.push_back(check_rmsnorm(64, 5120));
+  {
+    at::AutoGradMode grad(true);
+    // the CUDA kernels: the per-head q/k norm (a warp per row) and the 32B hidden size (a block per row)
+    for (const auto& [r, c] : {std::pair{int64_t{37}, int64_t{128}}, std::pair{int64_t{3}, int64_t{5120}}})
+      for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+        rows.push_back(check_rms_norm_cuda_source(r, c, dtype, /*on_gpu=*/false));
+        if (kernels::cuda_device_available()) rows.push_back(check_rms_norm_cuda_source(r, c, dtype, /*on_gpu=*/true));
+      }
+  }
   {
     at::AutoGradMode grad(true);
     for (const auto& [r, c, dtype] : {std::tuple{int64_t{4096}, int64_t{5120}, at::kFloat},    // 32B hidden

@@ -5,13 +5,17 @@
 # Run it from a built checkout (launch/setup.sh) on a node with one or more GPUs; under Slurm:
 #   srun --nodes=1 --gpus-per-node=8 --ntasks=1 --cpus-per-task=16 launch/gpu_check.sh
 # What it runs (each item PASS / FAIL / SKIP with its time and, on failure, the log's tail):
-#   1. exatrain selftest --kernels (the fused kernels against their references; today the CPU
-#      kernels: no CUDA attention kernel exists yet, so on a GPU `auto` runs the reference);
+#   1. exatrain selftest --kernels (every fused operator's implementations against its reference:
+#      on a GPU the CUDA kernels themselves, before `auto` trusts them);
 #   2. NCCL: every collective in fp32 and bf16 on all local GPUs, one rank per GPU, against values
 #      worked out from the ranks (build/bin/comm_check); a rank that never joins must end the job;
 #   3. training on GPUs at every layout the GPU count allows (TP, PP, DP, ZeRO-1, SP) against the
 #      same config on one CPU rank (tests/multirank/compare_runs.py, 1e-4 relative);
-#   4. a short bf16 benchmark of the 1.2B preset: tokens/s, MFU, memory.
+#   4. a short bf16 benchmark of the 1.2B preset: tokens/s, MFU, memory;
+#   5. the planner on this node (issue 12): 8 layouts of the 1.2B preset on 8 GPUs (4 on 2 when
+#      fewer), each stage's peak activation memory against `exatrain model info` (10%) and the
+#      measured step times in the order `exatrain plan --layout` predicts for this GPU kind
+#      (pairs predicted more than 25% apart; tests/multirank/memory_model.py --judge-order).
 # Exit status: 0 when nothing failed (also on a machine without a GPU, which it says in one line).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +23,7 @@ ROOT=$PWD
 REPORT="" BENCH=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --report) REPORT=${2:?--report needs a file}; shift 2 ;;
     --skip-bench) BENCH=0; shift ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -141,6 +145,61 @@ PY
     record "bench: exaone4-1.2b bf16, tp $n, seq 2048" PASS $(($(date +%s) - t)) "$note"
   else
     record "bench: exaone4-1.2b bf16, tp $n, seq 2048" FAIL $(($(date +%s) - t)) "" "$T/bench.log"
+  fi
+fi
+
+# 5. the planner on this node: memory per stage and the order of step times of several layouts
+kind=""
+case "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)" in
+  *H100*80*|*H100*81*) kind=h100-80g ;;
+  *H200*) kind=h200-141g ;;
+  *A100*80*|*A100*81*) kind=a100-80g ;;
+esac
+t=$(date +%s)
+if ((n < 2)); then
+  record "planner: layouts on this node" SKIP 0 "one GPU: the layouts differ only across GPUs"
+elif [[ -z $kind ]]; then
+  record "planner: layouts on this node" SKIP 0 "no configs/hardware.yaml entry for this GPU (h100-80g, h200-141g, a100-80g)"
+else
+  PLAN=(--set model.preset=exaone4-1.2b --set model.pad_token_id=0 --set train.device=cuda
+        --set train.precision=bf16 --set train.steps=6 --set train.seq_len=4096
+        --set schedule.warmup_steps=1 --set log.every=1 --set log.sample_tokens=0 --set checkpoint.save_final=false)
+  if ((n >= 8)); then
+    # predicted on h100-80g: 0.64-1.75 s a step, 8.1-47.6 GiB per GPU (global batch 64)
+    PLAN+=(--set train.global_batch=64)
+    layouts=("8 tp8 --set parallel.tp=8 --set train.micro_batch=2"
+             "8 tp8-recompute --set parallel.tp=8 --set train.micro_batch=2 --set train.recompute=full"
+             "8 tp4-dp2 --set parallel.tp=4 --set parallel.dp=2 --set train.micro_batch=2"
+             "8 tp2-dp4-zero1 --set parallel.tp=2 --set parallel.dp=4 --set parallel.zero=1 --set train.micro_batch=2"
+             "8 dp8-zero1 --set parallel.dp=8 --set parallel.zero=1 --set train.micro_batch=2"
+             "8 tp4-pp2 --set parallel.tp=4 --set parallel.pp=2 --set train.micro_batch=1"
+             "8 tp2-pp4 --set parallel.tp=2 --set parallel.pp=4 --set train.micro_batch=1"
+             "8 pp8 --set parallel.pp=8 --set train.micro_batch=4")
+  else
+    # predicted on h100-80g: 0.63-0.94 s a step, 20.1-51.9 GiB per GPU (global batch 16)
+    PLAN+=(--set train.global_batch=16)
+    layouts=("2 tp2 --set parallel.tp=2 --set train.micro_batch=2"
+             "2 tp2-recompute --set parallel.tp=2 --set train.micro_batch=2 --set train.recompute=full"
+             "2 dp2-zero1 --set parallel.dp=2 --set parallel.zero=1 --set train.micro_batch=2"
+             "2 pp2 --set parallel.pp=2 --set train.micro_batch=4")
+  fi
+  ok=1 dirs=()
+  for layout in "${layouts[@]}"; do
+    read -r k name sets <<<"$layout"
+    # shellcheck disable=SC2086
+    if ! run "plan-$name" "$T/plan-$name.log" 600 mpirun -n "$k" "$BIN" train "$CONFIG" --run-dir "$T/plan-$name" \
+         "${PLAN[@]}" $sets; then
+      ok=0; record "planner: train $name ($k ranks)" FAIL $(($(date +%s) - t)) "" "$T/plan-$name.log"
+    fi
+    dirs+=("$T/plan-$name")
+  done
+  if ((ok)); then
+    if run plan-judge "$T/plan-judge.log" 300 "$PY" "$ROOT/tests/multirank/memory_model.py" "$BIN" --gpu "$kind" \
+         --judge-order 0.25 "${dirs[@]}"; then
+      record "planner: ${#layouts[@]} layouts on $kind" PASS $(($(date +%s) - t)) "$(tail -n 1 "$T/plan-judge.log")"
+    else
+      record "planner: ${#layouts[@]} layouts on $kind" FAIL $(($(date +%s) - t)) "" "$T/plan-judge.log"
+    fi
   fi
 fi
 

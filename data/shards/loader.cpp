@@ -19,7 +19,8 @@ namespace exatrain {
 namespace {
 
 constexpr char kStateMagic[8] = {'E', 'X', 'A', 'L', 'O', 'A', 'D', 'R'};
-constexpr uint32_t kStateVersion = 1;
+// Version 2 adds data.packing after the global batch; version 1 states (without it) still load.
+constexpr uint32_t kStateVersion = 2;
 
 // Where the training stream stands: the next global batch and each dataset's draws so far.
 struct Position {
@@ -283,6 +284,7 @@ std::vector<uint8_t> DataLoader::Impl::encode_state(const Position& pos) const {
   w.u64(config.seed);
   w.u64(static_cast<uint64_t>(config.seq_len));
   w.u64(static_cast<uint64_t>(config.global_batch));
+  w.u32(config.packing ? 1 : 0);
   for (size_t d = 0; d < info.size(); ++d) {
     const std::string& id = data[d]->identity();
     w.bytes(id.data(), id.size());  // 64 hex characters
@@ -314,7 +316,8 @@ Position DataLoader::Impl::decode_state(std::span<const uint8_t> bytes) const {
   StateReader r(bytes.first(bytes.size() - 32));
   r.str(8);
   const uint32_t version = r.u32();
-  if (version != kStateVersion) fail("loader state: version {}, this exatrain reads version {}", version, kStateVersion);
+  if (version != 1 && version != kStateVersion)
+    fail("loader state: version {}, this exatrain reads versions 1 and {}", version, kStateVersion);
   const uint32_t n = r.u32();
   if (n != info.size()) fail("loader state: saved with {} datasets, this run has {}", n, info.size());
   const uint64_t seed = r.u64(), seq_len = r.u64(), global_batch = r.u64();
@@ -323,6 +326,12 @@ Position DataLoader::Impl::decode_state(std::span<const uint8_t> bytes) const {
     fail("loader state: saved with seq_len {}, this run has {}", seq_len, config.seq_len);
   if (global_batch != static_cast<uint64_t>(config.global_batch))
     fail("loader state: saved with global batch {}, this run has {}", global_batch, config.global_batch);
+  if (version >= 2) {
+    const bool packing = r.u32() != 0;
+    if (packing != config.packing)
+      fail("loader state: saved with data.packing {}, this run has {} (rows would be cut differently; keep "
+           "data.packing as it was to resume)", packing, config.packing);
+  }
   for (size_t d = 0; d < n; ++d) {
     const std::string id = r.str(64);
     const uint64_t units = r.u64(), train = r.u64(), validation = r.u64();

@@ -161,13 +161,14 @@ took=$(($(date +%s) - start))
   || fail "hanging rank" "exit $rc after ${took} s: $(grep -i 'error' "$T/hang.log" | head -2)"
 EXATRAIN_FAULT_INJECT=slow@1:1 timeout -k 5 "$TIMEOUT" mpirun -n 2 "$BIN" train "$CONFIG" "${COMMON[@]}" --set train.steps=6 \
   --set parallel.dp=2 --run-dir "$T/slow" >"$T/slow.log" 2>&1 || fail "slow rank run" "$(tail -2 "$T/slow.log")"
-"$PY" - "$T/slow/metrics.jsonl" <<'PY' && pass "a rank 100 ms slower per step: metrics name it the slowest rank every step" || fail "slow rank" "see above"
+"$PY" - "$T/slow/metrics.jsonl" <<'PY' && pass "a rank 300 ms slower per step: metrics name it the slowest rank every step" || fail "slow rank" "see above"
 import json, sys
 for m in map(json.loads, open(sys.argv[1])):
     b = m["rank_busy_s"]
-    # the sleep is 0.1 s; measured gaps 0.06-0.1 s (the fast rank also computes faster while the
-    # slow one sleeps on 2 shared cores)
-    assert b["slowest_rank"] == 1 and b["max"] - b["min"] > 0.04, (m["step"], b)
+    # the sleep is 0.3 s (it was 0.1 s, and on a loaded machine one step's noise once exceeded it);
+    # the gap is less than the sleep because the fast rank computes faster while the slow one
+    # sleeps on 2 shared cores (0.06-0.1 s of a 0.1 s sleep measured)
+    assert b["slowest_rank"] == 1 and b["max"] - b["min"] > 0.15, (m["step"], b)
 PY
 
 # --- the run-directory lock ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
 #   - every kernels/*.cu compiles for sm_80 and sm_90a with no register spills and static shared
 #     memory within 48 KiB per kernel (ptxas -v, the same flags as the build);
 #   - build/bin/exatrain carries device code for both architectures, every tensor-core
-#     attention kernel's SASS holds tensor-core instructions (HMMA) on both, and the RoPE and
-#     SwiGLU kernels are there for fp32 and bf16 on both.
+#     attention kernel's SASS holds tensor-core instructions (HMMA) on both, the RoPE and
+#     SwiGLU kernels are there for fp32 and bf16 on both, and so are the RMSNorm kernels (forward
+#     and backward for each element-type pair and row kind, and the dweight reduction).
 #   kernel_binaries.sh EXATRAIN_BIN
 # cuobjdump and nvdisasm come from the venv (launch/requirements.txt).
 set -u
@@ -81,7 +82,7 @@ for (a, f), n in sorted(attention.items()):
 assert {a for a, _ in attention} >= {"sm_80", "sm_90a"}, f"attention kernels not found for both archs: {sorted(attention)}"
 assert all(n > 0 for n in attention.values()), "an attention kernel has no HMMA"
 PY
-  python3 - "$T/sass.txt" <<'PY' && pass "the RoPE and SwiGLU kernels (fp32, bf16) are in the binary for sm_80 and sm_90a" || fail "RoPE/SwiGLU kernels" "see above"
+  python3 - "$T/sass.txt" <<'PY' && pass "the RoPE and SwiGLU kernels (fp32, bf16) and the RMSNorm kernels (fwd, bwd: fp32, bf16 -> fp32, bf16; narrow, wide rows; dweight) are in the binary for sm_80 and sm_90a" || fail "RoPE/SwiGLU/RMSNorm kernels" "see above"
 import re, sys
 found = set()
 arch = None
@@ -92,8 +93,16 @@ for line in open(sys.argv[1]):
     m = re.search(r"Function : (\S*(rope|swiglu)_kernelI([ft])E\S*)", line)
     if m:
         found.add((arch, m.group(2), m.group(3)))
-want = {(a, k, t) for a in ("sm_80", "sm_90a") for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
-print(f"  found {sorted(found)}")
+    m = re.search(r"Function : \S*rmsnorm_(fwd|bwd)_kernelI([ft])([ft])Li(\d+)E", line)  # x, y types; columns per thread
+    if m:
+        found.add((arch, "rmsnorm_" + m.group(1), m.group(2) + m.group(3) + m.group(4)))
+    if re.search(r"Function : \S*rmsnorm_dweight_kernel", line):
+        found.add((arch, "rmsnorm_dweight", ""))
+archs = ("sm_80", "sm_90a")
+want = {(a, k, t) for a in archs for k in ("rope", "swiglu") for t in "ft"}  # f: float, t: uint16_t (bf16)
+want |= {(a, "rmsnorm_" + k, t + n) for a in archs for k in ("fwd", "bwd") for t in ("ff", "tf", "tt") for n in ("4", "16")}
+want |= {(a, "rmsnorm_dweight", "") for a in archs}
+print(f"  found {len(found)} of them: {sorted(found)}")
 assert want <= found, f"missing {sorted(want - found)}"
 PY
 fi

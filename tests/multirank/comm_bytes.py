@@ -35,12 +35,14 @@ def main():
         print(f"  {key:20s} measured {got.get(key)} cost model {expected.get(key)} {status}")
     if expected != got:
         sys.exit(f"FAIL {a.run}: communicated bytes differ from the cost model")
-    # Optimizer state on this rank: fp32 master weights + two Adam moments for the owned slice,
-    # the whole local bucket with zero 0, 1/dp of it with ZeRO-1.
+    # Optimizer state on this rank: two Adam moments for the owned slice (the whole local bucket
+    # with zero 0, 1/dp of it with ZeRO-1), the fp32 master weights unless the fp32 parameters are
+    # views of them (no ZeRO-1 gather), and the bf16 copy that ZeRO-1 gathers with bf16 weights.
     state = json.loads(open(f"{a.run}/metrics.jsonl").readlines()[-1])["optimizer_state_bytes"]
     bf16_weights = any(line.strip() == "weights: bf16" for line in open(f"{a.run}/config.resolved.yaml"))
     zero1 = a.zero == 1 and a.dp > 1
-    want = (14 if bf16_weights and zero1 else 12) * (padded // a.dp if a.zero == 1 else padded)
+    per_element = (14 if zero1 else 12) if bf16_weights else (12 if zero1 else 8)
+    want = per_element * (padded // a.dp if a.zero == 1 else padded)
     print(f"  optimizer state      measured {state} analytical {want} (local parameters {local}, dp {a.dp})")
     if state != want:
         sys.exit(f"FAIL {a.run}: optimizer state bytes differ from the analytical value")

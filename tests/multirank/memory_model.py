@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Judge: the cost model's predictions against the trainer's measurements.
 
-memory_model.py EXATRAIN_BIN RUN_DIR...
+memory_model.py EXATRAIN_BIN [--gpu KIND --judge-order MARGIN] RUN_DIR...
 For each run (config.resolved.yaml, memory.json, metrics.jsonl, train.log):
   - memory: every pipeline stage's measured peak activation bytes (the largest over the stage's
     ranks; the memory tracker counts CPU tensor storage above the step's start) against
     `exatrain model info --config RUN/config.resolved.yaml --ranks N --json`'s
-    stages[s].bytes.peak_activations: within 10% (MEMORY_TOLERANCE).
+    stages[s].bytes.peak_activations; the bytes allocated at a step's start (memory.json's
+    resident_bytes: weights, the gradient buffer, optimizer state) against its
+    total_before_activations; and their sum, the stage's peak: each within 10% (MEMORY_TOLERANCE).
   - time, printed and not judged: the measured step time (median of steps 2.., step 1 warms up)
     against `exatrain plan --layout ... --json`'s step_s and its parts, with this machine
     described as a "GPU" whose peak is the fp32 GEMM peak the trainer measured at start
@@ -25,8 +27,16 @@ For each run (config.resolved.yaml, memory.json, metrics.jsonl, train.log):
     the differences the model predicts shrink; and MPI's bandwidth varies with the load (the
     201 MB all-reduce exposed 0.4-1.0 s, partly overlapped with the backward). The tiny runs
     (0.2-0.6 s of FLOPs, mostly per-operator overhead) run two at a time.
+  - with --gpu KIND (runs on GPUs, launch/gpu_check.sh): the step times are predicted for KIND's
+    entry of configs/hardware.yaml (the planner's own figures, one node of the run's ranks), and
+    with --judge-order MARGIN the order is judged: every pair of runs predicted more than MARGIN
+    apart (slower / faster - 1) must be measured in the same order. Pairs predicted closer are
+    printed, not judged (a 5% prediction cannot order two runs that differ by less than the
+    noise of a step time).
 """
+import argparse
 import concurrent.futures
+import itertools
 import json
 import re
 import statistics
@@ -55,7 +65,16 @@ def resolved(run):
 
 
 def main():
-    exe, runs = sys.argv[1], sys.argv[2:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("exe")
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--gpu", help="the runs ran on GPUs of this configs/hardware.yaml kind")
+    ap.add_argument("--judge-order", type=float, metavar="MARGIN",
+                    help="fail when two runs predicted more than MARGIN apart are measured in the other order")
+    args = ap.parse_args()
+    if args.judge_order is not None and not args.gpu:
+        ap.error("--judge-order needs --gpu: on CPU ranks sharing this machine's cores the order is not judged")
+    exe, runs = args.exe, args.runs
     failures, rows, times = [], [], []
     # `exatrain model info` for every run, two at a time (each call is mostly start-up).
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
@@ -67,15 +86,24 @@ def main():
         mem = json.load(open(f"{run}/memory.json"))
         ranks = len(mem["ranks"])
         cfg = f"{run}/config.resolved.yaml"
-        measured = {}
+        measured, resident = {}, {}
         for r in mem["ranks"]:
             measured[r["stage"]] = max(measured.get(r["stage"], 0), r["peak_activation_bytes"])
+            resident[r["stage"]] = max(resident.get(r["stage"], 0), r["resident_bytes"])
         for st in info["stages"]:
+            # Peak activations; what is resident at a step's start (weights, gradient buffer,
+            # optimizer state: the cost model's total before activations); and their sum, the
+            # stage's peak.
             got, want = measured[st["stage"]], st["bytes"]["peak_activations"]
-            err = want / got - 1
-            rows.append((name, st["stage"], got, want, err))
-            if abs(err) > MEMORY_TOLERANCE:
-                failures.append(f"{name} stage {st['stage']}: predicted {want:.0f} B, measured {got} B ({100 * err:+.1f}%)")
+            got_static, want_static = resident[st["stage"]], st["bytes"]["total_before_activations"]
+            err, err_static = want / got - 1, want_static / got_static - 1
+            err_total = (want + want_static) / (got + got_static) - 1
+            rows.append((name, st["stage"], got, want, err, got_static, want_static, err_static, err_total))
+            for what, e, g, w in (("peak activations", err, got, want), ("resident", err_static, got_static, want_static),
+                                  ("peak", err_total, got + got_static, want + want_static)):
+                if abs(e) > MEMORY_TOLERANCE:
+                    failures.append(f"{name} stage {st['stage']} {what}: predicted {w:.0f} B, measured {g} B "
+                                    f"({100 * e:+.1f}%)")
         # Bytes per collective: the step's count in metrics.jsonl against the cost model's.
         got_bytes = json.loads(open(f"{run}/metrics.jsonl").readlines()[-1])["comm_bytes"]
         want_bytes = info["collective_bytes_per_rank_per_step"]
@@ -83,7 +111,8 @@ def main():
             failures.append(f"{name}: collective bytes {got_bytes}, the cost model says {want_bytes}")
         # Step time: predicted below, once every run's GEMM peak is known.
         c = resolved(run)
-        peak = float(re.search(r"fp32 GEMM peak ([0-9.]+) GFLOP/s", open(f"{run}/train.log").read()).group(1))
+        found = re.search(r"fp32 GEMM peak ([0-9.]+) GFLOP/s", open(f"{run}/train.log").read())
+        peak = float(found.group(1)) if found else 0.0
         metrics = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if '"step_s"' in l]
         measured_s = statistics.median([m["step_s"] for m in metrics[1:]] or [metrics[0]["step_s"]])
         last = metrics[-1]
@@ -95,33 +124,63 @@ def main():
     def predict(t):
         peak = statistics.median(u["peak"] for u in times if u["group"] == t["group"])
         c, ranks = t["c"], t["ranks"]
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as hw:
-            hw.write(f"efficiency: {{gemm: 1, attention: 1, link: 1}}\ngpus:\n  cpu:\n    memory_gb: 1000\n"
-                     f"    bf16_dense_tflops: {peak / 1000}\n    hbm_tb_per_s: 0.01\n"
-                     f"    nvlink_gb_per_s: {LINK_GB_S}\n    network_gb_per_s: {LINK_GB_S}\n")
+        if args.gpu:
+            hardware = ["--gpu", args.gpu]
+        else:
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as hw:
+                hw.write(f"efficiency: {{gemm: 1, attention: 1, link: 1}}\ngpus:\n  cpu:\n    memory_gb: 1000\n"
+                         f"    bf16_dense_tflops: {peak / 1000}\n    hbm_tb_per_s: 0.01\n"
+                         f"    nvlink_gb_per_s: {LINK_GB_S}\n    network_gb_per_s: {LINK_GB_S}\n")
+            hardware = ["--gpu", "cpu", "--hardware", hw.name]
         tp, pp = int(c["parallel.tp"]), int(c["parallel.pp"])
         layout = (f"tp={tp},pp={pp},dp={ranks // (tp * pp)},zero={c['parallel.zero']},"
                   f"micro_batch={c['train.micro_batch']},recompute={c['train.recompute']},"
                   f"sp={1 if c['parallel.sequence_parallel'] == 'true' else 0}")
-        plan = json.loads(subprocess.check_output([exe, "plan", "--config", t["cfg"], "--gpus", str(ranks), "--gpu",
-                                                   "cpu", "--hardware", hw.name, "--gpus-per-node", str(ranks),
-                                                   "--layout", layout, "--json"]))
+        plan = json.loads(subprocess.check_output([exe, "plan", "--config", t["cfg"], "--gpus", str(ranks), *hardware,
+                                                   "--gpus-per-node", str(ranks), "--layout", layout, "--json"]))
         t["predicted"], t["parts"] = plan["layouts"][0]["step_s"], plan["layouts"][0]["step_parts_s"]
         t["group_peak"] = peak
     list(pool.map(predict, times))
-    print(f"  {'run':<20} {'stage':>5} {'measured MiB':>13} {'predicted MiB':>14} {'error':>7}")
-    for name, stage, got, want, err in rows:
-        print(f"  {name:<20} {stage:>5} {got / 2**20:>13.2f} {want / 2**20:>14.2f} {100 * err:>+6.1f}%")
+    print(f"  {'':<20} {'':>5} {'peak activations (MiB)':^31} {'resident at step start (MiB)':^31} {'peak':>7}")
+    print(f"  {'run':<20} {'stage':>5} {'measured':>9} {'predicted':>10} {'error':>10} {'measured':>9} "
+          f"{'predicted':>10} {'error':>10} {'error':>7}")
+    for name, stage, got, want, err, got_s, want_s, err_s, err_t in rows:
+        print(f"  {name:<20} {stage:>5} {got / 2**20:>9.2f} {want / 2**20:>10.2f} {100 * err:>+9.1f}% "
+              f"{got_s / 2**20:>9.2f} {want_s / 2**20:>10.2f} {100 * err_s:>+9.1f}% {100 * err_t:>+6.1f}%")
     print(f"  {'run':<20} {'GFLOP/s':>8} {'predicted s':>12} {'measured s':>11} {'busy s':>7} {'exposed s':>10}"
           f"  predicted parts")
     for t in times:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in t["parts"].items() if v > 0.005)
         print(f"  {t['name']:<20} {t['peak']:>8.1f} {t['predicted']:>12.3f} {t['measured']:>11.3f} {t['busy']:>7.3f} "
               f"{t['exposed']:>10.3f}  {parts}")
+    # The order: pairs of one group (model, ranks: runs that ran alike, predicted with one peak)
+    # that the model separates by more than the margin (0.25 when only printed).
+    margin = args.judge_order if args.judge_order is not None else 0.25
+    judged, inverted = 0, []
+    for a, b in itertools.combinations(times, 2):
+        if a["group"] != b["group"]:
+            continue
+        fast, slow = (a, b) if a["predicted"] <= b["predicted"] else (b, a)
+        if slow["predicted"] <= fast["predicted"] * (1 + margin):
+            continue
+        judged += 1
+        if slow["measured"] <= fast["measured"]:
+            inverted.append(f"{slow['name']} predicted {slow['predicted']:.3f} s > {fast['name']} "
+                            f"{fast['predicted']:.3f} s, measured {slow['measured']:.3f} <= {fast['measured']:.3f} s")
+    order = (f"{judged - len(inverted)} of {judged} pairs predicted more than {100 * margin:.0f}% apart measured "
+             f"in that order")
+    print(f"  order: {order}" + "".join(f"\n    inverted: {i}" for i in inverted))
+    if args.judge_order is not None:
+        if judged == 0:
+            failures.append(f"no pair of runs predicted more than {100 * margin:.0f}% apart: the order judges nothing")
+        failures += [f"order inverted: {i}" for i in inverted]
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))
-    print(f"ok - {len(rows)} stages within {100 * MEMORY_TOLERANCE:.0f}% of the measured peak; bytes per "
-          f"collective equal; step times printed, not judged (docs/planning.md says why)")
+    judged_note = (f"step-time order: {order}" if args.judge_order is not None else
+                   "step times printed, not judged (docs/planning.md says why)")
+    print(f"ok - {len(rows)} stages' peak activations, resident bytes and peak within {100 * MEMORY_TOLERANCE:.0f}% "
+          f"of the measured; bytes per "
+          f"collective equal; {judged_note}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 # The cost model (trainer/plan/cost_model.h) against the trainer's own measurements: for 11
 # layouts of the tiny and small presets on 1-4 CPU ranks under mpirun (TP, sequence parallelism,
 # PP with 1F1B, DP with ZeRO-1, recomputation), every pipeline stage's predicted peak activation
-# memory (`exatrain model info --json`, stages[].bytes.peak_activations) must be within 10% of
-# the peak the memory tracker measured (RUN/memory.json), the bytes per collective must equal
+# memory (`exatrain model info --json`, stages[].bytes.peak_activations), resident bytes at a
+# step's start (total_before_activations) and their sum must be within 10% of what the memory
+# tracker measured (RUN/memory.json), the bytes per collective must equal
 # metrics.jsonl's comm_bytes; the predicted step times (`exatrain plan --layout`, with this
 # machine's measured GEMM peak) are printed beside the measured ones, not judged: on this shared
 # 2-core machine their order cannot be shown (memory_model.py and docs/planning.md say why). The

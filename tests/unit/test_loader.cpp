@@ -13,6 +13,7 @@
 #include "data/shards/prepare.h"
 #include "data/shards/testing.h"
 #include "trainer/core/error.h"
+#include "trainer/core/sha256.h"
 #include "tests/unit/expect_error.h"
 
 namespace exatrain {
@@ -242,6 +243,29 @@ TEST_F(Loader, ResumeFromStateContinuesExactly) {
   EXPECT_EQ(resumed.state(), reference.state());
 }
 
+// A version-1 state (checkpoints written before the state recorded data.packing) still resumes:
+// made here from a version-2 one by dropping the packing field (bytes 40..43, after the magic,
+// version, dataset count, seed, seq_len and global batch) and re-signing it.
+TEST_F(Loader, Version1StateStillResumes) {
+  const auto cfg = config({{a, 0.5}, {b, 0.5}}, 32, 6);
+  DataLoader reference(cfg);
+  const auto all = take(reference, 6);
+  DataLoader first(cfg);
+  take(first, 2);
+  const std::vector<uint8_t> v2 = first.state();
+  ASSERT_EQ(v2[8], 2);  // the version, little-endian
+  std::vector<uint8_t> v1(v2.begin(), v2.begin() + 40);
+  v1[8] = 1;
+  v1.insert(v1.end(), v2.begin() + 44, v2.end() - 32);
+  Sha256 h;
+  h.update(v1);
+  const auto digest = h.digest();
+  v1.insert(v1.end(), digest.begin(), digest.end());
+  DataLoader resumed(cfg);
+  resumed.restore(v1);
+  expect_same(take(resumed, 4), std::vector<Batch>(all.begin() + 2, all.end()));
+}
+
 TEST_F(Loader, GlobalBatchesDoNotDependOnTheDpSize) {
   const auto cfg = config({{a, 0.5}, {b, 0.3}, {c, 0.2}}, 32, 12, 2);
   DataLoader single(cfg);
@@ -450,6 +474,9 @@ TEST_F(Loader, RestoreRefusesAnotherConfiguration) {
   c1 = cfg;
   c1.global_batch = 12;
   expect_refused(c1, {"saved with global batch 6, this run has 12"});
+  c1 = cfg;
+  c1.packing = false;
+  expect_refused(c1, {"saved with data.packing true, this run has false"});
   c1 = cfg;
   c1.datasets[1].weight = 0.25;
   expect_refused(c1, {"blend weight units 1, this run's are 2 (weights changed)"});

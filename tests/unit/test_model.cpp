@@ -296,8 +296,9 @@ TEST(Model, MetaDeviceAllocatesNothing) {
 
 // trainer/plan/cost_model: each stage's parameters equal what the model actually allocates on
 // that pipeline stage (meta tensors), tied and untied, even and explicit splits; and the bytes
-// follow from them (4 weights + 4 gradient bucket per parameter, 12 per owned optimizer element;
-// ZeRO-1: 16; bf16 weights: 2 per weight, 18 per owned element under ZeRO-1).
+// follow from them (4 weights + 4 gradient bucket per parameter, 8 per owned optimizer element:
+// the fp32 weights are the master weights; ZeRO-1: 16; bf16 weights: 2 per weight, 12 per owned
+// element, 18 under ZeRO-1).
 TEST(CostModel, StageParametersMatchTheModelsAllocation) {
   for (const bool tied : {false, true}) {
     for (const std::vector<int64_t>& split : {std::vector<int64_t>{}, std::vector<int64_t>{1, 3}, std::vector<int64_t>{3, 1}}) {
@@ -318,7 +319,7 @@ TEST(CostModel, StageParametersMatchTheModelsAllocation) {
         EXPECT_EQ(r.weights, 4.0 * static_cast<double>(n));
         EXPECT_EQ(r.gradients, 0.0);  // they accumulate in the reduction bucket
         EXPECT_EQ(r.reduce_buffer, 4.0 * static_cast<double>(n));
-        EXPECT_EQ(r.optimizer, 12.0 * static_cast<double>(n));
+        EXPECT_EQ(r.optimizer, 8.0 * static_cast<double>(n));  // the moments: the weights are the master copy
         EXPECT_EQ(r.in_flight, 1);  // one micro-batch per step: nothing else in flight
       }
     }
@@ -334,6 +335,9 @@ TEST(CostModel, StageParametersMatchTheModelsAllocation) {
   const StageMemory h = estimate_cost(tiny_config(), layout).largest();
   EXPECT_EQ(h.weights, 2.0 * static_cast<double>(h.elements));
   EXPECT_EQ(h.optimizer, 18.0 * static_cast<double>(h.owned));
+  layout.zero = 0;  // bf16 weights without ZeRO-1: the fp32 master copy is apart from them
+  const StageMemory b = estimate_cost(tiny_config(), layout).largest();
+  EXPECT_EQ(b.optimizer, 12.0 * static_cast<double>(b.owned));
 }
 
 // 1F1B: stage s of p keeps min(p - s, M) micro-batches in flight; activations scale with them.

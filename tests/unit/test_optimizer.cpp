@@ -5,9 +5,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "kernels/adamw.h"
+#include "kernels/ops.h"
 
 namespace exatrain {
 namespace {
@@ -104,6 +106,70 @@ TEST(AdamW, WeightDecayOnlyWhereTheRunSaysSo) {
     const at::Tensor part = p.narrow(0, r.begin, r.length);
     EXPECT_TRUE(at::allclose(part, at::full_like(part, static_cast<float>(1.0 - 0.1 * r.weight_decay)), 0, 0)) << r.begin;
   }
+}
+
+
+// The optimizer's check before it trusts the CUDA AdamW kernel on a device
+// (ops::adamw_kernel_check, run by ops::adamw_cuda_trusted on a GPU): here the comparison itself,
+// on the CUDA kernel's body under the CPU emulation (passes), and on kernels with a fault it must
+// catch: weight decay skipped on one run, a bf16 copy left stale.
+TEST(AdamW, CudaCheckPassesTheEmulatedBodyAndCatchesFaults) {
+  const ops::AdamWCheck good = ops::adamw_kernel_check(at::kCPU, kernels::adamw_step_emulated);
+  std::printf("AdamW check, emulated CUDA body: weights %.2e, moments %.2e, bf16 copy %s\n", good.weights,
+              good.moments, good.copy_exact ? "exact" : "wrong");
+  EXPECT_TRUE(good.passed());
+  EXPECT_LT(good.weights, 1e-7);  // measured 7.8e-9, moments 6.8e-8 (bounds 4e-7, 2e-7)
+
+  const ops::AdamWCheck no_decay = ops::adamw_kernel_check(
+      at::kCPU, [](const kernels::AdamWRun* runs, int64_t count, float* p, const float* g, float* m, float* v,
+                   const kernels::AdamWStep& s) {
+        std::vector<kernels::AdamWRun> changed(runs, runs + count);
+        changed[2].weight_decay = 0;  // the run of 1,301 elements loses its decay
+        kernels::adamw_step_emulated(changed.data(), count, p, g, m, v, s);
+      });
+  std::printf("AdamW check, a run without its weight decay: weights %.2e\n", no_decay.weights);
+  EXPECT_FALSE(no_decay.passed());
+  EXPECT_GT(no_decay.weights, 1e-5);
+  EXPECT_TRUE(no_decay.copy_exact);
+
+  const ops::AdamWCheck stale_copy = ops::adamw_kernel_check(
+      at::kCPU, [](const kernels::AdamWRun* runs, int64_t count, float* p, const float* g, float* m, float* v,
+                   const kernels::AdamWStep& s) {
+        std::vector<kernels::AdamWRun> changed(runs, runs + count);
+        changed[4].out = nullptr;  // the last run writes no bf16 weights
+        kernels::adamw_step_emulated(changed.data(), count, p, g, m, v, s);
+      });
+  EXPECT_FALSE(stale_copy.passed());
+  EXPECT_FALSE(stale_copy.copy_exact);
+  EXPECT_LT(stale_copy.weights, 1e-7);
+}
+
+// The fallback the optimizer takes on a device whose CUDA kernel failed its check
+// (ops::adamw_step_reference: _fused_adamw_ per weight decay, then the bf16 copy), against the
+// CPU kernel over 5 steps: weights and moments to FMA contraction, the bf16 copies bit for bit
+// where the weights are equal.
+TEST(AdamW, ReferenceFallbackMatchesKernel) {
+  at::manual_seed(9);
+  const int64_t n = 3041;
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8;
+  const at::Tensor p0 = at::randn({n});
+  Buffers k{p0.clone(), at::zeros_like(p0), at::zeros_like(p0)}, r{p0.clone(), at::zeros_like(p0), at::zeros_like(p0)};
+  at::Tensor kcopy = at::empty({n}, at::kBFloat16), rcopy = at::empty({n}, at::kBFloat16);
+  std::vector<kernels::AdamWRun> kruns = test_runs(0.1), rruns = test_runs(0.1);
+  for (auto& run : kruns) run.out = reinterpret_cast<uint16_t*>(kcopy.mutable_data_ptr<at::BFloat16>()) + run.begin;
+  for (auto& run : rruns) run.out = reinterpret_cast<uint16_t*>(rcopy.mutable_data_ptr<at::BFloat16>()) + run.begin;
+  for (int64_t t = 1; t <= 5; ++t) {
+    const at::Tensor g = at::randn({n}) * 1e-2;
+    kernels::adamw_step_cpu(kruns.data(), static_cast<int64_t>(kruns.size()), k.p.mutable_data_ptr<float>(),
+                            g.const_data_ptr<float>(), k.m.mutable_data_ptr<float>(), k.v.mutable_data_ptr<float>(),
+                            kernels::AdamWStep::of(lr, b1, b2, eps, t), 0, n);
+    ops::adamw_step_reference(rruns.data(), static_cast<int64_t>(rruns.size()), r.p, g, r.m, r.v, lr, b1, b2, eps, t);
+  }
+  EXPECT_LT(max_rel(k.p, r.p), 4e-7);
+  EXPECT_LT(max_rel(k.m, r.m), 2e-7);
+  EXPECT_LT(max_rel(k.v, r.v), 2e-7);
+  EXPECT_GT((r.p - p0).abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(at::equal(rcopy, r.p.to(at::kBFloat16)));
 }
 
 }  // namespace

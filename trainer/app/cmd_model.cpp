@@ -187,11 +187,13 @@ void model_info(const ModelInfoOptions& o) {
                              rank->bf16_weights ? "bf16" : "fp32",
                              frozen && !rank->bf16_weights ? "; the frozen ones as held: bf16 linears in a bf16 run" : "");
     std::cout << fmt::format("  gradients:              {}  (accumulated in the reduction bucket)\n", bytes(m.reduce_buffer));
-    std::cout << fmt::format("  optimizer state:        {}  (fp32 master weights, 2 Adam moments{})\n",
-                             bytes(m.optimizer),
-                             rank->zero1 ? rank->bf16_weights ? ", reduce-scattered gradients, bf16 copy to all-gather"
-                                                              : ", reduce-scattered gradients"
-                                         : "");
+    std::cout << fmt::format("  optimizer state:        {}  ({})\n", bytes(m.optimizer),
+                             rank->zero1 ? rank->bf16_weights
+                                               ? "fp32 master weights, 2 Adam moments, reduce-scattered gradients, "
+                                                 "bf16 copy to all-gather"
+                                               : "fp32 master weights, 2 Adam moments, reduce-scattered gradients"
+                             : rank->bf16_weights ? "fp32 master weights, 2 Adam moments"
+                                                  : "2 Adam moments; the fp32 weights are the master weights");
     const auto trimmed = [&](double b) { return fmt::format("{:.2f} MiB", b / (1 << 20)); };
     std::cout << fmt::format("  activations:            {}  ({} micro-batch{} in flight, {} saved each; one "
                              "micro-batch's backward peaks at {})\n", bytes(m.activations), m.in_flight,

@@ -11,6 +11,7 @@
 #endif
 
 #include "kernels/adamw.h"
+#include "kernels/ops.h"
 
 #include "trainer/core/error.h"
 #include "trainer/model/exaone4.h"
@@ -72,6 +73,18 @@ DistributedOptimizer::DistributedOptimizer(const Exaone4Model& model, const Opti
   }
   master_ = flat.narrow(0, lo_, hi_ - lo_).clone();
   flat = at::Tensor();
+  // fp32 weights that are not all-gathered: the parameters become views of the master weights
+  // (set_data swaps the storage under every handle of a parameter, as hold_weights_in does), so
+  // the update writes them in place and no second fp32 copy exists: 16 bytes per trained element
+  // instead of 20.
+  if (aliases_params()) {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i)
+      if (offsets_[i] >= 0) {
+        EXATRAIN_CHECK(params[i].is_contiguous(), "internal: parameter '{}' is not contiguous", model.specs()[i].name);
+        params[i].set_data(master_.narrow(0, offsets_[i] - lo_, params[i].numel()).view(params[i].sizes()));
+      }
+  }
   exp_avg_ = at::zeros_like(master_);
   exp_avg_sq_ = at::zeros_like(master_);
   // bf16 weights under ZeRO-1: the kernel writes the owned slice's bf16 copy, which is all-gathered
@@ -144,9 +157,16 @@ void DistributedOptimizer::step(double lr) {
   if (master_.is_cuda()) {
 #if defined(EXATRAIN_HAVE_CUDA)
     const c10::cuda::CUDAGuard guard(master_.device());
-    const int err = kernels::adamw_step_cuda(runs_.data(), runs, p, g, m, v, s,
-                                             c10::cuda::getCurrentCUDAStream(master_.get_device()).stream());
-    EXATRAIN_CHECK(err == 0, "AdamW: the CUDA kernel failed to launch (cudaError {})", err);
+    // The CUDA kernel once it passed its check on this device (ops::adamw_cuda_trusted), else
+    // ATen's _fused_adamw_ over the same runs (it also writes their bf16 weights).
+    if (ops::adamw_cuda_trusted(master_.device())) {
+      const int err = kernels::adamw_step_cuda(runs_.data(), runs, p, g, m, v, s,
+                                               c10::cuda::getCurrentCUDAStream(master_.get_device()).stream());
+      EXATRAIN_CHECK(err == 0, "AdamW: the CUDA kernel failed to launch (cudaError {})", err);
+    } else {
+      ops::adamw_step_reference(runs_.data(), runs, master_, grad_, exp_avg_, exp_avg_sq_, lr, config_.beta1,
+                                config_.beta2, config_.eps, step_count_);
+    }
 #else
     fail("AdamW: parameters on a CUDA device in a build without CUDA");
 #endif
@@ -156,10 +176,11 @@ void DistributedOptimizer::step(double lr) {
       kernels::adamw_step_cpu(runs_.data(), runs, p, g, m, v, s, begin, end);
     });
   }
-  if (!into_params) publish_weights();
+  if (!into_params && !aliases_params()) publish_weights();
 }
 
 void DistributedOptimizer::copy_master_to_params() {
+  if (aliases_params()) return;  // they are the master weights
   at::NoGradGuard no_grad;
   if (weights_copy_.defined()) weights_copy_.copy_(master_);  // round to nearest even, as the kernel
   publish_weights();

@@ -16,7 +16,9 @@
 // gradients accumulate there, see grad_buckets.h), and on the elements this rank owns the fp32
 // master weights and both moments (12), plus with bf16 weights under ZeRO-1 their bf16 copy that
 // is all-gathered (2; without ZeRO-1 the kernel writes the bf16 parameters directly). So bf16
-// weights without ZeRO-1 take 18 bytes per trained element, Megatron-LM's figure.
+// weights without ZeRO-1 take 18 bytes per trained element, Megatron-LM's figure. fp32 weights
+// that are not all-gathered are the master weights themselves (the parameters are views of
+// them): 16 bytes per trained element.
 //
 // On one rank this is plain AdamW with global-norm clipping.
 #pragma once
@@ -97,9 +99,15 @@ class DistributedOptimizer {
 
   int64_t owned_elements() const { return hi_ - lo_; }
   int64_t bucket_elements() const { return padded_; }
-  // fp32 master weights plus both Adam moments held by this rank (and the bf16 copy of the
-  // owned weights when they are held in bf16).
-  int64_t state_bytes() const { return (weights_copy_.defined() ? 14 : 12) * owned_elements(); }
+  // What the optimizer holds beyond the parameters on this rank: both Adam moments, the fp32
+  // master weights unless the parameters are views of them (fp32 weights without ZeRO-1's
+  // gather), and the bf16 copy of the owned weights when they are held in bf16 under ZeRO-1.
+  int64_t state_bytes() const {
+    return (aliases_params() ? 8 : weights_copy_.defined() ? 14 : 12) * owned_elements();
+  }
+  // fp32 weights not all-gathered (zero 0, or one DP rank): the trained parameters are views
+  // of the master weights.
+  bool aliases_params() const { return weights_ == at::kFloat && !gathers(); }
 
  private:
   struct Segment {  // the part of parameter `param` inside the owned slice

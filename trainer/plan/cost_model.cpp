@@ -284,11 +284,15 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
       // .grad lives only from its AccumulateGrad to the hook that adds it there (the backward's
       // transient, as before). Optimizer: fp32 master weights and two moments on the owned
       // elements, and with ZeRO-1 the reduce-scattered gradient slice and (bf16 weights) the
-      // owned weights' bf16 copy that is all-gathered.
+      // owned weights' bf16 copy that is all-gathered. fp32 weights without ZeRO-1 are views of
+      // the master weights (DistributedOptimizer::aliases_params): the optimizer adds only the
+      // moments.
       r.gradients = 0;
       r.reduce_buffer = 4.0 * static_cast<double>(r.trainable);
       r.weights = (l.compute_dtype_weights ? 2.0 : 4.0) * static_cast<double>(r.trainable) + params.frozen_bytes;
-      r.optimizer = (12.0 + (zero1 ? 4.0 + (l.compute_dtype_weights ? 2.0 : 0.0) : 0.0)) * static_cast<double>(r.owned);
+      const double master = zero1 || l.compute_dtype_weights ? 4.0 : 0.0;
+      r.optimizer = (master + 8.0 + (zero1 ? 4.0 + (l.compute_dtype_weights ? 2.0 : 0.0) : 0.0)) *
+                    static_cast<double>(r.owned);
     }
     const ActivationModel a = stage_activations(m, v, l, stage);
     r.in_flight = std::min<int64_t>(l.pp - s, M);  // 1F1B: warm-up forwards + the one being run

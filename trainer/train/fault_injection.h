@@ -6,7 +6,7 @@
 //   loss_spike  this rank's loss share is multiplied by 100 (what the spike detector sees)
 //   hang        this rank sleeps before the step's forward pass, outside any collective
 //   signal      this rank receives SIGUSR1 before the step's forward pass
-//   slow        from this step on, this rank sleeps 100 ms per step outside collectives (a slow node)
+//   slow        from this step on, this rank sleeps 300 ms per step outside collectives (a slow node)
 // The trainer logs a warning when any is set. Real signals, kills and disk faults are what the
 // tests use wherever they can be timed (tests/e2e/faults.sh).
 #pragma once

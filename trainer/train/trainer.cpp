@@ -305,6 +305,7 @@ class Trainer {
   double interval_eval_s_ = 0;
   int max_in_flight_ = 0;
   int64_t peak_activation_bytes_ = 0;
+  int64_t resident_bytes_ = 0;  // allocated at a step's start (weights, optimizer, buckets), the most seen
 };
 
 // Keeps the lines of RUN/metrics.jsonl up to `step` (a resumed run appends from there; lines
@@ -516,7 +517,7 @@ Trainer::StepResult Trainer::step() {
   StepResult r;
   r.lr = learning_rate(config_.schedule, config_.optimizer.lr, step, t_.steps);
   if (faults_.at(FaultKind::Signal, step + 1)) std::raise(SIGUSR1);
-  if (faults_.since(FaultKind::Slow, step + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (faults_.since(FaultKind::Slow, step + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(300));
   if (faults_.at(FaultKind::Hang, step + 1)) {
     note_progress("step (injected hang)");
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -549,6 +550,7 @@ Trainer::StepResult Trainer::step() {
   }
   const MicroBatches micro_batches = split_micro_batches(batch, t_.micro_batch, per_rank_count);
   const int64_t baseline = MemoryTracker::allocated(cuda_index_);
+  resident_bytes_ = std::max(resident_bytes_, baseline);
   MemoryTracker::reset_peak(cuda_index_);
   // 1F1B over the pipeline stages (one stage: forward, backward per micro-batch).
   const PipelineStepResult pipe = run_1f1b(model, *topo_.pp_group, micro_batches, stage_options_);
@@ -877,14 +879,15 @@ void Trainer::finish(TrainSummary& summary) {
   // per-step byte counts).
   {
     at::Tensor mine = at::tensor({static_cast<int64_t>(topo_.pp_rank), peak_activation_bytes_,
-                                  static_cast<int64_t>(max_in_flight_)}, at::kLong);
-    at::Tensor all = topo_.world->all_gather(mine, 0).view({topo_.world_size, 3});
+                                  static_cast<int64_t>(max_in_flight_), resident_bytes_}, at::kLong);
+    at::Tensor all = topo_.world->all_gather(mine, 0).view({topo_.world_size, 4});
     if (rank0_) try {
       nlohmann::json ranks = nlohmann::json::array();
       for (int r = 0; r < topo_.world_size; ++r)
         ranks.push_back({{"rank", r}, {"stage", all[r][0].item<int64_t>()},
                          {"peak_activation_bytes", all[r][1].item<int64_t>()},
-                         {"max_micro_batches_in_flight", all[r][2].item<int64_t>()}});
+                         {"max_micro_batches_in_flight", all[r][2].item<int64_t>()},
+                         {"resident_bytes", all[r][3].item<int64_t>()}});
       write_file_atomically(run_dir_ + "/memory.json", nlohmann::json{{"micro_batches", accumulation_},
                                                                       {"micro_batch", t_.micro_batch},
                                                                       {"ranks", ranks}}.dump(1) + "\n");
