@@ -20,8 +20,8 @@ enum class Impl { Reference, Cpu, Cuda };
 const char* impl_name(Impl impl);
 
 // The implementation `choice` runs for attention on `device`; `sliding`: attention needs more than
-// a causal mask (a window shorter than the sequence, or document segments; auto picks per kind:
-// see ops.cpp).
+// a causal mask (a window shorter than the sequence, or document segments). auto currently picks
+// the same for both kinds (our CPU kernel on the CPU; see ops.cpp).
 Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding = true);
 
 struct AttentionSpec {
