@@ -118,8 +118,8 @@ class DataLoader {
   // Where next() continues (the batches returned so far, not those prefetched), as bytes with
   // a magic, a version, a fingerprint of the config and a checksum.
   std::vector<uint8_t> state() const;
-  // Continues from a state() of a loader with the same data, weights, splits, seed, seq_len and
-  // global batch; the DP size may differ. Errors say what differs.
+  // Continues from a state() of a loader with the same data, weights, splits, seed, seq_len,
+  // global batch and packing; the DP size may differ. Errors say what differs.
   void restore(std::span<const uint8_t> state);
 
   const std::vector<LoaderDatasetInfo>& datasets() const;
