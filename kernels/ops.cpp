@@ -41,13 +41,12 @@ const char* impl_name(Impl impl) {
   return "cuda";
 }
 
-Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding) {
+Impl resolve_impl(KernelChoice choice, const at::Device& device) {
   if (choice == KernelChoice::Reference) return Impl::Reference;
   // On the CPU our kernel serves every layer: windowed attention, where SDPA needs a [seq, seq]
   // mask, and plain causal attention too, where SDPA's is_causal flash kernel took 1.37 s of CPU
   // time against our 0.94 s (4,096 tokens, one thread; `exatrain bench attention`,
-  // docs/performance.md). `sliding` no longer changes the CPU choice.
-  (void)sliding;
+  // docs/performance.md).
   if (device.is_cpu()) return Impl::Cpu;
 #if defined(EXATRAIN_HAVE_CUDA)
   if (device.is_cuda()) return Impl::Cuda;  // attention() itself falls back where the kernel cannot run
@@ -66,6 +65,18 @@ at::Tensor visibility_mask(int64_t seq, int64_t window, const at::Device& device
 }
 
 namespace {
+
+#if defined(EXATRAIN_HAVE_CUDA)
+// The first-use checks of the CUDA kernels: the largest difference of got[i] from want[i] (the
+// reference, in float64), relative to want[i]'s largest value (at least 1), over all i.
+double worst_relative_error(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, (got[i].to(at::kDouble) - want[i]).abs().max().item<double>() /
+                                std::max(1.0, want[i].abs().max().item<double>()));
+  return worst;
+}
+#endif
 
 // SDPA with the visibility written out as a [seq, seq] boolean mask (sliding) or is_causal.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionSpec& spec) {
@@ -267,10 +278,7 @@ bool cuda_attention_trusted(const at::Tensor& q, const AttentionSpec& spec) {
   double worst = 0;
   try {
     const auto got = grads(bf16(q64), bf16(k64), bf16(v64), bf16(g64), Impl::Cuda);
-    for (size_t i = 0; i < got.size(); ++i) {
-      const double scale = std::max(1.0, want[i].abs().max().item<double>());
-      worst = std::max(worst, (got[i].to(at::kDouble) - want[i]).abs().max().item<double>() / scale);
-    }
+    worst = worst_relative_error(got, want);
   } catch (const std::exception& e) {
     worst = std::numeric_limits<double>::infinity();
     log_warn("attention: the CUDA kernel failed its check ({})", e.what());
@@ -454,9 +462,7 @@ bool cuda_rms_norm_trusted(const at::Tensor& x, const at::Tensor& weight) {
                                        wi.grad().cpu().to(at::kDouble)};
       };
       const auto want = run(false), got = run(true);
-      for (size_t i = 0; i < got.size(); ++i)
-        worst = std::max(worst, (got[i] - want[i]).abs().max().item<double>() /
-                                    std::max(1.0, want[i].abs().max().item<double>()));
+      worst = std::max(worst, worst_relative_error(got, want));
     }
   } catch (const std::exception& e) {
     worst = std::numeric_limits<double>::infinity();
@@ -723,10 +729,7 @@ bool fused_cuda_trusted(bool is_rope, const at::Tensor& x) {
   double worst = 0;
   try {
     const auto got = run(x.device(), dtype, true);
-    for (size_t i = 0; i < got.size(); ++i) {
-      const double scale = std::max(1.0, want[i].abs().max().item<double>());
-      worst = std::max(worst, (got[i].to(at::kDouble) - want[i]).abs().max().item<double>() / scale);
-    }
+    worst = worst_relative_error(got, want);
   } catch (const std::exception& e) {
     worst = std::numeric_limits<double>::infinity();
     log_warn("{}: the CUDA kernel failed its check ({})", is_rope ? "rope" : "swiglu", e.what());
@@ -941,9 +944,7 @@ bool cuda_cross_entropy_trusted(const at::Device& device) {
   double worst = 0;
   try {
     const auto got = run(z.to(device, at::kFloat), true);
-    for (size_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, (got[i] - want[i]).abs().max().item<double>() /
-                                  std::max(1.0, want[i].abs().max().item<double>()));
+    worst = worst_relative_error(got, want);
   } catch (const std::exception& e) {
     worst = std::numeric_limits<double>::infinity();
     log_warn("cross_entropy: the CUDA kernel failed its check ({})", e.what());

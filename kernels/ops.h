@@ -19,10 +19,9 @@ namespace exatrain::ops {
 enum class Impl { Reference, Cpu, Cuda };
 const char* impl_name(Impl impl);
 
-// The implementation `choice` runs for attention on `device`; `sliding`: attention needs more than
-// a causal mask (a window shorter than the sequence, or document segments). auto currently picks
-// the same for both kinds (our CPU kernel on the CPU; see ops.cpp).
-Impl resolve_impl(KernelChoice choice, const at::Device& device, bool sliding = true);
+// The implementation `choice` runs for attention on `device`: under auto our kernel on the CPU
+// and on CUDA, every kind of layer (ops.cpp says why).
+Impl resolve_impl(KernelChoice choice, const at::Device& device);
 
 struct AttentionSpec {
   int64_t window = 0;  // > 0: key k visible from query q iff q - window < k <= q; 0: causal

@@ -244,8 +244,7 @@ at::Tensor Exaone4Model::attention(const LayerParams& p, int64_t layer, const at
   spec.scale = 1.0 / std::sqrt(static_cast<double>(D));
   spec.mask = spec.window > 0 ? ctx.sliding_mask : ctx.full_mask;
   spec.segments = ctx.segments;
-  const bool windowed = (spec.window > 0 && spec.window < T) || spec.segments.defined();  // needs more than causal
-  at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device(), windowed));  // [B, nh/tp, T, D]
+  at::Tensor out = ops::attention(q, k, v, spec, ops::resolve_impl(kernels_, q.device()));  // [B, nh/tp, T, D]
   out = out.transpose(1, 2).reshape({B, T, nh * D});  // [B, T, nh/tp * D]
   out = project(out, p.o_proj, p.o_lora, layer, ctx);  // row-parallel: partial sums
   return leave_tp(out, ctx.sequence_parallel);
