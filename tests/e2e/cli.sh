@@ -42,7 +42,7 @@ fi
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
   "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
-  "generate" "data preview" "eval" "plan"; do
+  "bench comm" "generate" "data preview" "eval" "plan"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -235,6 +235,24 @@ if expect_ok "bench train --json" -- \
     and 0 < d["mfu"] <= 1 and d["tokens_per_s"] > 0' <"$T/stdout" &&
     pass "bench train JSON fields" ||
     fail "bench train JSON fields" "$(cat "$T/stdout")"
+fi
+
+# bench comm: the trainer's collectives over 2 ranks, bandwidth as nccl-tests (busbw = algbw x
+# 2 (n - 1) / n for all_reduce, (n - 1) / n for reduce_scatter and all_gather, 1 for send_recv)
+expect_fail "bench comm on one rank" "needs 2 or more ranks" -- "$EXATRAIN" bench comm
+expect_fail "bench comm with an unknown operation" "unknown operation 'allreduce'" -- \
+  "$EXATRAIN" bench comm --ops allreduce
+expect_fail "bench comm with a bad size" "'12Q' is not a size" -- "$EXATRAIN" bench comm --bytes 12Q
+if expect_ok "bench comm on 2 ranks --json" -- env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none \
+  mpirun -n 2 "$EXATRAIN" bench comm --bytes 64K,1M --iters 2 --json; then
+  json_check 'd["ranks"] == 2 and [r["op"] for r in d["results"]] == [o for o in ("all_reduce", "reduce_scatter",
+    "all_gather", "send_recv") for _ in (0, 1)] and [r["bytes"] for r in d["results"]] == [65536, 1048576] * 4
+    and all(r["seconds"] > 0 and abs(r["algbw_gb_s"] - r["bytes"] / r["seconds"] / 1e9) < 1e-6 * r["algbw_gb_s"]
+            and abs(r["busbw_gb_s"] - r["algbw_gb_s"] * (0.5 if r["op"] in ("reduce_scatter", "all_gather") else 1))
+                < 1e-9 for r in d["results"])' <"$T/stdout" &&
+    pass "bench comm JSON: 4 operations x 2 sizes, algbw and busbw" ||
+    fail "bench comm JSON" "$(cat "$T/stdout")"
 fi
 
 # ---------------------------------------------------------------------------------------------

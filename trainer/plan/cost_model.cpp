@@ -209,6 +209,7 @@ CostLayout CostLayout::of(const RunConfig& c, int64_t tp, int64_t pp, int64_t dp
   l.global_batch = c.train.global_batch;
   l.seq_len = c.train.seq_len;
   l.recompute = c.train.recompute;
+  l.grad_overlap = c.parallel.grad_overlap;
   l.precision = c.train.precision;
   l.compute_dtype_weights = c.train.weights == Precision::BF16;
   l.attention_mask = c.train.kernels == KernelChoice::Reference;
@@ -334,7 +335,9 @@ LayoutCost estimate_cost(const ModelConfig& m, const CostLayout& l, const ModelV
     // Per micro-batch: 4 per layer (attention and MLP, forward and backward), the embedding, and
     // on the last stage the lm_head input (in the residual stream's dtype: bf16 with bf16
     // weights), and the cross-entropy's three [B*T] fp32 reductions.
-    const double activations = (4 * Ls + 1 + (also_last ? 1 : 0)) * B * T * H * (l.compute_dtype_weights ? 2 : 4);
+    // Full recomputation runs each layer's forward collectives again in the backward: 6 per layer.
+    const double per_layer = l.recompute == Recompute::Full ? 6 : 4;
+    const double activations = (per_layer * Ls + 1 + (also_last ? 1 : 0)) * B * T * H * (l.compute_dtype_weights ? 2 : 4);
     const double loss = also_last ? Mb * 3 * B * T * 4 : 0;
     const double norms = (v.qk_norm ? 2 * Ls * Dh * 4 : 0);
     if (sp) {
@@ -595,6 +598,11 @@ StepTime predict_step_time(const ModelConfig& m, const CostLayout& l, const Layo
     // the weights' all-gather (Megatron-LM's --overlap-grad-reduce, --overlap-param-gather).
     const double hiding = l.zero == 3 && l.pp == 1 ? busy : busy / M;
     t.dp_comm = std::max(0.0, dp_gather - hiding / 3.0) + std::max(0.0, dp_reduce - hiding * 2.0 / 3.0);
+  } else if (l.grad_overlap && l.zero <= 1) {
+    // exatrain (parallel.grad_overlap): the gradient buckets start reducing in the last
+    // micro-batch's backward (2/3 of its compute); the all-gather waits for the optimizer.
+    const double busy = (t.compute + t.elementwise) / M;
+    t.dp_comm = dp_gather + std::max(0.0, dp_reduce - busy * 2.0 / 3.0);
   }
   return t;
 }

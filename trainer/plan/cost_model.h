@@ -36,6 +36,10 @@ struct CostLayout {
   // shrink v-fold (Narayanan et al. 2021, section 2.2.2: a bubble of (pp - 1) / v micro-batch
   // slots), each micro-batch crosses v times as many stage boundaries. Memory is counted as 1F1B.
   int64_t virtual_stages = 1;
+  // exatrain's parallel.grad_overlap: the DP reduction (all-reduce, ZeRO-1's reduce-scatter)
+  // starts bucket by bucket during the last micro-batch's backward; ZeRO-1's all-gather of the
+  // updated weights waits for the optimizer. Only for exatrain's own plans (without overlap_comm).
+  bool grad_overlap = false;
   Recompute recompute = Recompute::None;
   // Planner only: TorchTitan's per-operator selective checkpointing ('op' policy): each layer's
   // forward saves every matmul output except every second one (k, o, up in forward order), which
@@ -164,9 +168,9 @@ struct StepTime {
 };
 // `overlap_comm`: predict a trainer that hides TP, PP and DP communication behind compute where
 // compute lasts long enough (Megatron-LM's --tp-comm-overlap, --overlap-grad-reduce, FSDP's
-// prefetch). exatrain overlaps only its DP reduction, with the last micro-batch's backward
-// (parallel.grad_overlap), so its own plans use false: the reduction counted whole, an upper
-// bound. Published runs that overlapped are predicted with true.
+// prefetch). Published runs that overlapped are predicted with true. exatrain's own plans use
+// false: its TP and PP communication is exposed, and its DP reduction hides behind the last
+// micro-batch's backward when layout.grad_overlap says the trainer overlaps it.
 StepTime predict_step_time(const ModelConfig& model, const CostLayout& layout, const LayoutCost& cost,
                            const Hardware& hw, const ModelVariant& variant = {}, bool overlap_comm = false);
 
