@@ -9,6 +9,7 @@
 #      on a GPU the CUDA kernels themselves, before `auto` trusts them);
 #   2. NCCL: every collective in fp32 and bf16 on all local GPUs, one rank per GPU, against values
 #      worked out from the ranks (build/bin/comm_check); a rank that never joins must end the job;
+#      the bus bandwidth of the trainer's collectives (exatrain bench comm) against the planner's;
 #   3. training on GPUs at every layout the GPU count allows (TP, PP, DP, ZeRO-1, SP) against the
 #      same config on one CPU rank (tests/multirank/compare_runs.py, 1e-4 relative);
 #   4. a short bf16 benchmark of the 1.2B preset: tokens/s, MFU, memory;
@@ -61,6 +62,14 @@ run() {  # run NAME LOG TIMEOUT COMMAND...: exit status of COMMAND (124: time li
 }
 echo "gpu_check: $gpus GPU(s): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
 
+# This GPU's entry in configs/hardware.yaml (the planner's figures), if it has one.
+kind=""
+case "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)" in
+  *H100*80*|*H100*81*) kind=h100-80g ;;
+  *H200*) kind=h200-141g ;;
+  *A100*80*|*A100*81*) kind=a100-80g ;;
+esac
+
 # 1. kernels
 t=$(date +%s)
 if run kernels "$T/kernels.log" 300 "$BIN" selftest --kernels; then record "kernel selftest" PASS $(($(date +%s) - t)) ""
@@ -83,6 +92,37 @@ else
     record "NCCL: a rank that never joins" PASS $(($(date +%s) - t)) "the job ended with the timeout message"
   else
     record "NCCL: a rank that never joins" FAIL $(($(date +%s) - t)) "exit $rc (124: it hung)" "$T/stuck.log"
+  fi
+  # The link the planner prices TP and intra-node DP traffic at: NVLink's one-way bandwidth x
+  # configs/hardware.yaml's link efficiency, against NCCL's bus bandwidth for a 1 GiB all-reduce
+  # over the local GPUs (exatrain bench comm: the trainer's own collectives). FAIL when the
+  # planner is more than 1/3 optimistic (measured below 75% of its figure).
+  t=$(date +%s)
+  if run nccl-bw "$T/nccl-bw.log" 300 mpirun -n "$n" "$BIN" bench comm --device cuda --bytes 64M,1G \
+       --ops all_reduce,reduce_scatter,all_gather --iters 5 --json; then
+    verdict=$("$PY" - "$T/nccl-bw.log" "$ROOT/configs/hardware.yaml" "$kind" <<'PYEOF'
+import json, sys, yaml
+log, hardware, kind = sys.argv[1:]
+d = next(json.loads(l) for l in open(log) if l.startswith("{") and '"results"' in l)  # rank 0's JSON line
+r = {(x["op"], x["bytes"]): x["busbw_gb_s"] for x in d["results"]}
+big = max(b for _, b in r)
+note = ", ".join(f"{op} {r[(op, big)]:.0f}" for op in ("all_reduce", "reduce_scatter", "all_gather")) + f" GB/s busbw at {big / 2**30:g} GiB"
+if not kind:
+    print(f"PASS {note} (no configs/hardware.yaml entry for this GPU to compare with)")
+    sys.exit()
+h = yaml.safe_load(open(hardware))
+efficiency = h["efficiency"]
+planner = h["gpus"][kind]["nvlink_gb_per_s"] * efficiency.get("nvlink", efficiency.get("link"))
+got = r[("all_reduce", big)]
+ok = got >= 0.75 * planner
+print(f"{'PASS' if ok else 'FAIL'} {note}; the planner ({kind}) assumes {planner:.0f} GB/s: measured {100 * (got / planner - 1):+.0f}%"
+      + ("" if ok else "; set configs/hardware.yaml's link efficiency or nvlink_gb_per_s from this measurement"))
+PYEOF
+    ) || verdict="FAIL could not read $T/nccl-bw.log"
+    record "NCCL bandwidth ($n GPUs)" "${verdict%% *}" $(($(date +%s) - t)) "${verdict#* }" \
+      "$([[ ${verdict%% *} == PASS ]] || echo "$T/nccl-bw.log")"
+  else
+    record "NCCL bandwidth ($n GPUs)" FAIL $(($(date +%s) - t)) "" "$T/nccl-bw.log"
   fi
 fi
 
@@ -149,12 +189,6 @@ PY
 fi
 
 # 5. the planner on this node: memory per stage and the order of step times of several layouts
-kind=""
-case "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)" in
-  *H100*80*|*H100*81*) kind=h100-80g ;;
-  *H200*) kind=h200-141g ;;
-  *A100*80*|*A100*81*) kind=a100-80g ;;
-esac
 t=$(date +%s)
 if ((n < 2)); then
   record "planner: layouts on this node" SKIP 0 "one GPU: the layouts differ only across GPUs"
