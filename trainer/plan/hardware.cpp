@@ -46,8 +46,8 @@ Hardware load_hardware(const std::string& name, const std::string& path) {
   const ConfigNode& eff = section(root, "efficiency", origin);
   const std::string where = origin + ": gpus." + name;
   // efficiency.nvlink and efficiency.network: the share of the one-way line rate NCCL's
-  // collectives reach on each; efficiency.link is the default for both (a file may state only it,
-  // as the CPU hardware tests/multirank/memory_model.py writes).
+  // collectives reach on each; efficiency.link is the default of either one a file does not state
+  // (the CPU hardware tests/multirank/memory_model.py writes states only it).
   const std::string eff_where = origin + ": efficiency";
   auto link_efficiency = [&](const std::string& key) {
     if (eff.find(key)) return number(eff, key, eff_where);
