@@ -663,6 +663,9 @@ expect_fail "plan: --layout the model does not allow" "model.num_heads (4) is no
 printf 'efficiency: {gemm: 0.7, attention: 0.4, link: 0.8}\ngpus:\n  x:\n    memory_gb: lots\n' >hw.yaml
 expect_fail "plan: bad hardware file" "hw.yaml:4:16" "'memory_gb' is 'lots', expected a positive number" -- \
   "$EXATRAIN" plan --preset tiny --gpus 8 --gpu x --hardware hw.yaml
+printf 'efficiency: {gemm: 0.7, attention: 0.4, nvlink: 0.8}\ngpus:\n  x:\n    memory_gb: 80\n' >hw.yaml
+expect_fail "plan: hardware file with no network efficiency" "'network' is missing, and no 'link' default" -- \
+  "$EXATRAIN" plan --preset tiny --gpus 8 --gpu x --hardware hw.yaml
 expect_fail "model info to a full device" "cannot write to standard output" -- \
   bash -c '"$@" >/dev/full' _ "$EXATRAIN" model info --preset tiny
 expect_fail "config keys to a full device (fails mid-way)" "cannot write to standard output" -- \

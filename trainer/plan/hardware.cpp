@@ -45,7 +45,16 @@ Hardware load_hardware(const std::string& name, const std::string& path) {
   }
   const ConfigNode& eff = section(root, "efficiency", origin);
   const std::string where = origin + ": gpus." + name;
-  const double link = number(eff, "link", origin + ": efficiency");
+  // efficiency.nvlink and efficiency.network: the share of the one-way line rate NCCL's
+  // collectives reach on each; efficiency.link is the default of either one a file does not state
+  // (the CPU hardware tests/multirank/memory_model.py writes states only it).
+  const std::string eff_where = origin + ": efficiency";
+  auto link_efficiency = [&](const std::string& key) {
+    if (eff.find(key)) return number(eff, key, eff_where);
+    if (!eff.find("link")) fail("{}: '{}' is missing, and no 'link' default (a positive number)", eff_where, key);
+    return number(eff, "link", eff_where);
+  };
+  const double nvlink = link_efficiency("nvlink"), network = link_efficiency("network");
   Hardware hw;
   hw.name = name;
   hw.memory_bytes = number(*gpu, "memory_gb", where) * 1e9;
@@ -55,8 +64,8 @@ Hardware load_hardware(const std::string& name, const std::string& path) {
   // states none, as the CPU hardware tests/multirank/memory_model.py writes).
   const double memory = eff.find("memory") ? number(eff, "memory", origin + ": efficiency") : 1.0;
   hw.memory_bytes_per_s = number(*gpu, "hbm_tb_per_s", where) * 1e12 * memory;
-  hw.intra_node_bytes_per_s = number(*gpu, "nvlink_gb_per_s", where) * 1e9 * link;
-  hw.inter_node_bytes_per_s = number(*gpu, "network_gb_per_s", where) * 1e9 * link;
+  hw.intra_node_bytes_per_s = number(*gpu, "nvlink_gb_per_s", where) * 1e9 * nvlink;
+  hw.inter_node_bytes_per_s = number(*gpu, "network_gb_per_s", where) * 1e9 * network;
   hw.gemm_efficiency = number(eff, "gemm", origin + ": efficiency");
   hw.attention_efficiency = number(eff, "attention", origin + ": efficiency");
   return hw;
