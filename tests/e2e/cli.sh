@@ -42,7 +42,7 @@ fi
 for sub in "" "config" "config show" "config keys" "model" "model info" "logits" "train" \
   "bench" "bench train" "tokenizer" "tokenizer encode" "tokenizer decode" "tokenizer info" "tokenizer bench" \
   "tokenizer train" "data" "data prepare" "data verify" "data info" "data bench" "selftest" "bench attention" \
-  "bench comm" "generate" "data preview" "eval" "plan"; do
+  "bench comm" "bench gemm" "generate" "data preview" "eval" "plan"; do
   # shellcheck disable=SC2086  # $sub is meant to split into words
   expect_ok "--help ${sub:-(top level)}" "Usage" -- "$EXATRAIN" $sub --help
 done
@@ -254,6 +254,20 @@ if expect_ok "bench comm on 2 ranks --json" -- env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI
     pass "bench comm JSON: 4 operations x 2 sizes, algbw and busbw" ||
     fail "bench comm JSON" "$(cat "$T/stdout")"
 fi
+
+# bench gemm: FLOPs as the planner counts them (2 M N K per product; 12 heads dim seq^2 for causal
+# attention forward + backward), TFLOP/s = FLOPs / seconds
+if expect_ok "bench gemm --json" -- "$EXATRAIN" bench gemm --shapes 64x32x16,8x8x8 --attention 2x32x16 \
+  --dtype fp32 --iters 2 --warmup 1 --threads 1 --json; then
+  json_check '[r["flops"] for r in d["results"]] == [2 * 64 * 32 * 16, 2 * 8 * 8 * 8, 12 * 2 * 16 * 32 * 32]
+    and [r["shape"] for r in d["results"]] == [[64, 32, 16], [8, 8, 8], [2, 32, 16]]
+    and all(r["seconds"] > 0 and abs(r["tflops"] - r["flops"] / r["seconds"] / 1e12) < 1e-9 * r["tflops"]
+            for r in d["results"])' <"$T/stdout" &&
+    pass "bench gemm JSON: FLOPs and TFLOP/s" ||
+    fail "bench gemm JSON" "$(cat "$T/stdout")"
+fi
+expect_fail "bench gemm with a bad shape" "'12x3': expected three positive integers" -- \
+  "$EXATRAIN" bench gemm --shapes 12x3
 
 # ---------------------------------------------------------------------------------------------
 # train 2 steps, then logits on the result
