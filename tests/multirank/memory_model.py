@@ -190,7 +190,7 @@ def main():
     if failures:
         sys.exit("FAIL - " + "; ".join(failures))
     judged_note = (f"step-time order: {order}" if args.judge_order is not None else
-                   "step times printed, not judged (the runs shared the cores)")
+                   "step times printed, not judged (no --judge-order: runs that shared the cores)")
     print(f"ok - {len(rows)} stages' peak activations, resident bytes and peak within {100 * MEMORY_TOLERANCE:.0f}% "
           f"of the measured; bytes per "
           f"collective equal; {judged_note}")
