@@ -1055,7 +1055,9 @@ AdamWCheck adamw_kernel_check(const at::Device& device, const AdamWKernel& kerne
   // the kernel, on `device`
   const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   at::Tensor p = p0.to(device), m = at::zeros({n}, f32), v = at::zeros({n}, f32);
-  at::Tensor copy = at::empty({n}, f32.dtype(at::kBFloat16));
+  // NaN where the kernel must write: a kernel that leaves the copy unwritten cannot pass on
+  // memory that happens to hold the right values (a freed block of an earlier check did, once).
+  at::Tensor copy = at::full({n}, std::numeric_limits<float>::quiet_NaN(), f32.dtype(at::kBFloat16));
   auto* bits = reinterpret_cast<uint16_t*>(copy.mutable_data_ptr<at::BFloat16>());
   for (auto& run : runs) run.out = bits + run.begin;
   for (int t = 0; t < 3; ++t) {
