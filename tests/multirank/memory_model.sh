@@ -9,7 +9,7 @@
 # measured GEMM peak and MPI bandwidth) are judged for the small runs, which run one at a time
 # on 1 or 2 ranks, one core each: every pair predicted more than 25% apart must be measured in
 # that order (memory_model.py). The tiny runs run two at a time, so their times are only printed.
-# 2.5-3 minutes on 2 quiet cores (KEEP_RUNS=1 keeps the run directories).
+# 80-90 s on 2 quiet cores (KEEP_RUNS=1 keeps the run directories).
 #   memory_model.sh EXATRAIN_BIN PYTHON
 set -euo pipefail
 BIN=$1 PY=$2
