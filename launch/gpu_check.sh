@@ -96,7 +96,7 @@ else
     record "NCCL: a rank that never joins" FAIL $(($(date +%s) - t)) "exit $rc (124: it hung)" "$T/stuck.log"
   fi
   # The link the planner prices TP and intra-node DP traffic at: NVLink's one-way bandwidth x
-  # configs/hardware.yaml's link efficiency, against NCCL's bus bandwidth for a 1 GiB all-reduce
+  # configs/hardware.yaml's efficiency.nvlink, against NCCL's bus bandwidth for a 1 GiB all-reduce
   # over the local GPUs (exatrain bench comm: the trainer's own collectives). FAIL when the
   # planner is more than 1/3 optimistic (measured below 75% of its figure).
   t=$(date +%s)
@@ -118,7 +118,7 @@ planner = h["gpus"][kind]["nvlink_gb_per_s"] * efficiency.get("nvlink", efficien
 got = r[("all_reduce", big)]
 ok = got >= 0.75 * planner
 print(f"{'PASS' if ok else 'FAIL'} {note}; the planner ({kind}) assumes {planner:.0f} GB/s: measured {100 * (got / planner - 1):+.0f}%"
-      + ("" if ok else "; set configs/hardware.yaml's link efficiency or nvlink_gb_per_s from this measurement"))
+      + ("" if ok else "; set configs/hardware.yaml's efficiency.nvlink or nvlink_gb_per_s from this measurement"))
 PYEOF
     ) || verdict="FAIL could not read $T/nccl-bw.log"
     record "NCCL bandwidth ($n GPUs)" "${verdict%% *}" $(($(date +%s) - t)) "${verdict#* }" \
