@@ -24,6 +24,7 @@
 #include "trainer/app/commands.h"
 #include "trainer/core/error.h"
 #include "trainer/parallel/comm.h"
+#include "trainer/parallel/topology.h"
 
 namespace exatrain {
 
@@ -83,11 +84,7 @@ void bench_comm(const CommBenchOptions& o) {
   const bool cuda = o.device == "cuda";
   if (cuda) {
     if (!at::hasCUDA() || c10::cuda::device_count() == 0) fail("--device cuda, but this machine has no usable GPU");
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-    int local = 0;
-    MPI_Comm_rank(node, &local);
-    MPI_Comm_free(&node);
+    const int local = node_ranks(rank).local_rank;
     const int gpus = static_cast<int>(c10::cuda::device_count());
     if (local >= gpus) fail("rank {} is local rank {} of its node, which has {} GPUs: start one rank per GPU", rank, local, gpus);
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(local));
@@ -110,8 +107,8 @@ void bench_comm(const CommBenchOptions& o) {
       // A whole number of fp32 elements per rank, so every rank's share is equal.
       const int64_t elements = std::max<int64_t>(1, requested / 4 / n) * n;
       const int64_t bytes = elements * 4;
-      at::Tensor full = at::ones({elements}, options);
-      at::Tensor part = at::ones({elements / n}, options);
+      at::Tensor full = at::zeros({elements}, options);  // sums of zeros stay zero over the calls
+      at::Tensor part = at::zeros({elements / n}, options);
       at::Tensor received = at::empty({elements}, options);
       auto call = [&] {
         if (op == "all_reduce") {

@@ -41,6 +41,16 @@ void check_layout(const RunConfig& c, int world_size) {
          world_size);
 }
 
+NodeRanks node_ranks(int world_rank) {
+  NodeRanks r;
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &r.local_rank);
+  MPI_Comm_size(node, &r.local_size);
+  MPI_Comm_free(&node);
+  return r;
+}
+
 Topology make_topology(const RunConfig& c, int world_size, int world_rank, CommContext* context) {
   check_layout(c, world_size);
   Topology t;
@@ -59,11 +69,9 @@ Topology make_topology(const RunConfig& c, int world_size, int world_rank, CommC
   };
   t.world = std::make_unique<Communicator>("world", reinterpret_cast<intptr_t>(MPI_COMM_WORLD), context);
   // This node's ranks (under mpirun and srun alike): the GPU index and the memory check use them.
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &t.local_rank);
-  MPI_Comm_size(node, &t.local_size);
-  MPI_Comm_free(&node);
+  const NodeRanks node = node_ranks(world_rank);
+  t.local_rank = node.local_rank;
+  t.local_size = node.local_size;
   t.tp_group = split("tp", t.dp_rank + t.dp * t.pp_rank, t.tp_rank);
   t.dp_group = split("dp", t.tp_rank + t.tp * t.pp_rank, t.dp_rank);
   t.pp_group = split("pp", t.tp_rank + t.tp * t.dp_rank, t.pp_rank);

@@ -26,6 +26,13 @@ struct Topology {
 // failure, before any work; then splits the groups.
 Topology make_topology(const RunConfig& config, int world_size, int world_rank, CommContext* context);
 
+// This rank's index among the ranks on its node, and their number (MPI's shared-memory split;
+// collective over the world): which GPU a rank uses.
+struct NodeRanks {
+  int local_rank = 0, local_size = 1;
+};
+NodeRanks node_ranks(int world_rank);
+
 // The same checks without MPI (for tests and `config show`).
 void check_layout(const RunConfig& config, int world_size);
 
